@@ -1,0 +1,83 @@
+"""Implicit hypergradients of a validation objective with respect to loss parameters.
+
+With w*(a) the weights that minimise the training loss L_T(w, a), the implicit function
+theorem gives the total derivative of the validation objective L_V(w*(a), a):
+
+    dL_V/da = dL_V/da|direct - (d2 L_T / da dw) H^-1 grad_w L_V,      H = d2 L_T / dw2
+
+H^-1 v is approximated by a linear solver (linear_solve.py) built on Hessian-vector
+products, all taken from one double-backward graph of grad_w L_T that is built once.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from .linear_solve import DivergenceError, make_solver
+
+__all__ = ["implicit_hypergradient", "DivergenceError"]
+
+
+def _grads(outputs, inputs, grad_outputs=None, **kwargs) -> tuple[torch.Tensor, ...]:
+    """torch.autograd.grad with zeros for inputs the outputs do not depend on."""
+    return torch.autograd.grad(outputs, inputs, grad_outputs=grad_outputs, allow_unused=True,
+                               materialize_grads=True, **kwargs)
+
+
+def implicit_hypergradient(
+    train_loss: Callable[[], torch.Tensor],
+    val_loss: Callable[[], torch.Tensor],
+    params: Sequence[torch.Tensor],
+    hparams: Sequence[torch.Tensor],
+    *,
+    solver: str = "neumann",
+    steps: int = 5,
+    alpha: float = 1.0,
+) -> list[torch.Tensor]:
+    """Total derivative of ``val_loss()`` with respect to each of ``hparams``.
+
+    Args:
+        train_loss, val_loss: zero-argument callables returning scalar losses that depend on
+            ``params`` (and possibly ``hparams``).
+        params: the lower-level weights, at (approximately) a minimum of ``train_loss``.
+        hparams: the upper-level parameters.
+        solver: "neumann", "cg" or "identity" for H^-1 v.
+        steps, alpha: number of Hessian-vector products, and the Neumann step / identity scale.
+
+    Raises:
+        DivergenceError: the solver diverged or produced non-finite values.
+    """
+    params, hparams = list(params), list(hparams)
+    solve = make_solver(solver, steps=steps, alpha=alpha)
+
+    # grad_w L_V and the direct term dL_V/da from one backward pass
+    val_grads = _grads(val_loss(), params + hparams)
+    v, direct = val_grads[: len(params)], val_grads[len(params):]
+
+    # grad_w L_T with its graph kept: every product below differentiates it once more
+    train_grads = torch.autograd.grad(train_loss(), params, create_graph=True)
+    linked = [(g, p) for g, p in zip(train_grads, params) if g.requires_grad]
+    outputs = [g for g, _ in linked]
+
+    def hessian_vector_product(vector):
+        # a gradient that depends on no weight (a constant) contributes a zero block of H
+        return _grads(outputs, params, grad_outputs=_select(vector, params, linked), retain_graph=True)
+
+    x = solve(hessian_vector_product, v) if outputs else tuple(torch.zeros_like(p) for p in params)
+    if not all(torch.isfinite(t).all() for t in x):
+        raise DivergenceError("the inverse-Hessian-vector product is not finite")
+    if outputs:
+        mixed = _grads(outputs, hparams, grad_outputs=_select(x, params, linked))
+    else:
+        mixed = tuple(torch.zeros_like(h) for h in hparams)
+    hypergrads = [d - m for d, m in zip(direct, mixed)]
+    if not all(torch.isfinite(h).all() for h in hypergrads):
+        raise DivergenceError("the hypergradient is not finite")
+    return hypergrads
+
+
+def _select(vector, params, linked):
+    """The entries of a per-parameter vector that belong to gradients with a graph."""
+    position = {id(p): i for i, p in enumerate(params)}
+    return [vector[position[id(p)]] for _, p in linked]

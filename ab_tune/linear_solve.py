@@ -1,0 +1,101 @@
+"""Linear solvers for ``H x = b`` that only touch H through products ``matvec(v) = H v``.
+
+Vectors are tuples of tensors (one per model parameter), so no dense Hessian is ever
+formed. Each solver is ``solve(matvec, b) -> x``; ``make_solver(name, **options)`` builds one.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import torch
+
+__all__ = ["SOLVERS", "DivergenceError", "make_solver", "neumann", "conjugate_gradient", "identity"]
+
+Vector = Sequence[torch.Tensor]
+MatVec = Callable[[Vector], Vector]
+
+
+class DivergenceError(ArithmeticError):
+    """The solver's iterates became non-finite or grew: its result must not be used."""
+
+
+def _dot(a: Vector, b: Vector) -> torch.Tensor:
+    return sum((x * y).sum() for x, y in zip(a, b))
+
+
+def _norm(a: Vector) -> float:
+    return float(torch.sqrt(_dot(a, a)))
+
+
+def _axpy(alpha, x: Vector, y: Vector) -> tuple[torch.Tensor, ...]:
+    """alpha * x + y"""
+    return tuple(alpha * xi + yi for xi, yi in zip(x, y))
+
+
+def neumann(matvec: MatVec, b: Vector, *, steps: int = 5, alpha: float = 1.0,
+            growth_limit: float = 2.0) -> tuple[torch.Tensor, ...]:
+    """H^-1 b ~= alpha * sum_{j=0..steps} (I - alpha H)^j b   (``steps`` products with H).
+
+    The series converges iff |1 - alpha * lambda| < 1 for every eigenvalue lambda of H, that
+    is 0 < alpha < 2 / lambda_max for a positive definite H; then no term is larger than b.
+    A term more than ``growth_limit`` times the size of b, or a non-finite one, means alpha
+    is too large (or H far from positive definite): raise instead of returning garbage.
+    """
+    term = tuple(b)
+    total = tuple(b)
+    limit = growth_limit * _norm(b)
+    for j in range(1, steps + 1):
+        term = _axpy(-alpha, matvec(term), term)  # (I - alpha H) term
+        size = _norm(term)
+        if not size <= limit:  # also catches nan
+            raise DivergenceError(
+                f"Neumann series diverges at term {j}: |term| = {size:.3g} > {growth_limit} |b| = {limit:.3g}; "
+                f"use a smaller solver_alpha (it must be below 2 / lambda_max(H)), got solver_alpha={alpha}"
+            )
+        total = _axpy(1.0, term, total)
+    return tuple(alpha * t for t in total)
+
+
+def conjugate_gradient(matvec: MatVec, b: Vector, *, steps: int = 5, tol: float = 1e-10,
+                       alpha: float | None = None) -> tuple[torch.Tensor, ...]:
+    """Conjugate gradient from x0 = 0; stops after ``steps`` products or at |r| <= tol |b|.
+
+    Needs a symmetric positive definite H; non-positive curvature along a search direction
+    (a saddle or maximum of the training loss) raises DivergenceError. ``alpha`` is unused.
+    """
+    x = tuple(torch.zeros_like(t) for t in b)
+    r = tuple(b)
+    p = tuple(b)
+    rr = _dot(r, r)
+    stop = tol * tol * float(rr)
+    for _ in range(steps):
+        if float(rr) <= stop:
+            break
+        hp = matvec(p)
+        curvature = _dot(p, hp)
+        if not torch.isfinite(curvature) or curvature <= 0:
+            raise DivergenceError(f"conjugate gradient met curvature p.Hp = {float(curvature):.3g} <= 0")
+        step = rr / curvature
+        x = _axpy(step, p, x)
+        r = _axpy(-step, hp, r)
+        rr_new = _dot(r, r)
+        p = _axpy(rr_new / rr, p, r)
+        rr = rr_new
+    if not all(torch.isfinite(t).all() for t in x):
+        raise DivergenceError("conjugate gradient produced non-finite values")
+    return x
+
+
+def identity(matvec: MatVec, b: Vector, *, alpha: float = 1.0, steps: int = 0) -> tuple[torch.Tensor, ...]:
+    """H^-1 ~= alpha * I: the one-step (zero Neumann terms) approximation; no products with H."""
+    return tuple(alpha * t for t in b)
+
+
+SOLVERS = {"neumann": neumann, "cg": conjugate_gradient, "identity": identity}
+
+
+def make_solver(name: str, **options) -> Callable[[MatVec, Vector], tuple[torch.Tensor, ...]]:
+    if name not in SOLVERS:
+        raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got solver={name!r}")
+    return partial(SOLVERS[name], **options)

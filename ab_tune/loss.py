@@ -1,0 +1,226 @@
+"""The parametric cross-entropy family that AutoBalance designs.
+
+    loss(y, z) = - omega_y * log softmax(Delta * z + iota)_y
+
+averaged over a batch as ``F.cross_entropy(..., weight=omega)`` does: divided by the
+sum of the batch's weights. Known imbalance losses are points of the family (presets).
+
+Each parameter is stored as a fixed per-class preset value (a buffer) combined with a
+learnable correction that starts at zero:
+
+    Delta = Delta0 * exp(log_delta)     iota = iota0 + iota_shift     omega = omega0 * exp(log_omega)
+
+so a preset is reproduced bit for bit, Delta and omega stay positive and can reach any
+positive value (the official code's sigmoid cannot reach Delta >= 1), and a correction can
+be shared by a band of ``group_size`` classes of similar frequency.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["ParametricLoss", "PRESETS", "LEARNABLE", "preset_values"]
+
+LEARNABLE = ("delta", "iota", "omega")
+
+
+# --- presets: (Delta, iota, omega) per class from the training counts n_k -------------------
+# counts may be (K,) or (K, G) for per-(class, group) losses; pi is the prior within a group.
+
+def _prior(counts: torch.Tensor) -> torch.Tensor:
+    return counts / counts.sum(dim=0, keepdim=True)
+
+
+def _ce(counts):
+    ones = torch.ones_like(counts)
+    return ones, torch.zeros_like(counts), ones
+
+
+def _la(counts, tau: float = 1.0):
+    delta, _, omega = _ce(counts)
+    return delta, tau * torch.log(_prior(counts)), omega
+
+
+def _balanced_softmax(counts):
+    return _la(counts, tau=1.0)
+
+
+def _cdt(counts, gamma: float = 0.2):
+    _, iota, omega = _ce(counts)
+    return (counts / counts.max()) ** gamma, iota, omega
+
+
+def _vs(counts, gamma: float = 0.2, tau: float = 1.0):
+    delta, _, omega = _cdt(counts, gamma)
+    return delta, tau * torch.log(_prior(counts)), omega
+
+
+def _cb(counts, beta: float = 0.9999):
+    delta, iota, _ = _ce(counts)
+    weights = (1.0 - beta) / (1.0 - beta ** counts)
+    return delta, iota, weights / weights.mean()
+
+
+PRESETS = {
+    "ce": _ce,
+    "la": _la,
+    "balanced_softmax": _balanced_softmax,
+    "cdt": _cdt,
+    "vs": _vs,
+    "cb": _cb,
+}
+
+_PRESET_RANGES = {  # parameter -> (predicate, allowed, text)
+    "tau": (lambda v: math.isfinite(v), "a finite number"),
+    "gamma": (lambda v: math.isfinite(v) and v >= 0, ">= 0"),
+    "beta": (lambda v: 0 <= v < 1, "in [0, 1)"),
+}
+
+
+def preset_values(name: str, class_counts, **params) -> tuple[torch.Tensor, ...]:
+    """Per-class (Delta, iota, omega) of a named preset, in float64."""
+    if name not in PRESETS:
+        raise ValueError(f"loss_init must be one of {sorted(PRESETS)}, got loss_init={name!r}")
+    fn = PRESETS[name]
+    allowed = list(fn.__code__.co_varnames[1 : fn.__code__.co_argcount])
+    for key, value in params.items():
+        if key not in allowed:
+            raise ValueError(
+                f"preset {name!r} takes parameters {allowed or 'none'}, got {key}={value!r}"
+            )
+        check, text = _PRESET_RANGES[key]
+        if not isinstance(value, numbers.Real) or not check(float(value)):
+            raise ValueError(f"{key} must be {text}, got {key}={value!r}")
+    counts = torch.as_tensor(class_counts, dtype=torch.float64)
+    if counts.dim() not in (1, 2) or (counts <= 0).any():
+        raise ValueError(
+            "class_counts must be positive counts shaped (classes,) or (classes, groups), "
+            f"got class_counts={counts.tolist()}"
+        )
+    return fn(counts, **params)
+
+
+# --- the loss ---------------------------------------------------------------------------------
+
+class ParametricLoss(nn.Module):
+    """``-omega_y log softmax(Delta * z + iota)_y`` with learnable per-class corrections.
+
+    Args:
+        delta, iota, omega: initial per-class values, shaped (K,) or (K, G) for G groups.
+        learn: which of "delta", "iota", "omega" the upper level tunes (others stay fixed).
+        group_size: classes sharing one learnable correction; bands of classes are formed
+            in order of ``class_counts`` (most frequent first), as the official code does for
+            100+ classes. The fixed preset part stays per class.
+        class_counts: training counts, used to sort classes into bands.
+    """
+
+    def __init__(self, delta, iota, omega, *, learn: Sequence[str] = (), group_size: int = 1,
+                 class_counts=None):
+        super().__init__()
+        delta, iota, omega = (torch.as_tensor(t, dtype=torch.get_default_dtype()) for t in (delta, iota, omega))
+        if not (delta.shape == iota.shape == omega.shape) or delta.dim() not in (1, 2):
+            raise ValueError(
+                "delta, iota and omega must share one shape (classes,) or (classes, groups), got "
+                f"{tuple(delta.shape)}, {tuple(iota.shape)}, {tuple(omega.shape)}"
+            )
+        unknown = [name for name in learn if name not in LEARNABLE]
+        if unknown:
+            raise ValueError(f"learn must be a subset of {list(LEARNABLE)}, got learn={list(learn)}")
+        if (delta <= 0).any() or (omega <= 0).any():
+            raise ValueError("delta and omega must be positive")
+        num_classes = delta.shape[0]
+        if not isinstance(group_size, int) or not 1 <= group_size <= num_classes:
+            raise ValueError(f"group_size must be an integer in [1, {num_classes}], got group_size={group_size!r}")
+        self.grouped = delta.dim() == 2
+        shape = delta.shape if self.grouped else delta.shape + (1,)
+        self.register_buffer("delta0", delta.reshape(shape).clone())
+        self.register_buffer("iota0", iota.reshape(shape).clone())
+        self.register_buffer("omega0", omega.reshape(shape).clone())
+        self.register_buffer("band", _frequency_bands(num_classes, group_size, class_counts))
+        num_bands = int(self.band.max()) + 1
+        for name in LEARNABLE:
+            correction = nn.Parameter(torch.zeros(num_bands, shape[1]), requires_grad=name in learn)
+            self.register_parameter(f"{name}_correction", correction)
+        self.learn = tuple(name for name in LEARNABLE if name in learn)
+
+    @classmethod
+    def from_preset(cls, name: str, class_counts, *, learn: Sequence[str] = (), group_size: int = 1,
+                    **params) -> "ParametricLoss":
+        """A preset (``ce``, ``la``, ``balanced_softmax``, ``cdt``, ``vs``, ``cb``) from counts."""
+        delta, iota, omega = preset_values(name, class_counts, **params)
+        counts = torch.as_tensor(class_counts, dtype=torch.float64)
+        return cls(delta, iota, omega, learn=learn, group_size=group_size,
+                   class_counts=counts if counts.dim() == 1 else counts.sum(dim=1))
+
+    # per-class values, expanded from bands: (K,) or (K, G)
+    def _expand(self, correction: torch.Tensor) -> torch.Tensor:
+        return correction[self.band]
+
+    def _shape(self, value: torch.Tensor) -> torch.Tensor:
+        return value if self.grouped else value.squeeze(1)
+
+    @property
+    def delta(self) -> torch.Tensor:
+        return self._shape(self._delta())
+
+    @property
+    def iota(self) -> torch.Tensor:
+        return self._shape(self._iota())
+
+    @property
+    def omega(self) -> torch.Tensor:
+        return self._shape(self._omega())
+
+    def _delta(self):
+        return self.delta0 * torch.exp(self._expand(self.delta_correction))
+
+    def _iota(self):
+        return self.iota0 + self._expand(self.iota_correction)
+
+    def _omega(self):
+        return self.omega0 * torch.exp(self._expand(self.omega_correction))
+
+    def hparameters(self) -> list[nn.Parameter]:
+        """The learnable corrections the upper level tunes (empty for a fixed loss)."""
+        return [getattr(self, f"{name}_correction") for name in self.learn]
+
+    def adjusted_logits(self, logits: torch.Tensor, group: torch.Tensor | None = None) -> torch.Tensor:
+        """``Delta * z + iota``, with a sample's group selecting its column of parameters."""
+        delta, iota = self._delta(), self._iota()
+        if group is None:
+            if self.grouped and delta.shape[1] > 1:
+                raise ValueError("this loss has per-(class, group) parameters: pass the group labels")
+            return logits * delta[:, 0] + iota[:, 0]
+        return logits * delta[:, group].T + iota[:, group].T
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor,
+                group: torch.Tensor | None = None) -> torch.Tensor:
+        nll = F.cross_entropy(self.adjusted_logits(logits, group), target, reduction="none")
+        omega = self._omega()
+        weight = omega[target, 0] if group is None else omega[target, group]
+        return (weight * nll).sum() / weight.sum()
+
+    def values(self) -> dict[str, list]:
+        """Per-class Delta, iota and omega as plain lists (for results and checkpoints)."""
+        with torch.no_grad():
+            return {name: getattr(self, name).tolist() for name in LEARNABLE}
+
+    def extra_repr(self) -> str:
+        return f"classes={self.delta0.shape[0]}, bands={self.delta_correction.shape[0]}, learn={list(self.learn)}"
+
+
+def _frequency_bands(num_classes: int, group_size: int, class_counts) -> torch.Tensor:
+    """Band index of each class: classes sorted by count (most frequent first), in runs of group_size."""
+    if class_counts is None:
+        order = torch.arange(num_classes)
+    else:
+        counts = torch.as_tensor(class_counts, dtype=torch.float64)
+        order = torch.argsort(-counts, stable=True)
+    band = torch.empty(num_classes, dtype=torch.long)
+    band[order] = torch.arange(num_classes) // group_size
+    return band

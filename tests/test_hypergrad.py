@@ -1,0 +1,173 @@
+"""Implicit hypergradients against closed forms and finite differences, in float64."""
+import pytest
+import torch
+
+from ab_tune.hypergrad import implicit_hypergradient
+from ab_tune.linear_solve import SOLVERS, DivergenceError, make_solver
+
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def _problem(seed=0, n=40, d=5, groups=3):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    y = torch.randn(n, generator=g, dtype=torch.float64)
+    group = torch.arange(n) % groups
+    xv = torch.randn(n // 2, d, generator=g, dtype=torch.float64)
+    yv = torch.randn(n // 2, generator=g, dtype=torch.float64)
+    a = 0.3 * torch.randn(groups, generator=g, dtype=torch.float64)
+    return x, y, group, xv, yv, a
+
+
+# --- weighted ridge regression: w*(a) = (X^T D X + lam I)^-1 X^T D y exactly ------------------
+LAM, REG = 0.5, 0.1
+
+
+def ridge_train(w, a, x, y, group):
+    return 0.5 * (torch.exp(a)[group] * (x @ w - y) ** 2).sum() + 0.5 * LAM * (w @ w)
+
+
+def ridge_val(w, a, xv, yv):
+    # the regulariser on a makes the direct term non-zero
+    return 0.5 * ((xv @ w - yv) ** 2).sum() + 0.5 * REG * (a @ a)
+
+
+def ridge_optimum(a, x, y, group):
+    d = torch.exp(a)[group]
+    return torch.linalg.solve(x.T @ (d[:, None] * x) + LAM * torch.eye(x.shape[1]), x.T @ (d * y))
+
+
+def exact_ridge_hypergradient(a, x, y, group, xv, yv):
+    a = a.clone().requires_grad_(True)
+    return torch.autograd.grad(ridge_val(ridge_optimum(a, x, y, group), a, xv, yv), a)[0]
+
+
+def ridge_hypergradient(solver, **options):
+    x, y, group, xv, yv, a = _problem()
+    w = ridge_optimum(a, x, y, group).requires_grad_(True)
+    a = a.clone().requires_grad_(True)
+    (h,) = implicit_hypergradient(lambda: ridge_train(w, a, x, y, group), lambda: ridge_val(w, a, xv, yv),
+                                  [w], [a], solver=solver, **options)
+    return h, exact_ridge_hypergradient(a.detach(), x, y, group, xv, yv)
+
+
+def _lambda_max(a, x, group):
+    d = torch.exp(a)[group]
+    return float(torch.linalg.eigvalsh(x.T @ (d[:, None] * x) + LAM * torch.eye(x.shape[1])).max())
+
+
+def test_cg_matches_ridge_closed_form():
+    h, exact = ridge_hypergradient("cg", steps=20)
+    assert torch.linalg.norm(h - exact) / torch.linalg.norm(exact) < 1e-6
+
+
+def test_neumann_converges_to_ridge_closed_form_below_two_over_lambda_max():
+    x, _, group, _, _, a = _problem()
+    alpha = 1.0 / _lambda_max(a, x, group)
+    few, exact = ridge_hypergradient("neumann", steps=5, alpha=alpha)
+    many, _ = ridge_hypergradient("neumann", steps=3000, alpha=alpha)
+    err = lambda h: float(torch.linalg.norm(h - exact) / torch.linalg.norm(exact))
+    assert err(many) < 1e-6
+    assert err(many) < err(few)
+
+
+def test_neumann_with_too_large_alpha_is_detected():
+    x, _, group, _, _, a = _problem()
+    with pytest.raises(DivergenceError, match="solver_alpha"):
+        ridge_hypergradient("neumann", steps=10, alpha=3.0 / _lambda_max(a, x, group))
+
+
+def test_identity_solver_is_alpha_times_the_validation_gradient():
+    """With H^-1 ~ alpha I the hypergradient is direct - alpha * (d2L_T/da dw) grad_w L_V."""
+    x, y, group, xv, yv, a = _problem()
+    w = ridge_optimum(a, x, y, group).requires_grad_(True)
+    a = a.clone().requires_grad_(True)
+    (h,) = implicit_hypergradient(lambda: ridge_train(w, a, x, y, group), lambda: ridge_val(w, a, xv, yv),
+                                  [w], [a], solver="identity", alpha=0.3)
+    v = torch.autograd.grad(ridge_val(w, a, xv, yv), w)[0]
+    # d/da of grad_w L_T . u  with u = 0.3 v, by autograd on the explicit gradient formula
+    gw = lambda a_: x.T @ (torch.exp(a_)[group] * (x @ w.detach() - y)) + LAM * w.detach()
+    mixed = torch.autograd.functional.vjp(gw, a.detach(), 0.3 * v)[1]
+    assert torch.allclose(h, REG * a.detach() - mixed, rtol=1e-10, atol=1e-12)
+
+
+# --- logistic regression: solved to tight tolerance, checked by central finite differences --
+
+def logistic_train(w, a, x, labels, group):
+    """Group-weighted logistic loss with ridge; weights exp(a_g) play omega's role."""
+    margins = (2 * labels - 1) * (x @ w)
+    return (torch.exp(a)[group] * torch.nn.functional.softplus(-margins)).mean() + 0.05 * (w @ w)
+
+
+def logistic_val(w, xv, labels_v):
+    return torch.nn.functional.softplus(-(2 * labels_v - 1) * (xv @ w)).mean()
+
+
+def logistic_optimum(a, x, labels, group):
+    """Newton's method to machine precision."""
+    w = torch.zeros(x.shape[1])
+    for _ in range(50):
+        g = torch.autograd.functional.jacobian(lambda w_: logistic_train(w_, a, x, labels, group), w)
+        h = torch.autograd.functional.hessian(lambda w_: logistic_train(w_, a, x, labels, group), w)
+        w = w - torch.linalg.solve(h, g)
+        if torch.linalg.norm(g) < 1e-14:
+            break
+    return w
+
+
+def test_cg_matches_finite_differences_on_logistic_regression():
+    x, y, group, xv, yv, a = _problem(seed=1, n=60, d=4)
+    labels, labels_v = (y > 0).double(), (yv > 0).double()
+    w = logistic_optimum(a, x, labels, group).requires_grad_(True)
+    a_var = a.clone().requires_grad_(True)
+    (h,) = implicit_hypergradient(lambda: logistic_train(w, a_var, x, labels, group),
+                                  lambda: logistic_val(w, xv, labels_v), [w], [a_var], solver="cg", steps=50)
+    eps = 1e-5
+    fd = torch.zeros_like(a)
+    for j in range(len(a)):
+        e = torch.zeros_like(a)
+        e[j] = eps
+        up = logistic_val(logistic_optimum(a + e, x, labels, group), xv, labels_v)
+        down = logistic_val(logistic_optimum(a - e, x, labels, group), xv, labels_v)
+        fd[j] = (up - down) / (2 * eps)
+    assert torch.linalg.norm(h - fd) / torch.linalg.norm(fd) < 1e-6
+
+
+# --- contract shared by every solver -----------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+def test_every_solver_returns_shapes_like_b_and_solves_a_scaled_identity(name):
+    b = (torch.randn(3, 2), torch.randn(4))
+    solve = make_solver(name, steps=10, alpha=0.5)
+    x = solve(lambda v: tuple(2.0 * t for t in v), b)  # H = 2 I, alpha = 1/2 is exact for all three
+    assert [t.shape for t in x] == [t.shape for t in b]
+    for xi, bi in zip(x, b):
+        assert torch.allclose(xi, bi / 2.0)
+
+
+def test_unknown_solver_is_rejected_with_the_allowed_names():
+    with pytest.raises(ValueError, match=r"solver must be one of \['cg', 'identity', 'neumann'\], got solver='lu'"):
+        make_solver("lu")
+
+
+def test_cg_detects_negative_curvature():
+    with pytest.raises(DivergenceError):
+        make_solver("cg", steps=5)(lambda v: tuple(-t for t in v), (torch.ones(3),))
+
+
+def test_hyperparameter_unused_by_both_losses_gets_a_zero_gradient():
+    w = torch.ones(2, requires_grad=True)
+    a, unused = torch.zeros(1, requires_grad=True), torch.zeros(3, requires_grad=True)
+    hs = implicit_hypergradient(lambda: ((w - a) ** 2).sum(), lambda: (w ** 2).sum(), [w], [a, unused],
+                                solver="cg", steps=5)
+    assert torch.equal(hs[1], torch.zeros(3))
+    # at w = (1, 1): H = 2 I, grad_w L_V = 2 w, and d/da grad_w L_T = -2 per entry, so
+    # the hypergradient is 0 - (-2) * sum(H^-1 grad_w L_V) = 2 * 2 = 4
+    assert torch.allclose(hs[0], torch.tensor([4.0]))
