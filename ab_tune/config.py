@@ -1,0 +1,203 @@
+"""The trial config: one flat-ish dict that drives ``train``, the Ray trainable and Optuna.
+
+``resolve_config`` rejects unknown keys and invalid values before any training, fills in
+defaults, and scales the schedule from the official CIFAR one (300 epochs: warm-up 5,
+lr x0.1 at 220 and 260, hyper steps from 120) to the trial's number of epochs.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .linear_solve import SOLVERS
+from .loss import LEARNABLE, PRESETS
+from .objectives import FAIRNESS_TERMS
+
+__all__ = ["OPTIONS", "DATASET_DEFAULTS", "resolve_config", "ConfigError"]
+
+
+class ConfigError(ValueError):
+    """A config key or value that is not allowed; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Option:
+    default: Any
+    allowed: str  # what is allowed, in words, for the error message
+    check: Callable[[Any], bool]
+    help: str
+
+
+def _number(low=-math.inf, high=math.inf, *, integer=False, low_open=False):
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+            return False
+        if integer and int(v) != v:
+            return False
+        return (v > low if low_open else v >= low) and v <= high
+    return check
+
+
+def _one_of(*names):
+    return lambda v: isinstance(v, str) and v in names
+
+
+def _optional(check):
+    return lambda v: v is None or check(v)
+
+
+def _is_bool(v):
+    return isinstance(v, bool)
+
+
+def _learn_list(v):
+    return isinstance(v, (list, tuple)) and all(name in LEARNABLE for name in v) and len(set(v)) == len(v)
+
+
+def _epoch_list(v):
+    return isinstance(v, (list, tuple)) and all(_number(0, integer=True)(e) for e in v)
+
+
+def _str_dict(v):
+    return isinstance(v, dict) and all(isinstance(k, str) for k in v)
+
+
+POSITIVE_INT = ("a positive integer", _number(1, integer=True))
+NON_NEGATIVE_INT = ("an integer >= 0", _number(0, integer=True))
+POSITIVE = ("a number > 0", _number(0, low_open=True))
+NON_NEGATIVE = ("a number >= 0", _number(0))
+
+OPTIONS: dict[str, Option] = {
+    # data
+    "dataset": Option("digits", "a dataset name (digits, cifar10, cifar100, gmm) or 'module:function'",
+                      lambda v: isinstance(v, str) and bool(v), "what to train on"),
+    "data_root": Option(None, "a directory path or null", _optional(lambda v: isinstance(v, str)),
+                        "where file datasets live (CIFAR)"),
+    "download": Option(False, "true or false", _is_bool, "download a missing file dataset"),
+    "dataset_params": Option({}, "a mapping of parameter names to values", _str_dict,
+                             "extra arguments of the dataset loader (gmm: dim, separation, ...)"),
+    "imbalance_ratio": Option(None, "a number >= 1", _optional(_number(1)), "rho = n_max / n_min; 1 keeps the data as it is"),
+    "imbalance_profile": Option("exp", "one of ['exp', 'step']", _one_of("exp", "step"), "long-tailed profile"),
+    "val_fraction": Option(0.2, "a number in (0, 1)", lambda v: _number(0, 1, low_open=True)(v) and v < 1,
+                           "fraction of the training pool held out for the upper level"),
+    "balanced_val": Option(False, "true or false", _is_bool, "balanced validation split instead of long-tailed"),
+    "data_seed": Option(None, "an integer >= 0 or null", _optional(_number(0, integer=True)),
+                        "seed of the data splits (null: the trial's seed)"),
+    # model
+    "model": Option("auto", "one of ['auto', 'resnet32', 'digits_cnn', 'mlp', 'linear']",
+                    _one_of("auto", "resnet32", "digits_cnn", "mlp", "linear"), "network"),
+    # lower level
+    "epochs": Option(None, *POSITIVE_INT, "training epochs of the search phase"),
+    "batch_size": Option(None, *POSITIVE_INT, "training batch size"),
+    "lr": Option(None, *POSITIVE, "lower-level SGD learning rate"),
+    "momentum": Option(0.9, "a number in [0, 1)", lambda v: _number(0, 1)(v) and v < 1, "lower-level SGD momentum"),
+    "weight_decay": Option(None, *NON_NEGATIVE, "lower-level weight decay"),
+    "warmup_epochs": Option(None, "an integer >= 0 or null", _optional(_number(0, integer=True)),
+                            "linear learning-rate warm-up (null: epochs * 5/300)"),
+    "lr_decay_epochs": Option(None, "a list of epochs or null", _optional(_epoch_list),
+                              "epochs where lr is multiplied by lr_decay (null: epochs * [220, 260]/300)"),
+    "lr_decay": Option(0.1, "a number in (0, 1]", _number(0, 1, low_open=True), "learning-rate decay factor"),
+    # loss
+    "loss_init": Option("ce", f"one of {sorted(PRESETS)}", _one_of(*PRESETS), "preset and initial value of the loss"),
+    "loss_params": Option({}, "a mapping like {tau: 1.0}", _str_dict, "parameters of the loss_init preset"),
+    "learn": Option(["delta", "iota"], f"a list of distinct names from {list(LEARNABLE)}", _learn_list,
+                    "loss parameters the upper level tunes; [] is a fixed-loss baseline"),
+    "group_size": Option(1, *POSITIVE_INT, "classes (by frequency) sharing one learned parameter"),
+    # upper level
+    "hyper_optimizer": Option("sgd", "one of ['adam', 'sgd']", _one_of("sgd", "adam"), "upper-level optimizer"),
+    "hyper_lr": Option(None, *POSITIVE, "upper-level learning rate"),
+    "hyper_momentum": Option(0.9, "a number in [0, 1)", lambda v: _number(0, 1)(v) and v < 1, "upper-level SGD momentum"),
+    "hyper_weight_decay": Option(1e-4, *NON_NEGATIVE, "pulls learned parameters towards loss_init"),
+    "hyper_start_epoch": Option(None, "an integer >= 0 or null", _optional(_number(0, integer=True)),
+                                "first epoch with hyper steps (null: epochs * 120/300)"),
+    "hyper_every": Option(None, *POSITIVE_INT, "training iterations between hyper steps"),
+    "hyper_train_batches": Option(None, *POSITIVE_INT, "training batches in a hyper step's Hessian"),
+    "hyper_val_batches": Option(None, *POSITIVE_INT, "validation batches in a hyper step's objective"),
+    "solver": Option("neumann", f"one of {sorted(SOLVERS)}", _one_of(*SOLVERS), "inverse-Hessian solver"),
+    "solver_steps": Option(5, *NON_NEGATIVE_INT, "Hessian-vector products per hyper step"),
+    "solver_alpha": Option(1.0, *POSITIVE, "Neumann step size (below 2 / lambda_max of the Hessian)"),
+    # objective
+    "fairness_weight": Option(0.0, "in [0, 1]", _number(0, 1), "blend weight of the fairness term"),
+    "fairness": Option("worst_class", f"one of {sorted(FAIRNESS_TERMS)}", _one_of(*FAIRNESS_TERMS), "fairness term"),
+    "augmentation": Option("none", "one of ['flip_crop', 'none']", _one_of("none", "flip_crop"), "augmentation family"),
+    # protocol and runtime
+    "retrain": Option(False, "true or false", _is_bool,
+                      "after the search, train a fresh model on train+validation with the learned loss frozen"),
+    "eval_batch_size": Option(1024, *POSITIVE_INT, "batch size of evaluation"),
+    "seed": Option(0, *NON_NEGATIVE_INT, "seed of model initialisation and batch order"),
+    "device": Option("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'",
+                     lambda v: isinstance(v, str) and (v in ("auto", "cpu", "cuda") or
+                                                       (v.startswith("cuda:") and v[5:].isdigit())),
+                     "where to train; a missing GPU falls back to CPU with a warning"),
+    "num_threads": Option(None, "a positive integer or null", _optional(_number(1, integer=True)),
+                          "torch CPU threads (null: leave torch's default)"),
+}
+
+# Settings that depend on the data: small data needs more frequent hyper steps and fewer
+# batches per step; CIFAR keeps the official schedule.
+_SMALL = {"batch_size": 32, "lr": 0.05, "weight_decay": 5e-4, "hyper_lr": 0.01,
+          "hyper_every": 5, "hyper_train_batches": 1, "hyper_val_batches": 2}
+_CIFAR = {"epochs": 300, "batch_size": 128, "lr": 0.1, "weight_decay": 1e-4, "imbalance_ratio": 100.0,
+          "hyper_lr": 0.01, "hyper_every": 20, "hyper_train_batches": 1, "hyper_val_batches": 2}
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "digits": {**_SMALL, "epochs": 30, "imbalance_ratio": 10.0},
+    "gmm": {**_SMALL, "epochs": 30, "imbalance_ratio": 10.0},
+    "cifar10": _CIFAR,
+    "cifar100": _CIFAR,
+}
+_USER_DATA_DEFAULTS = {**_SMALL, "epochs": 30, "imbalance_ratio": 1.0}
+
+
+def _suggest(key: str) -> str:
+    close = difflib.get_close_matches(key, OPTIONS, n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def resolve_config(config: dict) -> dict:
+    """Validated config with every key present; raises ConfigError naming the key and value."""
+    if not isinstance(config, dict):
+        raise ConfigError(f"config must be a dict, got {type(config).__name__}")
+    for key, value in config.items():
+        if key not in OPTIONS:
+            raise ConfigError(f"unknown config key {key!r} (got {key}={value!r}); {_suggest(key)}"
+                              f"allowed keys: {', '.join(OPTIONS)}")
+    dataset = config.get("dataset", OPTIONS["dataset"].default)
+    defaults = {key: option.default for key, option in OPTIONS.items()}
+    defaults.update(DATASET_DEFAULTS.get(dataset, _USER_DATA_DEFAULTS))
+    resolved = {**defaults, **{k: v for k, v in config.items() if v is not None}}
+    for key, option in OPTIONS.items():
+        value = resolved[key]
+        if value is None and not option.check(None):
+            continue  # filled in below from the epochs
+        if not option.check(value):
+            raise ConfigError(f"{key} must be {option.allowed}, got {key}={value!r}")
+    for key in ("dataset_params", "loss_params"):
+        resolved[key] = dict(resolved[key])
+    resolved["learn"] = list(resolved["learn"])
+    _scale_schedule(resolved)
+    return resolved
+
+
+def _scale_schedule(c: dict) -> None:
+    epochs = c["epochs"]
+    if c["warmup_epochs"] is None:
+        c["warmup_epochs"] = min(round(epochs * 5 / 300), epochs)
+    if c["lr_decay_epochs"] is None:
+        c["lr_decay_epochs"] = [round(epochs * 220 / 300), round(epochs * 260 / 300)]
+    if c["hyper_start_epoch"] is None:
+        c["hyper_start_epoch"] = round(epochs * 120 / 300)
+    c["lr_decay_epochs"] = [int(e) for e in c["lr_decay_epochs"]]
+    if c["data_seed"] is None:
+        c["data_seed"] = c["seed"]
+
+
+def learning_rate(config: dict, epoch: int) -> float:
+    """Linear warm-up, then a step decay at each of lr_decay_epochs (epoch counted from 0)."""
+    lr = config["lr"]
+    warmup = config["warmup_epochs"]
+    if epoch < warmup:
+        return lr * (epoch + 1) / warmup
+    return lr * config["lr_decay"] ** sum(epoch >= e for e in config["lr_decay_epochs"])

@@ -1,0 +1,79 @@
+"""From a dataset name (or loaded data) to the long-tailed train / val / test `Splits`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from .datasets import Loaded, load_dataset
+from .longtail import PROFILES, balanced_val_counts, long_tailed_counts, long_tailed_indices, stratified_split
+from .splits import Split, Splits
+
+
+def build_splits(
+    *,
+    dataset: str = "digits",
+    data_root: str | None = None,
+    download: bool = False,
+    imbalance_ratio: float = 10.0,
+    imbalance_profile: str = "exp",
+    val_fraction: float = 0.2,
+    balanced_val: bool = False,
+    dataset_params: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    data: Loaded | None = None,
+) -> Splits:
+    """Load the data, make the training pool long-tailed, split it into train / val.
+
+    1. load `dataset` (or take `data`, an already loaded `(pool, test, info)` tuple);
+    2. if imbalance_ratio > 1, subsample the pool: class k keeps long_tailed_counts(n_max, ...)[k]
+       samples, n_max being the smallest class count of the pool (so every class can supply it);
+    3. split the long-tailed pool per class: the validation set is as imbalanced as train
+       (val_fraction of each class), or balanced (the same count per class) if balanced_val;
+    4. the test set is left as loaded (balanced for the built-in datasets).
+    All randomness comes from one generator seeded with `seed`.
+    """
+    # Validate everything before loading (loading CIFAR takes seconds).
+    if not imbalance_ratio >= 1:
+        raise ValueError(f"imbalance_ratio must be >= 1, got imbalance_ratio={imbalance_ratio}")
+    if imbalance_profile not in PROFILES:
+        raise ValueError(f"imbalance_profile must be one of {list(PROFILES)}, got imbalance_profile={imbalance_profile!r}")
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got val_fraction={val_fraction}")
+    if dataset_params is not None and not isinstance(dataset_params, Mapping):
+        raise ValueError(f"dataset_params must be a dict, got dataset_params={dataset_params!r}")
+    generator = torch.Generator().manual_seed(int(seed))
+
+    if data is None:
+        # Absolute path: Ray trials run in another working directory.
+        root = None if data_root is None else os.path.abspath(os.path.expanduser(data_root))
+        data = load_dataset(dataset, data_root=root, download=download, generator=generator, **dict(dataset_params or {}))
+    if not (isinstance(data, tuple) and len(data) == 3 and isinstance(data[0], Split) and isinstance(data[1], Split)):
+        raise ValueError("data must be a (pool: Split, test: Split, info: dict) tuple")
+    pool, test, info = data
+
+    if imbalance_ratio > 1:
+        n_max = int(pool.class_counts.min())
+        if n_max < 1:
+            raise ValueError("every class needs at least one sample in the pool to build a long-tailed split")
+        counts = long_tailed_counts(n_max, pool.num_classes, imbalance_ratio, imbalance_profile)
+        pool = pool.subset(long_tailed_indices(pool.y, counts, generator))
+
+    if balanced_val:
+        val_counts = balanced_val_counts(pool.class_counts, val_fraction)
+        train_idx, val_idx = stratified_split(pool.y, val_counts=val_counts, generator=generator)
+    else:
+        train_idx, val_idx = stratified_split(pool.y, val_fraction=val_fraction, generator=generator)
+
+    return Splits(
+        train=pool.subset(train_idx),
+        val=pool.subset(val_idx),
+        test=test,
+        input_shape=tuple(info["input_shape"]),
+        mean=info.get("mean"),
+        std=info.get("std"),
+        scale=float(info.get("scale", 1.0)),
+    )

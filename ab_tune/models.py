@@ -1,0 +1,151 @@
+"""Models. Every forward returns logits only."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+# --------------------------------------------------------------------------- CIFAR ResNet-32
+
+
+class _PadShortcut(nn.Module):
+    """Option-A shortcut (He et al. 2016, CIFAR): stride-2 identity, zero-padded channels.
+
+    A module rather than a lambda so models pickle (Ray ships them between processes).
+    """
+
+    def __init__(self, out_channels: int, in_channels: int):
+        super().__init__()
+        self.pad = (out_channels - in_channels) // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = _PadShortcut(out_channels, in_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """The CIFAR ResNet of He et al. (2016): 3 stages of n BasicBlocks, 16/32/64 channels.
+
+    Layer for layer the model of the LDAM-DRW / AutoBalance code (with a plain linear head).
+    """
+
+    def __init__(self, blocks_per_stage: int, num_classes: int, in_channels: int = 3):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        stages, channels = [], 16
+        for width, stride in ((16, 1), (32, 2), (64, 2)):
+            for i in range(blocks_per_stage):
+                stages.append(BasicBlock(channels, width, stride if i == 0 else 1))
+                channels = width
+        self.layers = nn.Sequential(*stages)
+        self.fc = nn.Linear(64, num_classes)
+        # Kaiming-normal init of conv and linear weights, as in the reference code.
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layers(out)
+        out = F.adaptive_avg_pool2d(out, 1).flatten(1)
+        return self.fc(out)
+
+
+def resnet32(num_classes: int, in_channels: int = 3) -> nn.Module:
+    """ResNet-32 for 32x32 images (5 blocks per stage, ~0.46M parameters)."""
+    return CifarResNet(5, num_classes, in_channels)
+
+
+# --------------------------------------------------------------------------- small models
+
+
+def digits_cnn(num_classes: int, in_channels: int = 1) -> nn.Module:
+    """A small CNN for 8x8 digits: conv 32 -> conv 64 -> 2x2 max-pool -> linear (~29k params)."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 32, 3, padding=1, bias=False),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 3, padding=1, bias=False),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        # 4x4 for 8x8 inputs; the adaptive pool lets other small sizes through as well.
+        nn.AdaptiveAvgPool2d(4),
+        nn.Flatten(),
+        nn.Linear(64 * 4 * 4, num_classes),
+    )
+
+
+def mlp(in_features: int, num_classes: int, hidden: Sequence[int] = (128, 128)) -> nn.Module:
+    """Flatten, then Linear + ReLU per hidden width, then a linear head."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = in_features
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        width = h
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
+
+
+def linear(in_features: int, num_classes: int) -> nn.Module:
+    """Flatten, then one linear layer (multinomial logistic regression)."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_features, num_classes))
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def _image_channels(name: str, input_shape: tuple[int, ...]) -> int:
+    if len(input_shape) != 3:
+        raise ValueError(f"model {name!r} needs image inputs of shape (C, H, W), got input_shape={tuple(input_shape)}")
+    return input_shape[0]
+
+
+# name -> builder(input_shape, num_classes)
+MODELS: dict[str, Callable[[tuple[int, ...], int], nn.Module]] = {
+    "resnet32": lambda shape, k: resnet32(k, _image_channels("resnet32", shape)),
+    "digits_cnn": lambda shape, k: digits_cnn(k, _image_channels("digits_cnn", shape)),
+    "mlp": lambda shape, k: mlp(math.prod(shape), k),
+    "linear": lambda shape, k: linear(math.prod(shape), k),
+}
+
+
+def _auto(input_shape: tuple[int, ...]) -> str:
+    # Images of side >= 16 get the CIFAR ResNet, smaller images the digits CNN, vectors an MLP.
+    if len(input_shape) == 3:
+        return "resnet32" if min(input_shape[1:]) >= 16 else "digits_cnn"
+    return "mlp"
+
+
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """A model by name for inputs of `input_shape` (per sample); "auto" picks one from the shape."""
+    input_shape = tuple(int(s) for s in input_shape)
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got num_classes={num_classes}")
+    if name == "auto":
+        name = _auto(input_shape)
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; allowed models: {['auto', *sorted(MODELS)]}")
+    return MODELS[name](input_shape, num_classes)

@@ -1,0 +1,293 @@
+"""One trial end to end: AutoBalance's bilevel training, or a fixed-loss baseline.
+
+Lower level: SGD on the model weights with the parametric loss on the training split.
+Upper level: every ``hyper_every`` iterations from ``hyper_start_epoch``, an implicit
+hypergradient of the validation objective updates the learnable loss parameters.
+With ``learn=[]`` there is no upper level: the same code trains a fixed-loss baseline.
+With ``retrain=True`` a second phase trains a fresh model on train+validation with the
+learned loss frozen (the paper's protocol); its metrics are the final ones.
+
+``Trainer`` is epoch-steppable and checkpointable (what the Ray trainable wraps);
+``train(config)`` runs it to the end.
+"""
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+import warnings
+
+import numpy as np
+import torch
+
+from .augment import get_augmentation
+from .config import learning_rate, resolve_config
+from .data import Splits, build_splits
+from .hypergrad import DivergenceError, implicit_hypergradient
+from .loss import ParametricLoss
+from .metrics import accumulate_confusion, balanced_error, per_class_error, summary
+from .models import build_model
+from .objectives import ValidationObjective
+
+__all__ = ["Trainer", "train", "select_device"]
+
+
+def select_device(requested: str) -> torch.device:
+    """``auto`` takes a GPU when there is one; a missing GPU falls back to CPU with a warning."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        warnings.warn(f"device={requested!r} asked for, but CUDA is not available: training on CPU", stacklevel=2)
+        return torch.device("cpu")
+    return torch.device(requested)
+
+
+def _generator(seed: int, device: torch.device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+@contextlib.contextmanager
+def _frozen_buffers(model: torch.nn.Module):
+    """Extra forward passes of a hyper step must not move BatchNorm's running statistics."""
+    saved = [b.clone() for b in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in zip(model.buffers(), saved):
+                buffer.copy_(value)
+
+
+class Trainer:
+    """A trial's state, advanced one epoch at a time."""
+
+    def __init__(self, config: dict, *, data=None):
+        self.config = c = resolve_config(config)
+        if c["num_threads"]:
+            torch.set_num_threads(c["num_threads"])
+        random.seed(c["seed"])
+        np.random.seed(c["seed"])
+        torch.manual_seed(c["seed"])
+        self.device = select_device(c["device"])
+        self.splits: Splits = build_splits(
+            dataset=c["dataset"], data_root=c["data_root"], download=c["download"],
+            imbalance_ratio=c["imbalance_ratio"], imbalance_profile=c["imbalance_profile"],
+            val_fraction=c["val_fraction"], balanced_val=c["balanced_val"],
+            dataset_params=c["dataset_params"], seed=c["data_seed"], data=data)
+        self.augment = get_augmentation(c["augmentation"], self.splits.input_shape)
+        self.train_counts = self.splits.train.class_counts
+        self.loss = ParametricLoss.from_preset(
+            c["loss_init"], self.train_counts.clamp(min=1), learn=c["learn"], group_size=c["group_size"],
+            **c["loss_params"]).to(self.device)
+        self.objective = ValidationObjective(self.splits.val.class_counts.to(self.device),
+                                             fairness_weight=c["fairness_weight"], fairness=c["fairness"])
+        hparams = self.loss.hparameters()
+        if not hparams:
+            self.hyper_optimizer = None
+        elif c["hyper_optimizer"] == "adam":
+            self.hyper_optimizer = torch.optim.Adam(hparams, lr=c["hyper_lr"], weight_decay=c["hyper_weight_decay"])
+        else:
+            self.hyper_optimizer = torch.optim.SGD(hparams, lr=c["hyper_lr"], momentum=c["hyper_momentum"],
+                                                   weight_decay=c["hyper_weight_decay"])
+        # separate streams, so that batch order does not depend on how many hyper steps ran
+        self.order_rng = _generator(c["seed"] + 1, torch.device("cpu"))
+        self.hyper_rng = _generator(c["seed"] + 2, torch.device("cpu"))
+        self.augment_rng = _generator(c["seed"] + 3, self.device)
+        self.epoch = 0
+        self.iteration = 0
+        self.hyper_steps = 0
+        self.skipped_hyper_steps = 0
+        self.phase = "search"
+        self.seconds = 0.0
+        self._data_on_device()
+        self._new_model()
+
+    # --- set-up --------------------------------------------------------------------------
+    def _data_on_device(self):
+        s, d = self.splits, self.device
+        self.train_x, self.train_y = s.train.x.to(d), s.train.y.to(d)
+        self.val_x, self.val_y = s.val.x.to(d), s.val.y.to(d)
+        self.test_x, self.test_y = s.test.x.to(d), s.test.y.to(d)
+
+    def _new_model(self):
+        c = self.config
+        self.model = build_model(c["model"], self.splits.input_shape, self.splits.num_classes).to(self.device)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=c["lr"], momentum=c["momentum"],
+                                         weight_decay=c["weight_decay"])
+
+    def _start_retraining(self):
+        """Fresh model on train+validation; the learned loss is frozen from here on."""
+        self.phase = "retrain"
+        self.loss.requires_grad_(False)
+        self.hyper_optimizer = None
+        train_val = self.splits.train_val
+        self.train_x, self.train_y = train_val.x.to(self.device), train_val.y.to(self.device)
+        self._new_model()
+
+    @property
+    def total_epochs(self) -> int:
+        return self.config["epochs"] * (2 if self.config["retrain"] else 1)
+
+    @property
+    def done(self) -> bool:
+        return self.epoch >= self.total_epochs
+
+    # --- training ------------------------------------------------------------------------
+    def _inputs(self, x: torch.Tensor, augment: bool) -> torch.Tensor:
+        x = self.splits.prepare(x)
+        return self.augment(x, self.augment_rng) if augment else x
+
+    def _train_loss(self, x, y) -> torch.Tensor:
+        return self.loss(self.model(self._inputs(x, augment=True)), y)
+
+    def _sample(self, x, y, batches: int):
+        size = min(self.config["batch_size"], len(y))
+        index = torch.randint(0, len(y), (batches, size), generator=self.hyper_rng).to(self.device)
+        return [(x[i], y[i]) for i in index]
+
+    def _hyper_step(self):
+        c = self.config
+        train_batches = self._sample(self.train_x, self.train_y, c["hyper_train_batches"])
+        val_batches = self._sample(self.val_x, self.val_y, c["hyper_val_batches"])
+
+        def train_loss():
+            self.model.train()
+            return sum(self._train_loss(x, y) for x, y in train_batches) / len(train_batches)
+
+        def val_loss():
+            self.model.eval()  # the objective scores the model as it is evaluated
+            x = torch.cat([x for x, _ in val_batches])
+            y = torch.cat([y for _, y in val_batches])
+            return self.objective(self.model(self._inputs(x, augment=False)), y)
+
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        hparams = self.loss.hparameters()
+        try:
+            with _frozen_buffers(self.model):
+                grads = implicit_hypergradient(train_loss, val_loss, params, hparams, solver=c["solver"],
+                                               steps=c["solver_steps"], alpha=c["solver_alpha"])
+        except DivergenceError:
+            self.skipped_hyper_steps += 1  # a diverged solve is skipped, never applied
+            return
+        finally:
+            self.model.train()
+        for h, g in zip(hparams, grads):
+            h.grad = g
+        self.hyper_optimizer.step()
+        self.hyper_steps += 1
+
+    def train_epoch(self) -> dict:
+        """One epoch (with its hyper steps), then evaluation; returns the epoch's metrics."""
+        if self.done:
+            raise RuntimeError(f"the trial has finished its {self.total_epochs} epochs")
+        started = time.perf_counter()
+        c = self.config
+        if self.phase == "search" and self.epoch >= c["epochs"]:
+            self._start_retraining()
+        phase_epoch = self.epoch - (c["epochs"] if self.phase == "retrain" else 0)
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(c, phase_epoch)
+        bilevel = self.hyper_optimizer is not None and phase_epoch >= c["hyper_start_epoch"]
+        self.model.train()
+        order = torch.randperm(len(self.train_y), generator=self.order_rng).to(self.device)
+        for start in range(0, len(order), c["batch_size"]):
+            batch = order[start:start + c["batch_size"]]
+            if len(batch) < 2 and len(order) > 1:
+                continue  # a single-sample batch breaks BatchNorm
+            loss = self._train_loss(self.train_x[batch], self.train_y[batch])
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.iteration += 1
+            if bilevel and self.iteration % c["hyper_every"] == 0:
+                self._hyper_step()
+        self.epoch += 1
+        self.seconds += time.perf_counter() - started
+        return self.evaluate()
+
+    # --- evaluation ----------------------------------------------------------------------
+    def _batches(self, x, y):
+        size = self.config["eval_batch_size"]
+        return [(x[i:i + size], y[i:i + size]) for i in range(0, len(y), size)]
+
+    def _predict(self, x):
+        return self.model(self._inputs(x, augment=False))
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """The per-epoch metrics (DESIGN.md section 3); errors are fractions in [0, 1]."""
+        self.model.eval()
+        val_logits = torch.cat([self._predict(x) for x, _ in self._batches(self.val_x, self.val_y)])
+        val_cm = accumulate_confusion(lambda logits: logits, [(val_logits, self.val_y)], self.splits.num_classes)
+        test_cm = accumulate_confusion(self._predict, self._batches(self.test_x, self.test_y), self.splits.num_classes)
+        self.model.train()
+        self.test_confusion = test_cm
+        return {
+            "epoch": self.epoch,
+            "val_objective": float(self.objective(val_logits, self.val_y)),
+            "val_balanced_error": balanced_error(val_cm),
+            **summary(test_cm, "test"),
+            "phase": self.phase,
+            "hyper_steps": self.hyper_steps,
+            "skipped_hyper_steps": self.skipped_hyper_steps,
+        }
+
+    def result(self) -> dict:
+        """Final metrics, per-class test errors, training counts and the learned loss."""
+        metrics = self.evaluate()
+        return {
+            **metrics,
+            "train_seconds": self.seconds,
+            "test_per_class_error": per_class_error(self.test_confusion).tolist(),
+            "class_counts": self.train_counts.tolist(),
+            "loss_parameters": self.loss.values(),
+        }
+
+    # --- checkpoints ---------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything needed to continue bit for bit; RNG states as plain lists (weights_only load)."""
+        return {
+            "epoch": self.epoch, "iteration": self.iteration, "phase": self.phase,
+            "hyper_steps": self.hyper_steps, "skipped_hyper_steps": self.skipped_hyper_steps,
+            "seconds": self.seconds,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "loss": self.loss.state_dict(),
+            "loss_parameters": self.loss.values(),
+            "hyper_optimizer": self.hyper_optimizer.state_dict() if self.hyper_optimizer else None,
+            "rng": {name: getattr(self, name).get_state().tolist()
+                    for name in ("order_rng", "hyper_rng", "augment_rng")},
+            "torch_rng": torch.get_rng_state().tolist(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["phase"] == "retrain" and self.phase != "retrain":
+            self._start_retraining()
+        self.epoch, self.iteration = state["epoch"], state["iteration"]
+        self.hyper_steps, self.skipped_hyper_steps = state["hyper_steps"], state["skipped_hyper_steps"]
+        self.seconds = state["seconds"]
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.loss.load_state_dict(state["loss"])
+        if self.hyper_optimizer is not None and state["hyper_optimizer"] is not None:
+            self.hyper_optimizer.load_state_dict(state["hyper_optimizer"])
+        for name, value in state["rng"].items():
+            getattr(self, name).set_state(torch.tensor(value, dtype=torch.uint8))
+        torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+
+
+def train(config: dict, *, data=None, on_epoch=None) -> dict:
+    """Train one trial to the end and return its final metrics and learned loss parameters.
+
+    Args:
+        config: the trial config (see ``ab_tune.config.OPTIONS``); unknown keys and invalid
+            values raise ``ConfigError`` before any training.
+        data: optional ``(pool, test, info)`` of the user's own data (see ``ab_tune.data``).
+        on_epoch: optional callback receiving each epoch's metrics.
+    """
+    trainer = Trainer(config, data=data)
+    while not trainer.done:
+        metrics = trainer.train_epoch()
+        if on_epoch is not None:
+            on_epoch(metrics)
+    return trainer.result()
