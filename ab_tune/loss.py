@@ -201,6 +201,7 @@ class ParametricLoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor,
                 group: torch.Tensor | None = None) -> torch.Tensor:
         nll = F.cross_entropy(self.adjusted_logits(logits, group), target, reduction="none")
+        # F.cross_entropy(weight=omega)'s weighted mean, written out: its weight cannot be learned
         omega = self._omega()
         weight = omega[target, 0] if group is None else omega[target, group]
         return (weight * nll).sum() / weight.sum()

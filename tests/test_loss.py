@@ -1,0 +1,153 @@
+"""The parametric loss family: definition, presets, parameter sharing and learnability."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ab_tune.loss import PRESETS, ParametricLoss, preset_values
+
+COUNTS = torch.tensor([500.0, 200.0, 80.0, 30.0, 5.0])
+
+
+def _batch(seed=0, n=64, k=5):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, k, generator=g), torch.randint(0, k, (n,), generator=g)
+
+
+def reference(logits, y, delta, iota, omega):
+    """The definition written out: -omega_y log softmax(Delta z + iota)_y, weighted mean."""
+    logp = torch.log_softmax(delta * logits + iota, dim=1)
+    per_sample = -omega[y] * logp[torch.arange(len(y)), y]
+    return per_sample.sum() / omega[y].sum()
+
+
+def test_loss_matches_the_definition_and_cross_entropy_with_weights():
+    z, y = _batch()
+    g = torch.Generator().manual_seed(1)
+    delta, iota, omega = torch.rand(5, generator=g) + 0.5, torch.randn(5, generator=g), torch.rand(5, generator=g) + 0.1
+    loss = ParametricLoss(delta, iota, omega)
+    assert torch.allclose(loss(z, y), reference(z, y, delta, iota, omega), rtol=1e-6)
+    assert torch.allclose(loss(z, y), F.cross_entropy(delta * z + iota, y, weight=omega), rtol=1e-6)
+
+
+# each preset written independently from DESIGN.md, pi_k = n_k / n
+pi = COUNTS / COUNTS.sum()
+rel = COUNTS / COUNTS.max()
+ones, zeros = torch.ones(5), torch.zeros(5)
+cb_w = (1 - 0.99) / (1 - 0.99 ** COUNTS)
+EXPECTED = {
+    ("ce", ()): (ones, zeros, ones),
+    ("la", (("tau", 1.5),)): (ones, 1.5 * torch.log(pi), ones),
+    ("balanced_softmax", ()): (ones, torch.log(pi), ones),
+    ("cdt", (("gamma", 0.3),)): (rel ** 0.3, zeros, ones),
+    ("vs", (("gamma", 0.2), ("tau", 0.5))): (rel ** 0.2, 0.5 * torch.log(pi), ones),
+    ("cb", (("beta", 0.99),)): (ones, zeros, cb_w / cb_w.mean()),
+}
+
+
+def test_every_preset_has_an_expected_value():
+    assert {name for name, _ in EXPECTED} == set(PRESETS)
+
+
+@pytest.mark.parametrize("name, params", list(EXPECTED))
+def test_presets_reproduce_their_formulas(name, params):
+    loss = ParametricLoss.from_preset(name, COUNTS, **dict(params))
+    delta, iota, omega = EXPECTED[name, params]
+    assert torch.allclose(loss.delta, delta, rtol=1e-6, atol=1e-7)
+    assert torch.allclose(loss.iota, iota, rtol=1e-6, atol=1e-7)
+    assert torch.allclose(loss.omega, omega, rtol=1e-6, atol=1e-7)
+    z, y = _batch()
+    assert torch.allclose(loss(z, y), reference(z, y, delta, iota, omega), rtol=1e-6)
+
+
+def test_ce_preset_is_exactly_cross_entropy_and_la_is_logit_adjusted_cross_entropy():
+    z, y = _batch()
+    unit = torch.ones(5)
+    assert torch.allclose(ParametricLoss.from_preset("ce", COUNTS)(z, y), F.cross_entropy(z, y), rtol=1e-6)
+    la = ParametricLoss.from_preset("la", COUNTS, tau=1.0, learn=["iota", "delta"])
+    prior = torch.log(torch.as_tensor(COUNTS, dtype=torch.float64) / COUNTS.sum()).float()
+    assert torch.equal(la.iota, prior) and torch.equal(la.delta, unit)  # the preset itself is exact
+    assert torch.allclose(la(z, y), F.cross_entropy(z + prior, y), rtol=1e-6)
+
+
+def test_cb_weights_have_mean_one():
+    assert math.isclose(float(ParametricLoss.from_preset("cb", COUNTS, beta=0.999).omega.mean()), 1.0, rel_tol=1e-6)
+
+
+def test_delta_reaches_values_above_one_and_stays_positive():
+    loss = ParametricLoss.from_preset("ce", COUNTS, learn=["delta"])
+    with torch.no_grad():
+        loss.delta_correction.copy_(torch.tensor([[3.0], [-30.0], [0.0], [1.0], [0.5]]))
+    assert loss.delta[0] > 20 and 0 < loss.delta[1] < 1e-12
+
+
+def test_gradient_of_each_learned_parameter_matches_finite_differences():
+    z, y = _batch(n=32)
+    loss = ParametricLoss.from_preset("vs", COUNTS, gamma=0.2, tau=1.0, learn=["delta", "iota", "omega"])
+    loss.double()
+    z = z.double()
+    with torch.no_grad():
+        for p in loss.hparameters():
+            p.copy_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64))
+    grads = torch.autograd.grad(loss(z, y), loss.hparameters())
+    eps = 1e-6
+    for p, g in zip(loss.hparameters(), grads):
+        for i in range(p.shape[0]):
+            with torch.no_grad():
+                p[i] += eps
+                up = loss(z, y)
+                p[i] -= 2 * eps
+                down = loss(z, y)
+                p[i] += eps
+            assert math.isclose(float(g[i]), float((up - down) / (2 * eps)), rel_tol=1e-5, abs_tol=1e-9)
+
+
+def test_only_the_learned_parameters_are_hyperparameters():
+    loss = ParametricLoss.from_preset("ce", COUNTS, learn=["iota"])
+    assert loss.hparameters() == [loss.iota_correction]
+    assert not loss.delta_correction.requires_grad and not loss.omega_correction.requires_grad
+    assert ParametricLoss.from_preset("ce", COUNTS).hparameters() == []
+
+
+def test_group_size_shares_a_correction_among_classes_of_similar_frequency():
+    counts = torch.tensor([5.0, 500.0, 30.0, 200.0, 80.0])  # frequency order: 1, 3, 4, 2, 0
+    loss = ParametricLoss.from_preset("la", counts, learn=["iota"], group_size=2)
+    assert loss.iota_correction.shape == (3, 1)
+    with torch.no_grad():
+        loss.iota_correction.copy_(torch.tensor([[1.0], [2.0], [3.0]]))
+    shift = loss.iota - preset_values("la", counts)[1].float()
+    assert torch.allclose(shift, torch.tensor([3.0, 1.0, 2.0, 1.0, 2.0]))
+
+
+def test_per_class_group_parameters_select_each_samples_group_column():
+    z, y = _batch(n=40, k=3)
+    group = torch.arange(40) % 2
+    g = torch.Generator().manual_seed(2)
+    delta, iota, omega = torch.rand(3, 2, generator=g) + 0.5, torch.randn(3, 2, generator=g), torch.rand(3, 2, generator=g) + 0.1
+    loss = ParametricLoss(delta, iota, omega)
+    adjusted = z * delta[:, group].T + iota[:, group].T
+    nll = -torch.log_softmax(adjusted, 1)[torch.arange(40), y]
+    w = omega[y, group]
+    assert torch.allclose(loss(z, y, group), (w * nll).sum() / w.sum(), rtol=1e-6)
+    with pytest.raises(ValueError, match="group labels"):
+        loss(z, y)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"name": "focal"}, "loss_init must be one of"),
+    ({"name": "la", "temperature": 1.0}, r"preset 'la' takes parameters \['tau'\], got temperature=1.0"),
+    ({"name": "cb", "beta": 1.0}, r"beta must be in \[0, 1\), got beta=1.0"),
+    ({"name": "cdt", "gamma": -1}, r"gamma must be >= 0, got gamma=-1"),
+])
+def test_bad_presets_are_rejected(kwargs, message):
+    name = kwargs.pop("name")
+    with pytest.raises(ValueError, match=message):
+        ParametricLoss.from_preset(name, COUNTS, **kwargs)
+
+
+def test_bad_learn_and_group_size_are_rejected():
+    with pytest.raises(ValueError, match="learn must be a subset"):
+        ParametricLoss.from_preset("ce", COUNTS, learn=["scale"])
+    with pytest.raises(ValueError, match=r"group_size must be an integer in \[1, 5\], got group_size=9"):
+        ParametricLoss.from_preset("ce", COUNTS, group_size=9)

@@ -1,0 +1,150 @@
+"""The trainer end to end on tiny digits runs: resume, retraining, baselines, guards, errors."""
+import io
+
+import pytest
+import torch
+
+import ab_tune
+from ab_tune import ConfigError, Trainer
+from ab_tune.linear_solve import DivergenceError
+
+# small and quick: hyper steps from the second epoch (the first one's Hessian is far from
+# positive definite, so Neumann steps diverge there), every 3 iterations
+TINY = {"dataset": "digits", "epochs": 4, "hyper_start_epoch": 1, "hyper_every": 3, "batch_size": 64,
+        "num_threads": 1, "solver_alpha": 0.05}
+
+
+def _roundtrip(state):
+    """Through torch.save / torch.load(weights_only=True), as a checkpoint goes."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+def test_two_epochs_save_load_two_epochs_equals_four_straight_bit_for_bit():
+    straight = Trainer(TINY)
+    for _ in range(4):
+        straight_metrics = straight.train_epoch()
+
+    first = Trainer(TINY)
+    for _ in range(2):
+        first.train_epoch()
+    state = _roundtrip(first.state_dict())
+    resumed = Trainer(TINY)
+    resumed.load_state_dict(state)
+    for _ in range(2):
+        resumed_metrics = resumed.train_epoch()
+
+    assert straight.hyper_steps > 0
+    assert resumed_metrics == straight_metrics
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), name
+    for a, b in zip(straight.loss.hparameters(), resumed.loss.hparameters()):
+        assert torch.equal(a, b)
+
+
+def test_bilevel_training_moves_the_learned_parameters_only():
+    result = ab_tune.train({**TINY, "learn": ["iota"]})
+    params = result["loss_parameters"]
+    assert result["hyper_steps"] > 0
+    assert any(abs(v) > 1e-6 for v in params["iota"])
+    assert params["delta"] == [1.0] * 10 and params["omega"] == [1.0] * 10
+
+
+def test_fixed_loss_baseline_has_no_upper_level_and_keeps_its_preset():
+    trainer = Trainer({**TINY, "learn": [], "loss_init": "la", "loss_params": {"tau": 1.0}})
+    before = trainer.loss.values()
+    for _ in range(2):
+        metrics = trainer.train_epoch()
+    assert trainer.hyper_optimizer is None and metrics["hyper_steps"] == 0
+    assert trainer.loss.values() == before
+
+
+def test_epoch_metrics_have_the_contract_names_and_are_fractions():
+    metrics = Trainer(TINY).train_epoch()
+    for name in ("val_objective", "val_balanced_error", "test_error", "test_balanced_error",
+                 "test_worst_class_error", "epoch"):
+        assert name in metrics
+    for name in ("val_balanced_error", "test_error", "test_balanced_error", "test_worst_class_error"):
+        assert 0.0 <= metrics[name] <= 1.0
+    assert metrics["epoch"] == 1
+
+
+def test_hyper_steps_do_not_move_batchnorm_statistics():
+    trainer = Trainer(TINY)
+    trainer.train_epoch()
+    trainer.train_epoch()
+    before = [b.clone() for b in trainer.model.buffers()]
+    steps = trainer.hyper_steps
+    trainer._hyper_step()
+    assert trainer.hyper_steps == steps + 1
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.buffers()))
+
+
+def test_a_diverging_hyper_step_is_skipped_and_counted(monkeypatch):
+    trainer = Trainer({**TINY, "hyper_start_epoch": 0})
+    before = [p.clone() for p in trainer.loss.hparameters()]
+
+    def diverge(*args, **kwargs):
+        raise DivergenceError("boom")
+
+    monkeypatch.setattr("ab_tune.trainer.implicit_hypergradient", diverge)
+    trainer.train_epoch()
+    assert trainer.skipped_hyper_steps > 0 and trainer.hyper_steps == 0
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.loss.hparameters()))
+
+
+def test_a_huge_neumann_step_is_detected_not_applied():
+    trainer = Trainer({**TINY, "hyper_start_epoch": 0, "solver_alpha": 1e6})
+    trainer.train_epoch()
+    assert trainer.skipped_hyper_steps > 0
+    assert all(torch.isfinite(p).all() for p in trainer.loss.hparameters())
+
+
+def test_retraining_trains_a_fresh_model_on_train_and_validation_with_the_loss_frozen():
+    trainer = Trainer({**TINY, "epochs": 2, "retrain": True})
+    for _ in range(2):
+        trainer.train_epoch()
+    learned = trainer.loss.values()
+    search_model = trainer.model
+    metrics = trainer.train_epoch()
+    assert metrics["phase"] == "retrain" and trainer.model is not search_model
+    assert len(trainer.train_y) == len(trainer.splits.train) + len(trainer.splits.val)
+    trainer.train_epoch()
+    assert trainer.done and trainer.loss.values() == learned
+
+
+def test_result_reports_learned_parameters_counts_and_per_class_errors():
+    result = ab_tune.train({**TINY, "epochs": 1})
+    assert len(result["loss_parameters"]["delta"]) == 10 and len(result["test_per_class_error"]) == 10
+    assert result["class_counts"][0] / result["class_counts"][-1] == pytest.approx(10, rel=0.15)
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"lrr": 0.1}, r"unknown config key 'lrr' \(got lrr=0.1\); did you mean 'lr'\?"),
+    ({"epochs": -1}, r"epochs must be a positive integer, got epochs=-1"),
+    ({"imbalance_ratio": 0.5}, r"imbalance_ratio must be a number >= 1, got imbalance_ratio=0.5"),
+    ({"learn": ["delta", "scale"]}, r"learn must be a list of distinct names"),
+    ({"solver": "lu"}, r"solver must be one of \['cg', 'identity', 'neumann'\], got solver='lu'"),
+    ({"fairness_weight": 1.5}, r"fairness_weight must be in \[0, 1\], got fairness_weight=1.5"),
+    ({"loss_init": "la", "loss_params": {"gamma": 1}}, r"preset 'la' takes parameters \['tau'\], got gamma=1"),
+])
+def test_bad_config_is_rejected_before_training(config, message, monkeypatch):
+    monkeypatch.setattr(Trainer, "train_epoch", lambda self: pytest.fail("trained"))
+    with pytest.raises(ValueError, match=message):
+        ab_tune.train(config)
+
+
+def test_missing_cifar_says_where_it_looked_and_how_to_get_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)) as error:
+        Trainer({"dataset": "cifar10", "data_root": str(tmp_path)})
+    assert "download" in str(error.value)
+
+
+def test_cuda_request_without_cuda_falls_back_to_cpu_with_a_warning():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is present")
+    with pytest.warns(UserWarning, match="CUDA is not available"):
+        trainer = Trainer({**TINY, "device": "cuda"})
+    assert trainer.device.type == "cpu"
