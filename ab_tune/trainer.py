@@ -62,7 +62,7 @@ class Trainer:
     """A trial's state, advanced one epoch at a time."""
 
     def __init__(self, config: dict, *, data=None):
-        self.config = c = resolve_config(config)
+        self.config = c = resolve_config(config, user_data=data is not None)
         if c["num_threads"]:
             torch.set_num_threads(c["num_threads"])
         random.seed(c["seed"])

@@ -148,3 +148,15 @@ def test_cuda_request_without_cuda_falls_back_to_cpu_with_a_warning():
     with pytest.warns(UserWarning, match="CUDA is not available"):
         trainer = Trainer({**TINY, "device": "cuda"})
     assert trainer.device.type == "cpu"
+
+
+def test_users_own_tensors_train_without_long_tailed_subsampling():
+    from ab_tune.data import from_tensors
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.cat([torch.zeros(60), torch.ones(20), torch.full((10,), 2)]).long()
+    x = torch.randn(90, 5, generator=g) + 3 * torch.nn.functional.one_hot(y, 5).float()
+    trainer = Trainer({"epochs": 1, "num_threads": 1}, data=from_tensors(x, y, x, y))
+    assert trainer.config["imbalance_ratio"] == 1.0
+    assert trainer.train_counts.sum() + trainer.splits.val.class_counts.sum() == 90
+    assert trainer.train_epoch()["epoch"] == 1
