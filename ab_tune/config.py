@@ -135,6 +135,9 @@ OPTIONS: dict[str, Option] = {
                      "where to train; a missing GPU falls back to CPU with a warning"),
     "num_threads": Option(None, "a positive integer or null", _optional(_number(1, integer=True)),
                           "torch CPU threads (null: leave torch's default)"),
+    # resources of one trial under Ray Tune (the trainer itself ignores them)
+    "cpus_per_trial": Option(1, *POSITIVE, "CPUs Ray reserves for a trial; also its torch threads"),
+    "gpus_per_trial": Option(0, *NON_NEGATIVE, "GPUs Ray reserves for a trial; fractions share a GPU"),
 }
 
 # Settings that depend on the data; the upper level uses Adam, whose step does not depend on

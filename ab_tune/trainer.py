@@ -25,7 +25,7 @@ from .config import learning_rate, resolve_config
 from .data import Splits, build_splits
 from .hypergrad import DivergenceError, implicit_hypergradient
 from .loss import ParametricLoss
-from .metrics import accumulate_confusion, balanced_error, per_class_error, summary
+from .metrics import accumulate_confusion, per_class_error, summary
 from .models import build_model
 from .objectives import ValidationObjective
 
@@ -225,7 +225,7 @@ class Trainer:
         return {
             "epoch": self.epoch,
             "val_objective": float(self.objective(val_logits, self.val_y)),
-            "val_balanced_error": balanced_error(val_cm),
+            **summary(val_cm, "val"),
             **summary(test_cm, "test"),
             "phase": self.phase,
             "hyper_steps": self.hyper_steps,
@@ -260,6 +260,18 @@ class Trainer:
             "torch_rng": torch.get_rng_state().tolist(),
         }
 
+    def _apply_optimizer_settings(self):
+        """The config's optimizer settings win over a checkpoint's: a PBT exploit loads another
+        trial's state and then perturbs these (the lower lr is set every epoch anyway)."""
+        c = self.config
+        for group in self.optimizer.param_groups:
+            group.update(momentum=c["momentum"], weight_decay=c["weight_decay"])
+        if self.hyper_optimizer is not None:
+            for group in self.hyper_optimizer.param_groups:
+                group.update(lr=c["hyper_lr"], weight_decay=c["hyper_weight_decay"])
+                if "momentum" in group:
+                    group["momentum"] = c["hyper_momentum"]
+
     def load_state_dict(self, state: dict) -> None:
         if state["phase"] == "retrain" and self.phase != "retrain":
             self._start_retraining()
@@ -271,6 +283,7 @@ class Trainer:
         self.loss.load_state_dict(state["loss"])
         if self.hyper_optimizer is not None and state["hyper_optimizer"] is not None:
             self.hyper_optimizer.load_state_dict(state["hyper_optimizer"])
+        self._apply_optimizer_settings()
         for name, value in state["rng"].items():
             getattr(self, name).set_state(torch.tensor(value, dtype=torch.uint8))
         torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))

@@ -160,3 +160,14 @@ def test_users_own_tensors_train_without_long_tailed_subsampling():
     assert trainer.config["imbalance_ratio"] == 1.0
     assert trainer.train_counts.sum() + trainer.splits.val.class_counts.sum() == 90
     assert trainer.train_epoch()["epoch"] == 1
+
+
+def test_a_loaded_checkpoint_keeps_the_new_configs_optimizer_settings():
+    """PBT loads another trial's checkpoint, then runs it with perturbed hyperparameters."""
+    donor = Trainer(TINY)
+    donor.train_epoch()
+    receiver = Trainer({**TINY, "hyper_lr": 0.123, "weight_decay": 0.0})
+    receiver.load_state_dict(_roundtrip(donor.state_dict()))
+    assert receiver.hyper_optimizer.param_groups[0]["lr"] == 0.123
+    assert receiver.optimizer.param_groups[0]["weight_decay"] == 0.0
+    assert torch.equal(receiver.loss.iota_correction, donor.loss.iota_correction)
