@@ -4,7 +4,8 @@
     python benchmarks/quality.py --benchmark gmm --seeds 5
 
 Every method is the same trainer on the same splits (data_seed = seed), differing only in
-the loss: CE and logit adjustment (fixed), AutoBalance from CE and from LA (learned).
+the loss: CE and logit adjustment (fixed), and AutoBalance learning Delta and iota, iota
+alone, iota shared by two frequency bands (group_size 5), or iota starting from LA.
 Prints a Markdown table of test errors (mean +- std over seeds, in %).
 """
 from __future__ import annotations
@@ -27,8 +28,10 @@ BENCHMARKS = {
 METHODS = {
     "CE": {"learn": []},
     "LA (tau=1)": {"learn": [], "loss_init": "la"},
-    "AutoBalance (from CE)": {},
-    "AutoBalance (from LA)": {"loss_init": "la"},
+    "AutoBalance Delta+iota (defaults, from CE)": {},
+    "AutoBalance iota (from CE)": {"learn": ["iota"]},
+    "AutoBalance iota, 2 frequency bands (from CE)": {"learn": ["iota"], "group_size": 5},
+    "AutoBalance iota (from LA)": {"learn": ["iota"], "loss_init": "la"},
 }
 METRICS = ("test_balanced_error", "test_worst_class_error", "test_error")
 

@@ -1,0 +1,268 @@
+"""Search-space files: an experiment = dataset + fixed settings + outer search space.
+
+    name: digits_lt
+    config:                      # fixed trial settings (any ab_tune config key)
+      dataset: digits
+      epochs: 30
+    space:                       # the outer search space; nested keys with dots
+      augmentation: {choice: [none, mixup]}
+      fairness_weight: {uniform: [0.0, 0.5]}
+      lr: {loguniform: [0.01, 0.1]}
+      loss_params.tau: {grid: [0.5, 1.0, 1.5]}
+    search:
+      algorithm: optuna          # optuna (TPE) | random | grid
+      scheduler: fifo            # fifo | asha | pbt
+      num_samples: 8
+      max_concurrent: 2
+      metric: val_balanced_error # validation-side only
+      mode: min
+    resources: {cpu: 1, gpu: 0}
+
+``load_experiment(path)`` validates the whole file (keys, domains, and the trial config
+of one sampled point) before anything runs, with errors naming the file, key and value.
+This module imports neither Ray nor Optuna: ``to_tune`` and ``suggest`` import them lazily.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from .config import ConfigError, resolve_config
+
+__all__ = ["Experiment", "Domain", "load_experiment", "parse_experiment", "ALGORITHMS", "SCHEDULERS",
+           "VALIDATION_METRICS", "DEFAULT_FILE", "set_nested"]
+
+ALGORITHMS = ("optuna", "random", "grid")
+SCHEDULERS = ("fifo", "asha", "pbt")
+# the test split never selects: only these may be the experiment's metric
+VALIDATION_METRICS = {"val_objective": "min", "val_balanced_error": "min", "val_error": "min",
+                      "val_worst_class_error": "min"}
+DOMAIN_KINDS = ("choice", "uniform", "loguniform", "int", "grid")
+TOP_LEVEL = ("name", "description", "config", "space", "search", "resources")
+SEARCH_KEYS = {"algorithm": "optuna", "scheduler": "fifo", "num_samples": 8, "max_concurrent": 2,
+               "metric": "val_balanced_error", "mode": "min", "grace_period": 1, "perturbation_interval": 2}
+RESOURCE_KEYS = {"cpu": 1, "gpu": 0}
+DEFAULT_FILE = "digits_lt.yaml"
+
+
+class SearchSpaceError(ConfigError):
+    """A search-space file that is not valid; one line naming the file, key and value."""
+
+
+@dataclass(frozen=True)
+class Domain:
+    """One searched key: ``kind`` in DOMAIN_KINDS and its ``values`` (a list or [low, high])."""
+    kind: str
+    values: tuple
+
+    @property
+    def is_grid(self) -> bool:
+        return self.kind == "grid"
+
+    def sample_point(self):
+        """A valid value, used to check the trial config before any run."""
+        if self.kind in ("choice", "grid"):
+            return self.values[0]
+        low, high = self.values
+        return low if self.kind == "int" else (low + high) / 2
+
+    def to_tune(self):
+        from ray import tune
+
+        if self.kind == "choice":
+            return tune.choice(list(self.values))
+        if self.kind == "grid":
+            return tune.grid_search(list(self.values))
+        if self.kind == "uniform":
+            return tune.uniform(*self.values)
+        if self.kind == "loguniform":
+            return tune.loguniform(*self.values)
+        return tune.randint(self.values[0], self.values[1] + 1)  # int: both ends included
+
+    def suggest(self, trial, name: str):
+        """The value of an Optuna trial for this domain."""
+        if self.kind in ("choice", "grid"):
+            return trial.suggest_categorical(name, list(self.values))
+        if self.kind == "int":
+            return trial.suggest_int(name, *self.values)
+        return trial.suggest_float(name, *self.values, log=self.kind == "loguniform")
+
+
+@dataclass
+class Experiment:
+    name: str
+    config: dict
+    space: dict[str, Domain]
+    algorithm: str = "optuna"
+    scheduler: str = "fifo"
+    num_samples: int = 8
+    max_concurrent: int = 2
+    metric: str = "val_balanced_error"
+    mode: str = "min"
+    grace_period: int = 1
+    perturbation_interval: int = 2
+    cpu: float = 1
+    gpu: float = 0
+    source: str = "<dict>"
+    description: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def trial_config(self, point: dict) -> dict:
+        """The fixed config with a point of the space (dotted keys) filled in."""
+        config = copy.deepcopy(self.config)
+        for key, value in point.items():
+            set_nested(config, key, value)
+        config["cpus_per_trial"] = self.cpu
+        config["gpus_per_trial"] = self.gpu
+        return config
+
+    def param_space(self) -> dict:
+        """The Ray Tune param_space: fixed values and tune domains, nested."""
+        return self.trial_config({key: domain.to_tune() for key, domain in self.space.items()})
+
+
+def set_nested(config: dict, dotted: str, value) -> None:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        config = config.setdefault(part, {})
+    config[leaf] = value
+
+
+def _fail(source: str, message: str) -> SearchSpaceError:
+    return SearchSpaceError(f"{source}: {message}")
+
+
+def _check_keys(source, where, mapping, allowed):
+    if not isinstance(mapping, dict):
+        raise _fail(source, f"{where} must be a mapping, got {where}={mapping!r}")
+    for key in mapping:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), list(allowed), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise _fail(source, f"unknown key {key!r} in {where}; {hint}allowed: {', '.join(allowed)}")
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _domain(source: str, key: str, spec) -> Domain:
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise _fail(source, f"space.{key} must be one of {{{', '.join(k + ': ...' for k in DOMAIN_KINDS)}}}, "
+                            f"got space.{key}={spec!r}")
+    (kind, values), = spec.items()
+    where = f"space.{key}.{kind}"
+    if kind not in DOMAIN_KINDS:
+        close = difflib.get_close_matches(str(kind), DOMAIN_KINDS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise _fail(source, f"unknown domain {kind!r} for space.{key}; {hint}allowed: {', '.join(DOMAIN_KINDS)}")
+    if kind in ("choice", "grid"):
+        if not isinstance(values, list) or not values:
+            raise _fail(source, f"{where} must be a non-empty list of values, got {where}={values!r}")
+        return Domain(kind, tuple(values))
+    if not (isinstance(values, list) and len(values) == 2 and all(_is_number(v) for v in values)):
+        raise _fail(source, f"{where} must be [low, high] numbers, got {where}={values!r}")
+    low, high = values
+    if kind == "int" and not all(float(v).is_integer() for v in values):
+        raise _fail(source, f"{where} must be [low, high] integers, got {where}={values!r}")
+    if not low < high if kind != "int" else not low <= high:
+        raise _fail(source, f"{where} needs low < high, got {where}={values!r}")
+    if kind == "loguniform" and low <= 0:
+        raise _fail(source, f"{where} needs low > 0, got {where}={values!r}")
+    return Domain(kind, (int(low), int(high)) if kind == "int" else (float(low), float(high)))
+
+
+def parse_experiment(data, source: str = "<dict>") -> Experiment:
+    """Validate a loaded search-space mapping; raises SearchSpaceError (one line)."""
+    if not isinstance(data, dict):
+        raise _fail(source, f"a search-space file must hold a mapping, got {type(data).__name__}")
+    _check_keys(source, "the file", data, TOP_LEVEL)
+    config = data.get("config") or {}
+    space_spec = data.get("space") or {}
+    search = data.get("search") or {}
+    res = data.get("resources") or {}
+    if not isinstance(config, dict):
+        raise _fail(source, f"config must be a mapping of trial config keys, got config={config!r}")
+    if not isinstance(space_spec, dict):
+        raise _fail(source, f"space must be a mapping, got space={space_spec!r}")
+    _check_keys(source, "search", search, list(SEARCH_KEYS))
+    _check_keys(source, "resources", res, list(RESOURCE_KEYS))
+    space = {str(key): _domain(source, str(key), spec) for key, spec in space_spec.items()}
+    s = {**SEARCH_KEYS, **search}
+    r = {**RESOURCE_KEYS, **res}
+
+    if s["algorithm"] not in ALGORITHMS:
+        raise _fail(source, f"search.algorithm must be one of {list(ALGORITHMS)}, got algorithm={s['algorithm']!r}")
+    if s["scheduler"] not in SCHEDULERS:
+        raise _fail(source, f"search.scheduler must be one of {list(SCHEDULERS)}, got scheduler={s['scheduler']!r}")
+    for key in ("num_samples", "max_concurrent", "grace_period", "perturbation_interval"):
+        value = s[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise _fail(source, f"search.{key} must be a positive integer, got {key}={value!r}")
+    if s["metric"] not in VALIDATION_METRICS:
+        raise _fail(source, f"search.metric must be a validation metric {sorted(VALIDATION_METRICS)} "
+                            f"(the test split never selects), got metric={s['metric']!r}")
+    if s["mode"] not in ("min", "max"):
+        raise _fail(source, f"search.mode must be 'min' or 'max', got mode={s['mode']!r}")
+    for key in ("cpu", "gpu"):
+        if not _is_number(r[key]) or r[key] < 0 or (key == "cpu" and r[key] <= 0):
+            allowed = "a number > 0" if key == "cpu" else "a number >= 0"
+            raise _fail(source, f"resources.{key} must be {allowed}, got {key}={r[key]!r}")
+    if s["algorithm"] == "optuna" and any(d.is_grid for d in space.values()):
+        raise _fail(source, "grid domains need search.algorithm 'grid' or 'random' (Optuna samples, it does "
+                            f"not enumerate), got algorithm='optuna' with grid keys {[k for k, d in space.items() if d.is_grid]}")
+    if s["algorithm"] == "grid":
+        sampled = [k for k, d in space.items() if d.kind not in ("grid", "choice")]
+        if sampled:
+            raise _fail(source, f"search.algorithm 'grid' enumerates grid/choice domains only, got sampled keys {sampled}")
+        space = {k: Domain("grid", d.values) for k, d in space.items()}
+    if s["scheduler"] == "pbt" and not any(d.kind in ("uniform", "loguniform", "choice") for d in space.values()):
+        raise _fail(source, "search.scheduler 'pbt' needs at least one choice, uniform or loguniform key to perturb")
+
+    experiment = Experiment(
+        name=str(data.get("name") or os.path.splitext(os.path.basename(source))[0] or "ab_tune"),
+        config=copy.deepcopy(config), space=space, algorithm=s["algorithm"], scheduler=s["scheduler"],
+        num_samples=s["num_samples"], max_concurrent=s["max_concurrent"], metric=s["metric"], mode=s["mode"],
+        grace_period=s["grace_period"], perturbation_interval=s["perturbation_interval"],
+        cpu=r["cpu"], gpu=r["gpu"], source=source, description=str(data.get("description") or ""))
+    # one sampled point must make a valid trial config: unknown keys and bad values fail here
+    try:
+        resolve_config(experiment.trial_config({k: d.sample_point() for k, d in space.items()}))
+    except ConfigError as e:
+        raise _fail(source, str(e)) from None
+    return experiment
+
+
+SEARCHSPACES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "searchspaces")
+
+
+def bundled_path(name: str) -> str:
+    """Path of a search-space file of the repository's ``searchspaces/`` folder."""
+    return os.path.join(SEARCHSPACES_DIR, name)
+
+
+def load_experiment(path: str | None = None, overrides: dict | None = None) -> Experiment:
+    """Read and validate a search-space file; ``None`` is the embedded default (digits)."""
+    if path is None:
+        path = bundled_path(DEFAULT_FILE)
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except OSError as e:
+        raise SearchSpaceError(f"cannot read search-space file {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise SearchSpaceError(f"{path} is not valid YAML: {' '.join(str(e).split())}") from None
+    if isinstance(data, dict) and overrides:
+        data = copy.deepcopy(data)
+        config = data.setdefault("config", {}) or {}
+        data["config"] = config
+        for key, value in overrides.items():
+            data.get("space", {}).pop(key, None)  # a fixed override replaces a searched key
+            set_nested(config, key, value)
+    return parse_experiment(data, source=path)
