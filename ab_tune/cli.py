@@ -1,8 +1,11 @@
 """The ``ab-tune`` command.
 
+    ab-tune run [FILE] [--set key=value ...] [--num-samples N] [--gpus-per-trial F]
+                [--address ADDR] [--storage PATH] [--name NAME] [--resume]
     ab-tune train [--config FILE] [--set key=value ...] [--output result.json]
 
-trains one trial (no Ray) and prints each epoch's metrics, then the final result as JSON.
+``run`` runs a Ray Tune experiment from a search-space file (default: long-tailed digits);
+``train`` trains one trial (no Ray) and prints each epoch's metrics, then the result as JSON.
 User errors print one line and exit with status 2.
 """
 from __future__ import annotations
@@ -67,6 +70,27 @@ def _train(args) -> int:
     return 0
 
 
+def _run(args) -> int:
+    from .searchspace import load_experiment
+
+    overrides = parse_assignments(args.set)
+    experiment = load_experiment(args.file, overrides)  # every check before Ray starts
+    if args.num_samples is not None:
+        if args.num_samples < 1:
+            raise UsageError(f"--num-samples must be a positive integer, got --num-samples {args.num_samples}")
+        experiment.num_samples = args.num_samples
+    if args.gpus_per_trial is not None:
+        if args.gpus_per_trial < 0:
+            raise UsageError(f"--gpus-per-trial must be >= 0, got --gpus-per-trial {args.gpus_per_trial}")
+        experiment.gpu = args.gpus_per_trial
+
+    from .experiment import run_experiment
+
+    result_grid, _ = run_experiment(experiment, storage=args.storage, name=args.name, resume=args.resume,
+                                    address=args.address)
+    return 1 if result_grid.errors else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ab-tune", description="AutoBalance loss design for imbalanced data.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -76,6 +100,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override one config key (repeatable); values are read as YAML")
     train.add_argument("--output", help="also write the final result as JSON to this file")
     train.set_defaults(handler=_train)
+
+    run = commands.add_parser("run", help="run a Ray Tune experiment from a search-space file")
+    run.add_argument("file", nargs="?", help="search-space YAML file (default: the embedded digits experiment)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="fix a trial config key for every trial (repeatable; dotted keys for nested)")
+    run.add_argument("--num-samples", type=int, help="trials to sample (grid: repeats of the grid)")
+    run.add_argument("--gpus-per-trial", type=float, help="GPUs per trial; fractions share a GPU")
+    run.add_argument("--address", help="an existing Ray cluster, e.g. auto")
+    run.add_argument("--storage", help="where experiments are written (default: ./ab_tune_results); "
+                                       "shared storage (NFS, s3://) on a multi-node cluster")
+    run.add_argument("--name", help="experiment name (default: the file's name)")
+    run.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
+    run.set_defaults(handler=_run)
     return parser
 
 

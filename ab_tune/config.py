@@ -123,7 +123,10 @@ OPTIONS: dict[str, Option] = {
     # objective
     "fairness_weight": Option(0.0, "in [0, 1]", _number(0, 1), "blend weight of the fairness term"),
     "fairness": Option("worst_class", f"one of {sorted(FAIRNESS_TERMS)}", _one_of(*FAIRNESS_TERMS), "fairness term"),
-    "augmentation": Option("none", "one of ['flip_crop', 'none']", _one_of("none", "flip_crop"), "augmentation family"),
+    "augmentation": Option("none", "one of ['autoaugment', 'flip_crop', 'mixup', 'none', 'randaugment', "
+                           "'trivialaugment'] (all for RGB images >= 16x16, otherwise 'mixup' or 'none')",
+                           _one_of("none", "flip_crop", "autoaugment", "randaugment", "trivialaugment", "mixup"),
+                           "augmentation family of training batches"),
     # protocol and runtime
     "retrain": Option(False, "true or false", _is_bool,
                       "after the search, train a fresh model on train+validation with the learned loss frozen"),

@@ -195,6 +195,8 @@ def parse_experiment(data, source: str = "<dict>") -> Experiment:
     _check_keys(source, "resources", res, list(RESOURCE_KEYS))
     space = {str(key): _domain(source, str(key), spec) for key, spec in space_spec.items()}
     s = {**SEARCH_KEYS, **search}
+    if s["algorithm"] == "grid" and "num_samples" not in search:
+        s["num_samples"] = 1  # with grid search, num_samples repeats the whole grid
     r = {**RESOURCE_KEYS, **res}
 
     if s["algorithm"] not in ALGORITHMS:
@@ -222,6 +224,9 @@ def parse_experiment(data, source: str = "<dict>") -> Experiment:
         if sampled:
             raise _fail(source, f"search.algorithm 'grid' enumerates grid/choice domains only, got sampled keys {sampled}")
         space = {k: Domain("grid", d.values) for k, d in space.items()}
+    if s["scheduler"] == "pbt" and s["algorithm"] != "random":
+        raise _fail(source, "search.scheduler 'pbt' explores by itself and needs search.algorithm 'random', "
+                            f"got algorithm={s['algorithm']!r}")
     if s["scheduler"] == "pbt" and not any(d.kind in ("uniform", "loguniform", "choice") for d in space.values()):
         raise _fail(source, "search.scheduler 'pbt' needs at least one choice, uniform or loguniform key to perturb")
 

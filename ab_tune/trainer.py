@@ -133,12 +133,15 @@ class Trainer:
         return self.epoch >= self.total_epochs
 
     # --- training ------------------------------------------------------------------------
-    def _inputs(self, x: torch.Tensor, augment: bool) -> torch.Tensor:
-        x = self.splits.prepare(x)
-        return self.augment(x, self.augment_rng) if augment else x
+    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        return self.splits.prepare(x)
 
     def _train_loss(self, x, y) -> torch.Tensor:
-        return self.loss(self.model(self._inputs(x, augment=True)), y)
+        """Augment the raw stored batch (before normalisation), then the parametric loss, blended
+        over the augmentation's targets (mixup has two; every other family one, weight 1)."""
+        x, targets = self.augment(x, y, self.augment_rng)
+        logits = self.model(self._inputs(x))
+        return sum(weight * self.loss(logits, labels) for labels, weight in targets)
 
     def _sample(self, x, y, batches: int):
         size = min(self.config["batch_size"], len(y))
@@ -158,7 +161,7 @@ class Trainer:
             self.model.eval()  # the objective scores the model as it is evaluated
             x = torch.cat([x for x, _ in val_batches])
             y = torch.cat([y for _, y in val_batches])
-            return self.objective(self.model(self._inputs(x, augment=False)), y)
+            return self.objective(self.model(self._inputs(x)), y)
 
         params = [p for p in self.model.parameters() if p.requires_grad]
         hparams = self.loss.hparameters()
@@ -211,7 +214,7 @@ class Trainer:
         return [(x[i:i + size], y[i:i + size]) for i in range(0, len(y), size)]
 
     def _predict(self, x):
-        return self.model(self._inputs(x, augment=False))
+        return self.model(self._inputs(x))
 
     @torch.no_grad()
     def evaluate(self) -> dict:

@@ -1,0 +1,129 @@
+"""Run an experiment (a search-space file) with Ray Tune, or resume it, and report it."""
+from __future__ import annotations
+
+import os
+import sys
+
+import ray
+from ray import tune
+
+from .report import format_table, write_report
+from .searchspace import Experiment, SearchSpaceError, set_nested
+from .trainable import AutoBalanceTrainable
+
+__all__ = ["run_experiment", "check_resources", "build_tuner", "result_rows", "DEFAULT_STORAGE"]
+
+DEFAULT_STORAGE = "ab_tune_results"
+
+
+def check_resources(experiment: Experiment) -> None:
+    """A trial asking for more than any node has would wait forever in Ray: refuse it now."""
+    available = ray.cluster_resources()
+    for key, need in (("GPU", experiment.gpu), ("CPU", experiment.cpu)):
+        have = available.get(key, 0)
+        if need > have:
+            hint = " (start Ray on GPU machines or set --gpus-per-trial 0)" if key == "GPU" else ""
+            raise SearchSpaceError(f"each trial asks for {key.lower()}={need:g} but the Ray cluster has "
+                                   f"{have:g} {key}{hint}")
+
+
+def _scheduler(experiment: Experiment, max_epochs: int):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+
+    if experiment.scheduler == "asha":
+        return ASHAScheduler(time_attr="training_iteration", max_t=max_epochs,
+                             grace_period=min(experiment.grace_period, max_epochs), reduction_factor=2)
+    if experiment.scheduler == "pbt":
+        mutations = {}
+        for key, domain in experiment.space.items():
+            if domain.kind in ("uniform", "loguniform", "choice"):
+                set_nested(mutations, key, domain.to_tune())
+        return PopulationBasedTraining(time_attr="training_iteration",
+                                       perturbation_interval=experiment.perturbation_interval,
+                                       hyperparam_mutations=mutations)
+    return FIFOScheduler()
+
+
+def _search_algorithm(experiment: Experiment):
+    if experiment.algorithm == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        return OptunaSearch(seed=0)
+    return None  # random and grid: Tune's variant generator samples and enumerates
+
+
+def build_tuner(experiment: Experiment, storage: str, name: str):
+    from .config import resolve_config
+
+    probe = resolve_config(experiment.trial_config({k: d.sample_point() for k, d in experiment.space.items()}))
+    max_epochs = probe["epochs"] * (2 if probe["retrain"] else 1)
+    return tune.Tuner(
+        AutoBalanceTrainable,
+        param_space=experiment.param_space(),
+        tune_config=tune.TuneConfig(
+            metric=experiment.metric, mode=experiment.mode, num_samples=experiment.num_samples,
+            max_concurrent_trials=experiment.max_concurrent,
+            search_alg=_search_algorithm(experiment), scheduler=_scheduler(experiment, max_epochs),
+            reuse_actors=False),
+        run_config=tune.RunConfig(
+            name=name, storage_path=storage,
+            checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1, num_to_keep=2, checkpoint_at_end=True),
+            failure_config=tune.FailureConfig(max_failures=1),
+            verbose=1),
+    )
+
+
+def result_rows(result_grid) -> list[dict]:
+    """One dict per trial: id, status, config and last reported metrics."""
+    rows = []
+    for result in result_grid:
+        metrics = dict(result.metrics or {})
+        config = {k: v for k, v in (result.config or {}).items() if k not in ("cpus_per_trial", "gpus_per_trial")}
+        trial_id = metrics.get("trial_id") or os.path.basename(str(result.path))
+        rows.append({"trial_id": trial_id, "status": "ERROR" if result.error else "OK",
+                     "config": config, "metrics": metrics})
+    return rows
+
+
+def run_experiment(experiment: Experiment, *, storage: str | None = None, name: str | None = None,
+                   resume: bool = False, address: str | None = None, out=sys.stdout):
+    """Run (or resume) the experiment; write the report next to Ray's experiment folder.
+
+    Returns ``(result_grid, paths)``. Nothing already written is overwritten: starting an
+    experiment whose folder exists asks for ``resume`` or another name.
+    """
+    storage = os.path.abspath(os.path.expanduser(storage or DEFAULT_STORAGE))
+    name = name or experiment.name
+    path = os.path.join(storage, name)
+    exists = os.path.isdir(path) and tune.Tuner.can_restore(path)
+    if resume and not exists:
+        raise SearchSpaceError(f"--resume: no experiment to resume at {path}")
+    if not resume and os.path.exists(path):
+        raise SearchSpaceError(f"experiment {name!r} already exists at {path}: use --resume to continue it, "
+                               "or --name for a new one")
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(include_dashboard=False, log_to_driver=False)
+    check_resources(experiment)
+    # a checkpoint every epoch is what makes resume and PBT exact; Tune's warning about the
+    # resulting frequent state snapshots is noise for trials this short
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if resume:
+        tuner = tune.Tuner.restore(path, trainable=AutoBalanceTrainable, resume_unfinished=True,
+                                   resume_errored=True, param_space=experiment.param_space())
+    else:
+        tuner = build_tuner(experiment, storage, name)
+    result_grid = tuner.fit()
+    rows = result_rows(result_grid)
+    searched = list(experiment.space)
+    paths = write_report(rows, path, experiment.metric, experiment.mode, searched, name)
+    print(f"\nBest trials of {name} by {experiment.metric} ({experiment.mode}):\n", file=out)
+    print(format_table(rows, experiment.metric, experiment.mode, searched), file=out)
+    print("", file=out)
+    for what, p in paths.items():
+        print(f"{what}: {p}", file=out)
+    if result_grid.errors:
+        print(f"{len(result_grid.errors)} trial(s) failed; see {path}", file=out)
+    return result_grid, paths

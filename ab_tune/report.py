@@ -1,0 +1,131 @@
+"""What an experiment leaves behind: results.csv, the best trial as JSON, a table and a plot.
+
+Works on plain rows (one dict per trial: its config and final metrics), so Ray Tune's
+ResultGrid and an Optuna study report the same way.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+__all__ = ["flatten", "write_results_csv", "best_row", "write_best", "format_table", "plot_loss_parameters",
+           "write_report"]
+
+
+def flatten(mapping: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values."""
+    flat = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _scalar(value) -> bool:
+    return isinstance(value, (int, float, str, bool)) or value is None
+
+
+def write_results_csv(rows: list[dict], path: str) -> None:
+    """One row per trial: ``config.*`` columns, then the final metrics; lists as JSON."""
+    import pandas as pd
+
+    table = []
+    for row in rows:
+        flat = {"trial_id": row["trial_id"], "status": row.get("status", "")}
+        flat.update({f"config.{k}": v if _scalar(v) else json.dumps(v) for k, v in flatten(row["config"]).items()})
+        flat.update({k: v if _scalar(v) else json.dumps(v) for k, v in row["metrics"].items()})
+        table.append(flat)
+    pd.DataFrame(table).to_csv(path, index=False)
+
+
+def _value(row: dict, metric: str) -> float:
+    value = row["metrics"].get(metric)
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else math.nan
+
+
+def ranked(rows: list[dict], metric: str, mode: str) -> list[dict]:
+    """Trials that reported ``metric``, best first."""
+    scored = [r for r in rows if not math.isnan(_value(r, metric))]
+    return sorted(scored, key=lambda r: _value(r, metric), reverse=mode == "max")
+
+
+def best_row(rows: list[dict], metric: str, mode: str) -> dict | None:
+    order = ranked(rows, metric, mode)
+    return order[0] if order else None
+
+
+def write_best(row: dict, path: str, metric: str) -> None:
+    """The best config with its learned loss parameters and final metrics."""
+    metrics = row["metrics"]
+    best = {"trial_id": row["trial_id"], "selected_by": metric, "config": row["config"],
+            "loss_parameters": metrics.get("loss_parameters"), "class_counts": metrics.get("class_counts"),
+            "metrics": {k: v for k, v in metrics.items() if _scalar(v)}}
+    with open(path, "w") as f:
+        json.dump(best, f, indent=2)
+
+
+def format_table(rows: list[dict], metric: str, mode: str, searched: list[str], top: int = 5) -> str:
+    """Markdown table of the best trials: searched values, the selection metric, test errors."""
+    columns = ["trial", *searched, metric, "test_balanced_error", "test_worst_class_error", "epoch"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in ranked(rows, metric, mode)[:top]:
+        config = flatten(row["config"])
+        cells = [row["trial_id"], *(_fmt(config.get(k)) for k in searched),
+                 *(_fmt(row["metrics"].get(k)) for k in columns[len(searched) + 1:])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def plot_loss_parameters(row: dict, path: str, title: str = "") -> bool:
+    """Learned Delta and iota against training class frequency; False if nothing to plot."""
+    metrics = row["metrics"]
+    params, counts = metrics.get("loss_parameters"), metrics.get("class_counts")
+    if not params or not counts:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, name, symbol in ((axes[0], "delta", "Delta (logit scale)"), (axes[1], "iota", "iota (logit offset)")):
+        values = params[name]
+        values = [v[0] if isinstance(v, list) else v for v in values]  # group 0 of per-(class, group) values
+        ax.scatter(counts, values)
+        for k, (n, v) in enumerate(zip(counts, values)):
+            ax.annotate(str(k), (n, v), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel("training samples of the class (log scale)")
+        ax.set_ylabel(symbol)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title or f"learned loss parameters, trial {row['trial_id']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def write_report(rows: list[dict], out_dir: str, metric: str, mode: str, searched: list[str],
+                 name: str = "") -> dict:
+    """results.csv, best_trial.json and loss_parameters.png in ``out_dir``; returns the paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {"results": os.path.join(out_dir, "results.csv")}
+    write_results_csv(rows, paths["results"])
+    best = best_row(rows, metric, mode)
+    if best is not None:
+        paths["best"] = os.path.join(out_dir, "best_trial.json")
+        write_best(best, paths["best"], metric)
+        plot = os.path.join(out_dir, "loss_parameters.png")
+        if plot_loss_parameters(best, plot, f"{name}: learned loss of the best trial ({best['trial_id']})"):
+            paths["plot"] = plot
+    return paths
