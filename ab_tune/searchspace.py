@@ -270,4 +270,8 @@ def load_experiment(path: str | None = None, overrides: dict | None = None) -> E
         for key, value in overrides.items():
             data.get("space", {}).pop(key, None)  # a fixed override replaces a searched key
             set_nested(config, key, value)
+    config = data.get("config") if isinstance(data, dict) else None
+    if isinstance(config, dict) and isinstance(config.get("data_root"), str):
+        # trials run in their own working directory: resolve against the driver's
+        config["data_root"] = os.path.abspath(os.path.expanduser(config["data_root"]))
     return parse_experiment(data, source=path)
