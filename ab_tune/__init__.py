@@ -9,4 +9,14 @@ from .trainer import Trainer, train
 
 __version__ = "0.1.0"
 
-__all__ = ["ConfigError", "ParametricLoss", "Trainer", "implicit_hypergradient", "resolve_config", "train"]
+__all__ = ["ConfigError", "ParametricLoss", "Trainer", "implicit_hypergradient", "optuna_objective",
+           "resolve_config", "train"]
+
+
+def __getattr__(name: str):
+    # the Optuna adapter is imported on first use, so ``import ab_tune`` imports neither Optuna nor Ray
+    if name == "optuna_objective":
+        from .optuna_study import optuna_objective
+
+        return optuna_objective
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,9 +2,12 @@
 
     ab-tune run [FILE] [--set key=value ...] [--num-samples N] [--gpus-per-trial F]
                 [--address ADDR] [--storage PATH] [--name NAME] [--resume]
+    ab-tune optuna [FILE] --storage URL [--study-name NAME] [--n-trials N] [--multi-objective]
+                   [--set key=value ...] [--out DIR]
     ab-tune train [--config FILE] [--set key=value ...] [--output result.json]
 
 ``run`` runs a Ray Tune experiment from a search-space file (default: long-tailed digits);
+``optuna`` runs or resumes an Optuna study (TPE, median pruning) of the same file without Ray;
 ``train`` trains one trial (no Ray) and prints each epoch's metrics, then the result as JSON.
 User errors print one line and exit with status 2.
 """
@@ -91,6 +94,22 @@ def _run(args) -> int:
     return 1 if result_grid.errors else 0
 
 
+def _optuna(args) -> int:
+    from .searchspace import load_experiment
+
+    overrides = parse_assignments(args.set)
+    experiment = load_experiment(args.file, overrides)  # every check before the first trial
+    if args.n_trials is not None and args.n_trials < 1:
+        raise UsageError(f"--n-trials must be a positive integer, got --n-trials {args.n_trials}")
+
+    from .optuna_study import run_study
+
+    _, _, failed = run_study(experiment, storage=args.storage, study_name=args.study_name,
+                             n_trials=args.n_trials, multi_objective=args.multi_objective, out_dir=args.out,
+                             seed=args.seed)
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ab-tune", description="AutoBalance loss design for imbalanced data.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -113,6 +132,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--name", help="experiment name (default: the file's name)")
     run.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
     run.set_defaults(handler=_run)
+
+    study = commands.add_parser("optuna", help="run (or resume) an Optuna study from a search-space file, no Ray")
+    study.add_argument("file", nargs="?", help="search-space YAML file (default: the embedded digits experiment)")
+    study.add_argument("--storage", required=True, metavar="URL",
+                       help="Optuna RDB storage, e.g. sqlite:///study.db; an existing study is resumed")
+    study.add_argument("--study-name", help="study name (default: the file's name, + _multi with --multi-objective)")
+    study.add_argument("--n-trials", type=int, help="trials to run now (default: the file's num_samples)")
+    study.add_argument("--multi-objective", action="store_true",
+                       help="minimize (val_balanced_error, val_worst_class_error); report the Pareto front")
+    study.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="fix a trial config key for every trial (repeatable; dotted keys for nested)")
+    study.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler (default: 0)")
+    study.add_argument("--out", help="report folder (default: ab_tune_results/<study name>_optuna)")
+    study.set_defaults(handler=_optuna)
     return parser
 
 

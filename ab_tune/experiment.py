@@ -17,13 +17,18 @@ DEFAULT_STORAGE = "ab_tune_results"
 
 
 def check_resources(experiment: Experiment) -> None:
-    """A trial asking for more than any node has would wait forever in Ray: refuse it now."""
-    available = ray.cluster_resources()
+    """A trial asking for more than any node has would wait forever in Ray: refuse it now.
+
+    A trial is one placement-group bundle, so it must fit on a single node: compare with the
+    largest node, not with the cluster's total.
+    """
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
     for key, need in (("GPU", experiment.gpu), ("CPU", experiment.cpu)):
-        have = available.get(key, 0)
+        have = max((resources.get(key, 0) for resources in nodes), default=0)
         if need > have:
             hint = " (start Ray on GPU machines or set --gpus-per-trial 0)" if key == "GPU" else ""
-            raise SearchSpaceError(f"each trial asks for {key.lower()}={need:g} but the Ray cluster has "
+            where = "the Ray cluster has" if len(nodes) <= 1 else f"the largest of the Ray cluster's {len(nodes)} nodes has"
+            raise SearchSpaceError(f"each trial asks for {key.lower()}={need:g} but {where} "
                                    f"{have:g} {key}{hint}")
 
 

@@ -59,10 +59,13 @@ class AutoBalanceTrainable(tune.Trainable):
         self.trainer = Trainer(config)
 
     def step(self) -> dict:
-        metrics = self.trainer.train_epoch()
+        # a trial restored from its final checkpoint (resume after the driver died between
+        # the last epoch and Tune's experiment snapshot) reports its final result again
+        metrics = None if self.trainer.done else self.trainer.train_epoch()
+        device = str(self.trainer.device)
         if self.trainer.done:
-            return {**self.trainer.result(), "done": True}
-        return {**metrics, "loss_parameters": self.trainer.loss.values()}
+            return {**self.trainer.result(), "device": device, "done": True}
+        return {**metrics, "device": device, "loss_parameters": self.trainer.loss.values()}
 
     def save_checkpoint(self, checkpoint_dir: str):
         torch.save(self.trainer.state_dict(), os.path.join(checkpoint_dir, CHECKPOINT_FILE))

@@ -1,0 +1,304 @@
+"""The Optuna objective: a thin adapter over ``Trainer`` (one ``trial.report`` per epoch).
+
+    import ab_tune, optuna
+
+    objective = ab_tune.optuna_objective(
+        {"dataset": "digits", "epochs": 30, "learn": ["iota"]},
+        {"fairness_weight": {"uniform": [0.0, 0.5]}, "lr": {"loguniform": [0.02, 0.1]}})
+    study = optuna.create_study(directions=objective.directions, pruner=optuna.pruners.MedianPruner())
+    study.optimize(objective, n_trials=20)
+    study.best_trial.user_attrs["loss_parameters"]
+
+The space maps (dotted) config keys to ``Domain``s or to the domain specs of search-space
+files (``{"uniform": [0, 0.5]}``); an ``Experiment`` (``load_experiment(path)``) gives config,
+space and metric at once. Single-objective trials report the validation metric every epoch
+and are pruned by the study's pruner; the multi-objective form returns
+``(val_balanced_error, val_worst_class_error)`` and ``study.best_trials`` is the Pareto front.
+Every trial stores ``loss_parameters``, ``class_counts``, ``test_per_class_error`` and its
+final (or, when pruned, last) ``metrics`` as user attributes.
+
+``run_study`` is what ``ab-tune optuna`` runs: a seeded TPE study in an RDB storage,
+created or resumed, and the same report as ``ab-tune run``.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import sys
+from typing import Callable
+
+from .config import ConfigError, resolve_config
+from .searchspace import VALIDATION_METRICS, Domain, Experiment, SearchSpaceError, _domain, set_nested
+from .trainer import Trainer
+
+__all__ = ["optuna_objective", "AutoBalanceObjective", "MULTI_OBJECTIVE_METRICS", "study_rows", "run_study"]
+
+# both validation-side: the test split never selects
+MULTI_OBJECTIVE_METRICS = ("val_balanced_error", "val_worst_class_error")
+_SOURCE = "optuna_objective"
+
+
+def _direction(value) -> str:
+    name = str(getattr(value, "name", value)).lower()
+    if name not in ("minimize", "maximize"):
+        raise ValueError(f"directions must hold 'minimize' or 'maximize', got directions=[..., {value!r}, ...]")
+    return name
+
+
+class AutoBalanceObjective:
+    """``objective(trial)`` trains one AutoBalance trial; see ``optuna_objective``."""
+
+    def __init__(self, config, space=None, *, metric=None, directions=None, multi_objective=False, data=None):
+        experiment = None
+        if isinstance(config, Experiment):
+            if space is not None:
+                raise ValueError("pass either an Experiment or (config, space), got an Experiment and space="
+                                 f"{space!r}")
+            experiment, config = config, {}
+        elif isinstance(space, Experiment):
+            experiment, space = space, None
+        if not isinstance(config, dict):
+            raise ConfigError(f"config must be a dict (or an Experiment), got {type(config).__name__}")
+        if space is not None and not isinstance(space, dict):
+            raise SearchSpaceError(f"{_SOURCE}: space must be a mapping of config keys to domains, "
+                                   f"got space={space!r}")
+        self.data = data
+        self.experiment = experiment
+        fixed = copy.deepcopy(experiment.config) if experiment else {}
+        domains = dict(experiment.space) if experiment else {}
+        for key, value in config.items():  # a fixed setting replaces a searched key
+            domains.pop(key, None)
+            set_nested(fixed, key, value)
+        for key, spec in (space or {}).items():
+            domains[str(key)] = spec if isinstance(spec, Domain) else _domain(_SOURCE, str(key), spec)
+        self.config, self.space = fixed, domains
+
+        # objectives and directions
+        if directions is not None:
+            if isinstance(directions, str) or not 1 <= len(directions) <= 2:
+                raise ValueError("directions must be a list of one or two of 'minimize'/'maximize', "
+                                 f"got directions={directions!r}")
+            directions = [_direction(d) for d in directions]
+            multi_objective = multi_objective or len(directions) == 2
+        if multi_objective:
+            metrics = tuple(metric) if isinstance(metric, (list, tuple)) else MULTI_OBJECTIVE_METRICS
+            if isinstance(metric, str):
+                raise ValueError(f"multi-objective mode optimizes {list(MULTI_OBJECTIVE_METRICS)} (or a list of "
+                                 f"metrics given as metric), got metric={metric!r}")
+        else:
+            metrics = (metric or (experiment.metric if experiment else "val_balanced_error"),)
+            if not isinstance(metrics[0], str):
+                raise ValueError(f"metric must be one validation metric name, got metric={metric!r} "
+                                 "(pass multi_objective=True for several)")
+        for name in metrics:
+            if name not in VALIDATION_METRICS:
+                raise ValueError(f"metric must be a validation metric {sorted(VALIDATION_METRICS)} "
+                                 f"(the test split never selects), got metric={name!r}")
+        if directions is None:
+            mode = experiment.mode if experiment and not multi_objective else None
+            directions = [{"min": "minimize", "max": "maximize"}[mode or VALIDATION_METRICS[m]] for m in metrics]
+        if len(directions) != len(metrics):
+            raise ValueError(f"directions must have one entry per objective {list(metrics)}, "
+                             f"got directions={directions!r}")
+        self.metrics, self.directions = metrics, directions
+        self.multi_objective = len(metrics) > 1
+        self._validate()
+
+    # --- trial configs -------------------------------------------------------------------
+    def trial_config(self, point: dict) -> dict:
+        """The fixed config with a point of the space (dotted keys) filled in."""
+        if self.experiment is not None:
+            experiment = copy.copy(self.experiment)
+            experiment.config = self.config
+            config = experiment.trial_config(point)  # adds the experiment's cpus/gpus_per_trial
+            if config.get("num_threads") is None:  # as under Ray: torch threads from the trial's CPUs
+                config["num_threads"] = max(1, int(experiment.cpu))
+            return config
+        config = copy.deepcopy(self.config)
+        for key, value in point.items():
+            set_nested(config, key, value)
+        return config
+
+    def _check(self, point: dict) -> None:
+        try:
+            resolve_config(self.trial_config(point), user_data=self.data is not None)
+        except ConfigError as e:
+            where = f"{_SOURCE}: " if not self.experiment else f"{self.experiment.source}: "
+            raise SearchSpaceError(where + str(e)) from None
+
+    def _validate(self) -> None:
+        """A sample point, then every choice and both ends of every range, must be valid configs."""
+        sample = {key: domain.sample_point() for key, domain in self.space.items()}
+        self._check(sample)
+        for key, domain in self.space.items():
+            for value in domain.values:
+                self._check({**sample, key: value})
+
+    def searched(self) -> list[str]:
+        return list(self.space)
+
+    # --- one trial -----------------------------------------------------------------------
+    def __call__(self, trial):
+        import optuna
+
+        study = getattr(trial, "study", None)
+        if study is not None and len(study.directions) != len(self.metrics):
+            raise ValueError(f"the study has {len(study.directions)} direction(s) but the objective returns "
+                             f"{len(self.metrics)} value(s) {list(self.metrics)}: create the study with "
+                             "directions=objective.directions")
+        point = {key: domain.suggest(trial, key) for key, domain in self.space.items()}
+        trainer = Trainer(self.trial_config(point), data=self.data)
+        trial.set_user_attr("class_counts", trainer.train_counts.tolist())
+        while not trainer.done:
+            metrics = trainer.train_epoch()
+            if self.multi_objective:
+                continue  # Optuna does not prune multi-objective trials
+            value = metrics[self.metrics[0]]
+            trial.report(value, metrics["epoch"])
+            if trial.should_prune():
+                self._store(trial, trainer, metrics)
+                raise optuna.TrialPruned(f"pruned at epoch {metrics['epoch']} with "
+                                         f"{self.metrics[0]}={value:.4g}")
+        result = trainer.result()
+        self._store(trial, trainer, result)
+        values = tuple(float(result[m]) for m in self.metrics)
+        return values if self.multi_objective else values[0]
+
+    @staticmethod
+    def _store(trial, trainer: Trainer, metrics: dict) -> None:
+        trial.set_user_attr("loss_parameters", trainer.loss.values())
+        trial.set_user_attr("metrics", {k: _plain(v) for k, v in metrics.items()
+                                        if isinstance(v, (int, float, str, bool))})
+        if "test_per_class_error" in metrics:
+            trial.set_user_attr("test_per_class_error", metrics["test_per_class_error"])
+
+
+def _plain(value):
+    return float(value) if isinstance(value, float) else value
+
+
+def optuna_objective(config: dict | Experiment, space: dict | Experiment | None = None, *,
+                     metric: str | None = None, directions=None, multi_objective: bool = False,
+                     data=None) -> Callable:
+    """An Optuna objective training one AutoBalance trial per ``optuna.Trial``.
+
+    Args:
+        config: fixed trial settings (any ``ab_tune.train`` key), or an ``Experiment``.
+        space: (dotted) config key -> ``Domain`` or a domain spec (``{"choice": [...]}``,
+            ``{"uniform": [lo, hi]}``, ``{"loguniform": [lo, hi]}``, ``{"int": [lo, hi]}``), or an
+            ``Experiment`` whose config ``config`` then overrides.
+        metric: the validation metric returned and reported each epoch (default: the
+            experiment's, else ``val_balanced_error``).
+        directions: ``["minimize", "minimize"]`` (or ``multi_objective=True``) returns
+            ``(val_balanced_error, val_worst_class_error)`` and never prunes.
+        data: the user's own data, as for ``ab_tune.train``.
+
+    The returned callable has ``.directions`` for ``optuna.create_study(directions=...)``.
+    Unknown keys, bad domains and invalid values raise before any trial runs.
+    """
+    return AutoBalanceObjective(config, space, metric=metric, directions=directions,
+                                multi_objective=multi_objective, data=data)
+
+
+# --- studies -------------------------------------------------------------------------------
+def study_rows(study, objective: AutoBalanceObjective) -> list[dict]:
+    """One plain row per trial (ab_tune.report's format): id, status, config, metrics."""
+    rows = []
+    for trial in study.trials:
+        attrs = trial.user_attrs
+        metrics = dict(attrs.get("metrics") or {})
+        for key in ("loss_parameters", "class_counts", "test_per_class_error"):
+            if key in attrs:
+                metrics[key] = attrs[key]
+        config = objective.trial_config(dict(trial.params))
+        config = {k: v for k, v in config.items() if k not in ("cpus_per_trial", "gpus_per_trial")}
+        rows.append({"trial_id": str(trial.number), "status": trial.state.name, "config": config,
+                     "metrics": metrics})
+    return rows
+
+
+def pareto_table(rows: list[dict], searched: list[str]) -> str:
+    """Markdown table of the Pareto front, by val_balanced_error."""
+    from .report import _fmt, flatten
+
+    columns = ["trial", *searched, *MULTI_OBJECTIVE_METRICS, "test_balanced_error", "test_worst_class_error",
+               "epoch"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in sorted(rows, key=lambda r: r["metrics"].get(MULTI_OBJECTIVE_METRICS[0], math.inf)):
+        config = flatten(row["config"])
+        cells = [row["trial_id"], *(_fmt(config.get(k)) for k in searched),
+                 *(_fmt(row["metrics"].get(k)) for k in columns[len(searched) + 1:])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _open_study(storage: str, study_name: str, directions: list[str], seed: int, pruner):
+    import optuna
+
+    try:
+        study = optuna.create_study(storage=storage, study_name=study_name, directions=directions,
+                                    load_if_exists=True)
+    except Exception as e:  # sqlalchemy's URL, driver and file errors: one line
+        message = " ".join(str(e).split("(Background on this error")[0].split())
+        raise ValueError(f"--storage {storage!r} is not a usable Optuna storage ({type(e).__name__}: "
+                         f"{message}); expected a database URL such as sqlite:///path/study.db") from None
+    found = [d.name.lower() for d in study.directions]
+    if found != directions:
+        raise ValueError(f"study {study_name!r} in {storage} has directions {found}, but this run needs "
+                         f"{directions}: use another --study-name")
+    # a resumed study must not replay the first run's random start-up points
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
+    study.pruner = pruner
+    return study
+
+
+def run_study(experiment: Experiment, *, storage: str, study_name: str | None = None,
+              n_trials: int | None = None, multi_objective: bool = False, out_dir: str | None = None,
+              seed: int = 0, out=None):
+    """Create or resume an Optuna study over the experiment, run ``n_trials`` more, report.
+
+    Returns ``(study, paths, failed)``: ``failed`` counts this run's failed trials.
+    """
+    import optuna
+
+    from .report import format_table, write_report, write_results_csv
+
+    out = out or sys.stdout
+    objective = AutoBalanceObjective(experiment, multi_objective=multi_objective)
+    n_trials = experiment.num_samples if n_trials is None else n_trials
+    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 0:
+        raise ValueError(f"n_trials must be a non-negative integer, got n_trials={n_trials!r}")
+    study_name = study_name or (f"{experiment.name}_multi" if objective.multi_objective else experiment.name)
+    pruner = (optuna.pruners.NopPruner() if objective.multi_objective
+              else optuna.pruners.MedianPruner(n_warmup_steps=experiment.grace_period))
+    study = _open_study(storage, study_name, objective.directions, seed, pruner)
+    before = len(study.trials)
+    study.optimize(objective, n_trials=n_trials, catch=(Exception,))
+    failed = [t for t in study.trials[before:] if t.state == optuna.trial.TrialState.FAIL]
+
+    rows = study_rows(study, objective)
+    complete = [r for r in rows if r["status"] == "COMPLETE"]
+    searched = objective.searched()
+    metric = objective.metrics[0]
+    mode = "min" if objective.directions[0] == "minimize" else "max"
+    out_dir = out_dir or os.path.join("ab_tune_results", f"{study_name}_optuna")
+    paths = write_report(complete, out_dir, metric, mode, searched, study_name)  # best among finished trials
+    write_results_csv(rows, paths["results"])  # every trial, pruned and failed included, with its status
+    counts = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    summary = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
+    if objective.multi_objective:
+        front = {str(t.number) for t in study.best_trials}
+        print(f"\nPareto front of {study_name} ({' vs '.join(objective.metrics)}, {summary}):\n", file=out)
+        print(pareto_table([r for r in complete if r["trial_id"] in front], searched), file=out)
+    else:
+        print(f"\nBest trials of {study_name} by {metric} ({mode}; {summary}):\n", file=out)
+        print(format_table(complete, metric, mode, searched), file=out)
+    print("", file=out)
+    for what, p in paths.items():
+        print(f"{what}: {p}", file=out)
+    if failed:
+        print(f"{len(failed)} trial(s) failed in this run; see the warnings above and {paths['results']}", file=out)
+    return study, paths, len(failed)
