@@ -98,6 +98,7 @@ class Trainer:
         self.hyper_steps = 0
         self.skipped_hyper_steps = 0
         self.phase = "search"
+        self.search_validation = None  # validation metrics at the end of the search phase
         self.seconds = 0.0
         self._data_on_device()
         self._new_model()
@@ -117,6 +118,7 @@ class Trainer:
 
     def _start_retraining(self):
         """Fresh model on train+validation; the learned loss is frozen from here on."""
+        self.search_validation = self._validation_metrics()
         self.phase = "retrain"
         self.loss.requires_grad_(False)
         self.hyper_optimizer = None
@@ -217,18 +219,28 @@ class Trainer:
         return self.model(self._inputs(x))
 
     @torch.no_grad()
-    def evaluate(self) -> dict:
-        """The per-epoch metrics (DESIGN.md section 3); errors are fractions in [0, 1]."""
+    def _validation_metrics(self) -> dict:
         self.model.eval()
         val_logits = torch.cat([self._predict(x) for x, _ in self._batches(self.val_x, self.val_y)])
         val_cm = accumulate_confusion(lambda logits: logits, [(val_logits, self.val_y)], self.splits.num_classes)
+        self.model.train()
+        return {"val_objective": float(self.objective(val_logits, self.val_y)), **summary(val_cm, "val")}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """The per-epoch metrics (DESIGN.md section 3); errors are fractions in [0, 1].
+
+        The retraining phase trains on the validation split, so its validation metrics stay
+        those of the searched model: a selection by them never sees training data.
+        """
+        validation = self.search_validation if self.phase == "retrain" else self._validation_metrics()
+        self.model.eval()
         test_cm = accumulate_confusion(self._predict, self._batches(self.test_x, self.test_y), self.splits.num_classes)
         self.model.train()
         self.test_confusion = test_cm
         return {
             "epoch": self.epoch,
-            "val_objective": float(self.objective(val_logits, self.val_y)),
-            **summary(val_cm, "val"),
+            **validation,
             **summary(test_cm, "test"),
             "phase": self.phase,
             "hyper_steps": self.hyper_steps,
@@ -251,6 +263,7 @@ class Trainer:
         """Everything needed to continue bit for bit; RNG states as plain lists (weights_only load)."""
         return {
             "epoch": self.epoch, "iteration": self.iteration, "phase": self.phase,
+            "search_validation": self.search_validation,
             "hyper_steps": self.hyper_steps, "skipped_hyper_steps": self.skipped_hyper_steps,
             "seconds": self.seconds,
             "model": self.model.state_dict(),
@@ -278,6 +291,7 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         if state["phase"] == "retrain" and self.phase != "retrain":
             self._start_retraining()
+        self.search_validation = state["search_validation"]
         self.epoch, self.iteration = state["epoch"], state["iteration"]
         self.hyper_steps, self.skipped_hyper_steps = state["hyper_steps"], state["skipped_hyper_steps"]
         self.seconds = state["seconds"]

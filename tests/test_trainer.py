@@ -108,8 +108,12 @@ def test_retraining_trains_a_fresh_model_on_train_and_validation_with_the_loss_f
         trainer.train_epoch()
     learned = trainer.loss.values()
     search_model = trainer.model
+    searched = trainer.evaluate()
     metrics = trainer.train_epoch()
     assert metrics["phase"] == "retrain" and trainer.model is not search_model
+    # validation now trains the model: its metrics stay those of the searched model
+    for name in ("val_objective", "val_balanced_error", "val_worst_class_error"):
+        assert metrics[name] == searched[name]
     assert len(trainer.train_y) == len(trainer.splits.train) + len(trainer.splits.val)
     trainer.train_epoch()
     assert trainer.done and trainer.loss.values() == learned
@@ -171,3 +175,16 @@ def test_a_loaded_checkpoint_keeps_the_new_configs_optimizer_settings():
     assert receiver.hyper_optimizer.param_groups[0]["lr"] == 0.123
     assert receiver.optimizer.param_groups[0]["weight_decay"] == 0.0
     assert torch.equal(receiver.loss.iota_correction, donor.loss.iota_correction)
+
+
+def test_resume_inside_the_retraining_phase_is_exact():
+    config = {**TINY, "epochs": 2, "retrain": True}
+    straight = Trainer(config)
+    for _ in range(4):
+        expected = straight.train_epoch()
+    first = Trainer(config)
+    for _ in range(3):
+        first.train_epoch()
+    resumed = Trainer(config)
+    resumed.load_state_dict(_roundtrip(first.state_dict()))
+    assert resumed.train_epoch() == expected
