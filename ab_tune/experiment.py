@@ -1,6 +1,7 @@
 """Run an experiment (a search-space file) with Ray Tune, or resume it, and report it."""
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -27,7 +28,8 @@ def check_resources(experiment: Experiment) -> None:
         have = max((resources.get(key, 0) for resources in nodes), default=0)
         if need > have:
             hint = " (start Ray on GPU machines or set --gpus-per-trial 0)" if key == "GPU" else ""
-            where = "the Ray cluster has" if len(nodes) <= 1 else f"the largest of the Ray cluster's {len(nodes)} nodes has"
+            where = ("the Ray cluster has" if len(nodes) <= 1
+                     else f"the largest of the Ray cluster's {len(nodes)} nodes has")
             raise SearchSpaceError(f"each trial asks for {key.lower()}={need:g} but {where} "
                                    f"{have:g} {key}{hint}")
 
@@ -39,14 +41,31 @@ def _scheduler(experiment: Experiment, max_epochs: int):
         return ASHAScheduler(time_attr="training_iteration", max_t=max_epochs,
                              grace_period=min(experiment.grace_period, max_epochs), reduction_factor=2)
     if experiment.scheduler == "pbt":
-        mutations = {}
+        # PBT multiplies a Domain's value by 0.8 or 1.2 and shifts or resamples a list's: a choice
+        # goes as its list (a string times 1.2 fails), and perturbed numbers are clipped to their range
+        mutations, bounds = {}, {}
         for key, domain in experiment.space.items():
-            if domain.kind in ("uniform", "loguniform", "choice"):
+            if domain.kind == "choice":
+                set_nested(mutations, key, list(domain.values))
+            elif domain.kind in ("uniform", "loguniform"):
                 set_nested(mutations, key, domain.to_tune())
+                bounds[key] = domain.values
         return PopulationBasedTraining(time_attr="training_iteration",
                                        perturbation_interval=experiment.perturbation_interval,
-                                       hyperparam_mutations=mutations)
+                                       hyperparam_mutations=mutations,
+                                       custom_explore_fn=functools.partial(_clip_to_space, bounds))
     return FIFOScheduler()
+
+
+def _clip_to_space(bounds: dict, config: dict) -> dict:
+    """Keep each perturbed value of a PBT explore step inside its searched [low, high]."""
+    for dotted, (low, high) in bounds.items():
+        *parents, leaf = dotted.split(".")
+        node = config
+        for part in parents:
+            node = node[part]
+        node[leaf] = min(max(node[leaf], low), high)
+    return config
 
 
 def _search_algorithm(experiment: Experiment):
@@ -62,6 +81,11 @@ def build_tuner(experiment: Experiment, storage: str, name: str):
 
     probe = resolve_config(experiment.trial_config({k: d.sample_point() for k, d in experiment.space.items()}))
     max_epochs = probe["epochs"] * (2 if probe["retrain"] else 1)
+    # PBT restores a trial from another trial's checkpoint of some epochs ago: deleting all but the
+    # last two makes that checkpoint vanish before the exploit ("does not exist on storage anymore");
+    # and it pauses a trial at each perturbation while another waits: reusing the actor
+    # (reset_config) saves starting a new worker process each time
+    pbt = experiment.scheduler == "pbt"
     return tune.Tuner(
         AutoBalanceTrainable,
         param_space=experiment.param_space(),
@@ -69,10 +93,11 @@ def build_tuner(experiment: Experiment, storage: str, name: str):
             metric=experiment.metric, mode=experiment.mode, num_samples=experiment.num_samples,
             max_concurrent_trials=experiment.max_concurrent,
             search_alg=_search_algorithm(experiment), scheduler=_scheduler(experiment, max_epochs),
-            reuse_actors=False),
+            reuse_actors=pbt),
         run_config=tune.RunConfig(
             name=name, storage_path=storage,
-            checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1, num_to_keep=2, checkpoint_at_end=True),
+            checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1, num_to_keep=None if pbt else 2,
+                                                    checkpoint_at_end=True),
             failure_config=tune.FailureConfig(max_failures=1),
             verbose=1),
     )
@@ -91,12 +116,13 @@ def result_rows(result_grid) -> list[dict]:
 
 
 def run_experiment(experiment: Experiment, *, storage: str | None = None, name: str | None = None,
-                   resume: bool = False, address: str | None = None, out=sys.stdout):
+                   resume: bool = False, address: str | None = None, out=None):
     """Run (or resume) the experiment; write the report next to Ray's experiment folder.
 
     Returns ``(result_grid, paths)``. Nothing already written is overwritten: starting an
     experiment whose folder exists asks for ``resume`` or another name.
     """
+    out = out or sys.stdout
     storage = os.path.abspath(os.path.expanduser(storage or DEFAULT_STORAGE))
     name = name or experiment.name
     path = os.path.join(storage, name)

@@ -53,6 +53,11 @@ class AutoBalanceTrainable(tune.Trainable):
 
     def _build(self, config: dict):
         config = dict(config)
+        root = config.get("data_root")
+        if isinstance(root, str) and not os.path.isabs(os.path.expanduser(root)):
+            # trials run in their own folder: a relative path means the driver's working directory
+            origin = os.environ.get("TUNE_ORIG_WORKING_DIR", os.getcwd())
+            config["data_root"] = os.path.join(origin, root)
         config["device"] = _trial_device(config)
         if not config.get("num_threads"):
             config["num_threads"] = max(1, int(config.get("cpus_per_trial", 1)))
