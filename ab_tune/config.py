@@ -183,6 +183,8 @@ def resolve_config(config: dict, *, user_data: bool = False) -> dict:
             raise ConfigError(f"unknown config key {key!r} (got {key}={value!r}); {_suggest(key)}"
                               f"allowed keys: {', '.join(OPTIONS)}")
     dataset = config.get("dataset", OPTIONS["dataset"].default)
+    if not OPTIONS["dataset"].check(dataset):
+        raise ConfigError(f"dataset must be {OPTIONS['dataset'].allowed}, got dataset={dataset!r}")
     defaults = {key: option.default for key, option in OPTIONS.items()}
     defaults.update(_USER_DATA_DEFAULTS if user_data else DATASET_DEFAULTS.get(dataset, _USER_DATA_DEFAULTS))
     resolved = {**defaults, **{k: v for k, v in config.items() if v is not None}}

@@ -123,18 +123,26 @@ def run_experiment(experiment: Experiment, *, storage: str | None = None, name: 
     experiment whose folder exists asks for ``resume`` or another name.
     """
     out = out or sys.stdout
-    storage = os.path.abspath(os.path.expanduser(storage or DEFAULT_STORAGE))
+    storage = storage or DEFAULT_STORAGE
+    remote = "://" in storage  # s3://, gs://, ...: Tune writes there; the report stays local
+    if not remote:
+        storage = os.path.abspath(os.path.expanduser(storage))
     name = name or experiment.name
-    path = os.path.join(storage, name)
-    exists = os.path.isdir(path) and tune.Tuner.can_restore(path)
+    path = f"{storage.rstrip('/')}/{name}" if remote else os.path.join(storage, name)
+    report_dir = os.path.abspath(os.path.join(DEFAULT_STORAGE, name)) if remote else path
+    exists = tune.Tuner.can_restore(path)
     if resume and not exists:
         raise SearchSpaceError(f"--resume: no experiment to resume at {path}")
-    if not resume and os.path.exists(path):
+    if not resume and (exists or (not remote and os.path.exists(path))):
         raise SearchSpaceError(f"experiment {name!r} already exists at {path}: use --resume to continue it, "
                                "or --name for a new one")
     if not ray.is_initialized():
         if address:
-            ray.init(address=address, log_to_driver=False)
+            try:
+                ray.init(address=address, log_to_driver=False)
+            except ConnectionError as e:
+                raise SearchSpaceError(f"--address {address}: no Ray cluster to connect to "
+                                       f"({' '.join(str(e).split())[:200]})") from None
         else:
             ray.init(include_dashboard=False, log_to_driver=False)
     check_resources(experiment)
@@ -149,7 +157,7 @@ def run_experiment(experiment: Experiment, *, storage: str | None = None, name: 
     result_grid = tuner.fit()
     rows = result_rows(result_grid)
     searched = list(experiment.space)
-    paths = write_report(rows, path, experiment.metric, experiment.mode, searched, name)
+    paths = write_report(rows, report_dir, experiment.metric, experiment.mode, searched, name)
     print(f"\nBest trials of {name} by {experiment.metric} ({experiment.mode}):\n", file=out)
     print(format_table(rows, experiment.metric, experiment.mode, searched), file=out)
     print("", file=out)

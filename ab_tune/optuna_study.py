@@ -23,13 +23,14 @@ created or resumed, and the same report as ``ab-tune run``.
 from __future__ import annotations
 
 import copy
-import math
 import os
 import sys
 from typing import Callable
 
-from .config import ConfigError, resolve_config
-from .searchspace import VALIDATION_METRICS, Domain, Experiment, SearchSpaceError, _domain, set_nested
+from .config import ConfigError
+from .preflight import check_trial
+from .searchspace import (VALIDATION_METRICS, Domain, Experiment, SearchSpaceError, parse_domain, reachable_points,
+                          set_nested)
 from .trainer import Trainer
 
 __all__ = ["optuna_objective", "AutoBalanceObjective", "MULTI_OBJECTIVE_METRICS", "study_rows", "run_study"]
@@ -71,7 +72,7 @@ class AutoBalanceObjective:
             domains.pop(key, None)
             set_nested(fixed, key, value)
         for key, spec in (space or {}).items():
-            domains[str(key)] = spec if isinstance(spec, Domain) else _domain(_SOURCE, str(key), spec)
+            domains[str(key)] = spec if isinstance(spec, Domain) else parse_domain(_SOURCE, str(key), spec)
         self.config, self.space = fixed, domains
 
         # objectives and directions
@@ -120,20 +121,14 @@ class AutoBalanceObjective:
             set_nested(config, key, value)
         return config
 
-    def _check(self, point: dict) -> None:
-        try:
-            resolve_config(self.trial_config(point), user_data=self.data is not None)
-        except ConfigError as e:
-            where = f"{_SOURCE}: " if not self.experiment else f"{self.experiment.source}: "
-            raise SearchSpaceError(where + str(e)) from None
-
     def _validate(self) -> None:
-        """A sample point, then every choice and both ends of every range, must be valid configs."""
-        sample = {key: domain.sample_point() for key, domain in self.space.items()}
-        self._check(sample)
-        for key, domain in self.space.items():
-            for value in domain.values:
-                self._check({**sample, key: value})
+        """Every reachable point of the space must be a valid trial config."""
+        for point in reachable_points(self.space):
+            try:
+                check_trial(self.trial_config(point), user_data=self.data is not None)
+            except ConfigError as e:
+                where = f"{_SOURCE}: " if not self.experiment else f"{self.experiment.source}: "
+                raise SearchSpaceError(where + str(e)) from None
 
     def searched(self) -> list[str]:
         return list(self.space)
@@ -218,21 +213,6 @@ def study_rows(study, objective: AutoBalanceObjective) -> list[dict]:
     return rows
 
 
-def pareto_table(rows: list[dict], searched: list[str]) -> str:
-    """Markdown table of the Pareto front, by val_balanced_error."""
-    from .report import _fmt, flatten
-
-    columns = ["trial", *searched, *MULTI_OBJECTIVE_METRICS, "test_balanced_error", "test_worst_class_error",
-               "epoch"]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in sorted(rows, key=lambda r: r["metrics"].get(MULTI_OBJECTIVE_METRICS[0], math.inf)):
-        config = flatten(row["config"])
-        cells = [row["trial_id"], *(_fmt(config.get(k)) for k in searched),
-                 *(_fmt(row["metrics"].get(k)) for k in columns[len(searched) + 1:])]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def _open_study(storage: str, study_name: str, directions: list[str], seed: int, pruner):
     import optuna
 
@@ -262,9 +242,13 @@ def run_study(experiment: Experiment, *, storage: str, study_name: str | None = 
     """
     import optuna
 
-    from .report import format_table, write_report, write_results_csv
+    from .report import format_table, write_report
 
     out = out or sys.stdout
+    if experiment.algorithm != "optuna" or experiment.scheduler == "pbt":
+        print(f"note: search.algorithm {experiment.algorithm!r} and search.scheduler {experiment.scheduler!r} "
+              "are Ray Tune settings; an Optuna study samples with TPE and prunes with the median rule",
+              file=sys.stderr)
     objective = AutoBalanceObjective(experiment, multi_objective=multi_objective)
     n_trials = experiment.num_samples if n_trials is None else n_trials
     if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 0:
@@ -283,8 +267,7 @@ def run_study(experiment: Experiment, *, storage: str, study_name: str | None = 
     metric = objective.metrics[0]
     mode = "min" if objective.directions[0] == "minimize" else "max"
     out_dir = out_dir or os.path.join("ab_tune_results", f"{study_name}_optuna")
-    paths = write_report(complete, out_dir, metric, mode, searched, study_name)  # best among finished trials
-    write_results_csv(rows, paths["results"])  # every trial, pruned and failed included, with its status
+    paths = write_report(rows, out_dir, metric, mode, searched, study_name)  # every trial, with its status
     counts = {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
@@ -292,7 +275,8 @@ def run_study(experiment: Experiment, *, storage: str, study_name: str | None = 
     if objective.multi_objective:
         front = {str(t.number) for t in study.best_trials}
         print(f"\nPareto front of {study_name} ({' vs '.join(objective.metrics)}, {summary}):\n", file=out)
-        print(pareto_table([r for r in complete if r["trial_id"] in front], searched), file=out)
+        print(format_table([r for r in complete if r["trial_id"] in front], metric, mode, searched,
+                           top=len(front), selected_by=list(objective.metrics)), file=out)
     else:
         print(f"\nBest trials of {study_name} by {metric} ({mode}; {summary}):\n", file=out)
         print(format_table(complete, metric, mode, searched), file=out)

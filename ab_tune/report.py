@@ -47,9 +47,12 @@ def _value(row: dict, metric: str) -> float:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else math.nan
 
 
+FINISHED = ("OK", "COMPLETE")  # Ray Tune's trials without error; Optuna's complete trials
+
+
 def ranked(rows: list[dict], metric: str, mode: str) -> list[dict]:
-    """Trials that reported ``metric``, best first."""
-    scored = [r for r in rows if not math.isnan(_value(r, metric))]
+    """Finished trials that reported ``metric``, best first (failed and pruned ones never win)."""
+    scored = [r for r in rows if r.get("status") in FINISHED and not math.isnan(_value(r, metric))]
     return sorted(scored, key=lambda r: _value(r, metric), reverse=mode == "max")
 
 
@@ -68,14 +71,15 @@ def write_best(row: dict, path: str, metric: str) -> None:
         json.dump(best, f, indent=2)
 
 
-def format_table(rows: list[dict], metric: str, mode: str, searched: list[str], top: int = 5) -> str:
-    """Markdown table of the best trials: searched values, the selection metric, test errors."""
-    columns = ["trial", *searched, metric, "test_balanced_error", "test_worst_class_error", "epoch"]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+def format_table(rows: list[dict], metric: str, mode: str, searched: list[str], top: int = 5,
+                 selected_by: list[str] | None = None) -> str:
+    """Markdown table of the best trials by ``metric``: searched values, the selection
+    metric(s) (``selected_by``, default ``[metric]``), test errors and epochs."""
+    shown = [*(selected_by or [metric]), "test_balanced_error", "test_worst_class_error", "epoch"]
+    lines = ["| " + " | ".join(["trial", *searched, *shown]) + " |", "|" + "---|" * (1 + len(searched) + len(shown))]
     for row in ranked(rows, metric, mode)[:top]:
         config = flatten(row["config"])
-        cells = [row["trial_id"], *(_fmt(config.get(k)) for k in searched),
-                 *(_fmt(row["metrics"].get(k)) for k in columns[len(searched) + 1:])]
+        cells = [row["trial_id"], *(_fmt(config.get(k)) for k in searched), *(_fmt(row["metrics"].get(k)) for k in shown)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

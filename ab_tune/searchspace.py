@@ -28,12 +28,12 @@ import copy
 import difflib
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
-from .config import ConfigError, resolve_config
+from .config import ConfigError
 
 __all__ = ["Experiment", "Domain", "load_experiment", "parse_experiment", "ALGORITHMS", "SCHEDULERS",
            "VALIDATION_METRICS", "DEFAULT_FILE", "set_nested"]
@@ -111,7 +111,6 @@ class Experiment:
     gpu: float = 0
     source: str = "<dict>"
     description: str = ""
-    extra: dict = field(default_factory=dict)
 
     def trial_config(self, point: dict) -> dict:
         """The fixed config with a point of the space (dotted keys) filled in."""
@@ -128,9 +127,13 @@ class Experiment:
 
 
 def set_nested(config: dict, dotted: str, value) -> None:
+    """config["a"]["b"] = value for dotted="a.b", making the inner mappings it needs."""
     *parents, leaf = dotted.split(".")
-    for part in parents:
+    for depth, part in enumerate(parents):
         config = config.setdefault(part, {})
+        if not isinstance(config, dict):
+            raise ConfigError(f"{'.'.join(parents[:depth + 1])} must be a mapping to set {dotted}, got "
+                              f"{'.'.join(parents[:depth + 1])}={config!r}")
     config[leaf] = value
 
 
@@ -152,7 +155,8 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _domain(source: str, key: str, spec) -> Domain:
+def parse_domain(source: str, key: str, spec) -> Domain:
+    """One domain spec of a file, e.g. ``{uniform: [0, 1]}``, checked."""
     if not isinstance(spec, dict) or len(spec) != 1:
         raise _fail(source, f"space.{key} must be one of {{{', '.join(k + ': ...' for k in DOMAIN_KINDS)}}}, "
                             f"got space.{key}={spec!r}")
@@ -193,12 +197,15 @@ def parse_experiment(data, source: str = "<dict>") -> Experiment:
         raise _fail(source, f"space must be a mapping, got space={space_spec!r}")
     _check_keys(source, "search", search, list(SEARCH_KEYS))
     _check_keys(source, "resources", res, list(RESOURCE_KEYS))
-    space = {str(key): _domain(source, str(key), spec) for key, spec in space_spec.items()}
+    space = {str(key): parse_domain(source, str(key), spec) for key, spec in space_spec.items()}
     s = {**SEARCH_KEYS, **search}
     if s["algorithm"] == "grid" and "num_samples" not in search:
         s["num_samples"] = 1  # with grid search, num_samples repeats the whole grid
     r = {**RESOURCE_KEYS, **res}
 
+    for key in ("algorithm", "scheduler", "metric", "mode"):
+        if not isinstance(s[key], str):
+            raise _fail(source, f"search.{key} must be a name, got {key}={s[key]!r}")
     if s["algorithm"] not in ALGORITHMS:
         raise _fail(source, f"search.algorithm must be one of {list(ALGORITHMS)}, got algorithm={s['algorithm']!r}")
     if s["scheduler"] not in SCHEDULERS:
@@ -236,20 +243,34 @@ def parse_experiment(data, source: str = "<dict>") -> Experiment:
         num_samples=s["num_samples"], max_concurrent=s["max_concurrent"], metric=s["metric"], mode=s["mode"],
         grace_period=s["grace_period"], perturbation_interval=s["perturbation_interval"],
         cpu=r["cpu"], gpu=r["gpu"], source=source, description=str(data.get("description") or ""))
-    # one sampled point must make a valid trial config: unknown keys and bad values fail here
-    try:
-        resolve_config(experiment.trial_config({k: d.sample_point() for k, d in space.items()}))
-    except ConfigError as e:
-        raise _fail(source, str(e)) from None
+    # every reachable point must make a valid trial config: unknown keys and bad values fail here
+    from .preflight import check_trial
+
+    for point in reachable_points(space):
+        try:
+            check_trial(experiment.trial_config(point))
+        except ConfigError as e:
+            raise _fail(source, str(e)) from None
     return experiment
 
 
-SEARCHSPACES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "searchspaces")
+def reachable_points(space: dict[str, Domain]):
+    """A middle point, then each choice and each end of each range in turn: what to check."""
+    sample = {key: domain.sample_point() for key, domain in space.items()}
+    yield sample
+    for key, domain in space.items():
+        for value in domain.values:
+            yield {**sample, key: value}
 
 
 def bundled_path(name: str) -> str:
-    """Path of a search-space file of the repository's ``searchspaces/`` folder."""
-    return os.path.join(SEARCHSPACES_DIR, name)
+    """Path of a shipped search-space file: the repository's ``searchspaces/`` folder, which an
+    installed wheel carries as ``ab_tune/searchspaces`` (pyproject.toml's package-dir)."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    for folder in (os.path.join(package, "searchspaces"), os.path.join(os.path.dirname(package), "searchspaces")):
+        if os.path.isdir(folder):
+            return os.path.join(folder, name)
+    raise SearchSpaceError(f"the search-space files are not installed next to {package}; give a FILE")
 
 
 def load_experiment(path: str | None = None, overrides: dict | None = None) -> Experiment:
@@ -268,8 +289,12 @@ def load_experiment(path: str | None = None, overrides: dict | None = None) -> E
         config = data.setdefault("config", {}) or {}
         data["config"] = config
         for key, value in overrides.items():
-            data.get("space", {}).pop(key, None)  # a fixed override replaces a searched key
-            set_nested(config, key, value)
+            if isinstance(data.get("space"), dict):
+                data["space"].pop(key, None)  # a fixed override replaces a searched key
+            try:
+                set_nested(config, key, value)
+            except ConfigError as e:
+                raise _fail(path, str(e)) from None
     config = data.get("config") if isinstance(data, dict) else None
     if isinstance(config, dict) and isinstance(config.get("data_root"), str):
         # trials run in their own working directory: resolve against the driver's

@@ -93,12 +93,14 @@ class Trainer:
         self.order_rng = _generator(c["seed"] + 1, torch.device("cpu"))
         self.hyper_rng = _generator(c["seed"] + 2, torch.device("cpu"))
         self.augment_rng = _generator(c["seed"] + 3, self.device)
+        self.hyper_augment_rng = _generator(c["seed"] + 4, self.device)  # baselines see the same augmentations
         self.epoch = 0
         self.iteration = 0
         self.hyper_steps = 0
         self.skipped_hyper_steps = 0
         self.phase = "search"
         self.search_validation = None  # validation metrics at the end of the search phase
+        self.last_metrics = None
         self.seconds = 0.0
         self._data_on_device()
         self._new_model()
@@ -138,10 +140,10 @@ class Trainer:
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:
         return self.splits.prepare(x)
 
-    def _train_loss(self, x, y) -> torch.Tensor:
+    def _train_loss(self, x, y, rng: torch.Generator) -> torch.Tensor:
         """Augment the raw stored batch (before normalisation), then the parametric loss, blended
         over the augmentation's targets (mixup has two; every other family one, weight 1)."""
-        x, targets = self.augment(x, y, self.augment_rng)
+        x, targets = self.augment(x, y, rng)
         logits = self.model(self._inputs(x))
         return sum(weight * self.loss(logits, labels) for labels, weight in targets)
 
@@ -157,7 +159,7 @@ class Trainer:
 
         def train_loss():
             self.model.train()
-            return sum(self._train_loss(x, y) for x, y in train_batches) / len(train_batches)
+            return sum(self._train_loss(x, y, self.hyper_augment_rng) for x, y in train_batches) / len(train_batches)
 
         def val_loss():
             self.model.eval()  # the objective scores the model as it is evaluated
@@ -199,7 +201,7 @@ class Trainer:
             batch = order[start:start + c["batch_size"]]
             if len(batch) < 2 and len(order) > 1:
                 continue  # a single-sample batch breaks BatchNorm
-            loss = self._train_loss(self.train_x[batch], self.train_y[batch])
+            loss = self._train_loss(self.train_x[batch], self.train_y[batch], self.augment_rng)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -238,7 +240,7 @@ class Trainer:
         test_cm = accumulate_confusion(self._predict, self._batches(self.test_x, self.test_y), self.splits.num_classes)
         self.model.train()
         self.test_confusion = test_cm
-        return {
+        self.last_metrics = {
             "epoch": self.epoch,
             **validation,
             **summary(test_cm, "test"),
@@ -246,10 +248,12 @@ class Trainer:
             "hyper_steps": self.hyper_steps,
             "skipped_hyper_steps": self.skipped_hyper_steps,
         }
+        return dict(self.last_metrics)
 
     def result(self) -> dict:
         """Final metrics, per-class test errors, training counts and the learned loss."""
-        metrics = self.evaluate()
+        last = self.last_metrics
+        metrics = last if last is not None and last["epoch"] == self.epoch else self.evaluate()
         return {
             **metrics,
             "train_seconds": self.seconds,
@@ -272,7 +276,7 @@ class Trainer:
             "loss_parameters": self.loss.values(),
             "hyper_optimizer": self.hyper_optimizer.state_dict() if self.hyper_optimizer else None,
             "rng": {name: getattr(self, name).get_state().tolist()
-                    for name in ("order_rng", "hyper_rng", "augment_rng")},
+                    for name in ("order_rng", "hyper_rng", "augment_rng", "hyper_augment_rng")},
             "torch_rng": torch.get_rng_state().tolist(),
         }
 

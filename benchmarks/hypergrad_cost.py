@@ -268,13 +268,9 @@ def child_epoch(spec: dict) -> dict:
         xt = torch.randint(0, 256, (test, 3, 32, 32), dtype=torch.uint8, generator=gen)
         yt = torch.arange(test) % NUM_CLASSES
         data = from_tensors(x, y, xt, yt, num_classes=NUM_CLASSES)
-        cifar = DATASET_DEFAULTS["cifar10"]
-        config = {
-            "dataset": "random_cifar", "model": "resnet32", "imbalance_ratio": 1.0,
-            "epochs": cifar["epochs"], "hyper_start_epoch": 0, "num_threads": spec["threads"],
-            **{k: cifar[k] for k in ("batch_size", "lr", "weight_decay", "hyper_lr", "hyper_every",
-                                     "hyper_train_batches", "hyper_val_batches")},
-        }
+        # every CIFAR default (schedule, upper level, solver); user data would get other ones
+        config = {**DATASET_DEFAULTS["cifar10"], "dataset": "random_cifar", "model": "resnet32",
+                  "imbalance_ratio": 1.0, "hyper_start_epoch": 0, "num_threads": spec["threads"]}
         if spec.get("batch"):
             config["batch_size"] = spec["batch"]
     config["device"] = spec["device"]
@@ -400,9 +396,10 @@ def main(argv=None) -> int:
             if name == "digits":
                 spec = {"setup": name, "warmup": 1, "epochs": args.epochs or (2 if args.quick else 6)}
             else:
-                # 20 iterations of 128 per epoch (= hyper_every): one hyper step per epoch
-                spec = {"setup": name, "warmup": 0 if args.quick else 1, "epochs": args.epochs or (1 if args.quick else 2),
-                        "pool": 400 if args.quick else 3200, "test": 100 if args.quick else 500,
+                # a pool of 8000 gives 6400 training images = 50 iterations of 128 = hyper_every:
+                # one hyper step per epoch, as in steady state on CIFAR-10-LT (78 iterations)
+                spec = {"setup": name, "warmup": 0, "epochs": args.epochs or (1 if args.quick else 2),
+                        "pool": 400 if args.quick else 8000, "test": 100 if args.quick else 500,
                         "batch": 16 if args.quick else None}
             spec.update(threads=args.threads, device=args.device)
             runs = [("plain", None), ("bilevel", None)] + ([("bilevel", args.epoch_alpha)] if args.epoch_alpha > 0 else [])

@@ -188,3 +188,24 @@ def test_resume_inside_the_retraining_phase_is_exact():
     resumed = Trainer(config)
     resumed.load_state_dict(_roundtrip(first.state_dict()))
     assert resumed.train_epoch() == expected
+
+
+def test_hyper_steps_run_every_hyper_every_iterations_from_the_start_epoch():
+    trainer = Trainer(TINY)  # hyper_start_epoch 1, hyper_every 3
+    trainer.train_epoch()
+    assert trainer.hyper_steps + trainer.skipped_hyper_steps == 0
+    first = trainer.iteration
+    while not trainer.done:
+        trainer.train_epoch()
+    assert trainer.hyper_steps + trainer.skipped_hyper_steps == trainer.iteration // 3 - first // 3
+
+
+def test_hyper_steps_leave_the_training_augmentation_stream_alone():
+    """A bilevel run and its fixed-loss baseline see the same augmented batches."""
+    config = {**TINY, "augmentation": "mixup", "epochs": 2}
+    bilevel, baseline = Trainer(config), Trainer({**config, "learn": []})
+    for _ in range(2):
+        bilevel.train_epoch()
+        baseline.train_epoch()
+    assert bilevel.hyper_steps > 0
+    assert torch.equal(bilevel.augment_rng.get_state(), baseline.augment_rng.get_state())

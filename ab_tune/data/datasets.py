@@ -115,6 +115,22 @@ def _read_cifar_batch(path: str, label_key: str) -> tuple[torch.Tensor, torch.Te
     return x, y
 
 
+def cifar_folder(name: str, data_root: str | None) -> str:
+    """The extracted CIFAR folder under `data_root`; FileNotFoundError says where it looked."""
+    if data_root is None:
+        raise ValueError(
+            f"data_root is required for dataset {name!r}: the folder that holds (or will hold) {_CIFAR[name]['folder']}"
+        )
+    root = os.path.abspath(os.path.expanduser(data_root))
+    folder = os.path.join(root, _CIFAR[name]["folder"])
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(
+            f"{name} not found: looked for the folder {folder}; set download=True "
+            f"(CLI: --set download=true) or place the extracted {_CIFAR[name]['folder']} folder in {root}"
+        )
+    return folder
+
+
 def cifar(name: str, data_root: str | None, download: bool = False) -> Loaded:
     """CIFAR-10 / CIFAR-100 from the extracted python-pickle folder under `data_root`.
 
@@ -132,10 +148,7 @@ def cifar(name: str, data_root: str | None, download: bool = False) -> Loaded:
     folder = os.path.join(root, spec["folder"])
     if not os.path.isdir(folder):
         if not download:
-            raise FileNotFoundError(
-                f"{name} not found: looked for the folder {folder}; set download=True "
-                f"(CLI: --set download=true) or place the extracted {spec['folder']} folder in {root}"
-            )
+            cifar_folder(name, data_root)  # raises, saying where it looked
         import torchvision
 
         getattr(torchvision.datasets, spec["torchvision"])(root=root, train=True, download=True)
@@ -388,6 +401,22 @@ def _normalise_result(result: Any, name: str, generator: torch.Generator) -> Loa
     )
 
 
+def dataset_loader(name: str, params: dict) -> Callable[..., Any]:
+    """The loader function of `name`, after checking `params` against its signature."""
+    fn = _resolve(name)
+    signature = inspect.signature(fn)
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+    allowed = [
+        p for p, spec in signature.parameters.items()
+        if p not in _PLUMBING and spec.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    ]
+    if not takes_any:
+        for key in params:
+            if key not in allowed:
+                raise ValueError(f"dataset {name!r} got unknown param {key!r}; allowed params: {allowed}")
+    return fn
+
+
 def load_dataset(
     name: str,
     *,
@@ -400,17 +429,8 @@ def load_dataset(
 
     `data_root`, `download` and `generator` are passed only to loaders that take them.
     """
-    fn = _resolve(name)
+    fn = dataset_loader(name, params)
     signature = inspect.signature(fn)
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
-    allowed = [
-        p for p, spec in signature.parameters.items()
-        if p not in _PLUMBING and spec.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    ]
-    if not takes_any:
-        for key in params:
-            if key not in allowed:
-                raise ValueError(f"dataset {name!r} got unknown param {key!r}; allowed params: {allowed}")
     g = _default_generator(generator)
     plumbing = {"data_root": data_root, "download": download, "generator": g}
     kwargs = {k: v for k, v in plumbing.items() if k in signature.parameters}

@@ -1,0 +1,102 @@
+"""Search-space files: parsing, the checks made before Ray starts, and the shipped files."""
+import glob
+import os
+
+import pytest
+import yaml
+
+from ab_tune.config import ConfigError, learning_rate, resolve_config
+from ab_tune.preflight import check_trial
+from ab_tune.searchspace import (Domain, SearchSpaceError, bundled_path, load_experiment, parse_experiment,
+                                 reachable_points, set_nested)
+
+BASE = {"config": {"dataset": "digits", "epochs": 2}, "space": {"fairness_weight": {"uniform": [0.0, 0.5]}}}
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "searchspaces", "*.yaml"))))
+def test_every_shipped_file_parses(path, monkeypatch):
+    # the CIFAR files name a data_root that is not on this machine: ask for a download instead
+    experiment = load_experiment(path, {"download": True} if "cifar" in path else None)
+    assert experiment.space and experiment.metric.startswith("val_")
+
+
+def test_the_embedded_default_is_the_digits_experiment():
+    assert os.path.basename(bundled_path("digits_lt.yaml")) == "digits_lt.yaml"
+    experiment = load_experiment(None)
+    assert experiment.name == "digits_lt" and experiment.config["dataset"] == "digits"
+
+
+def test_overrides_fix_a_key_and_remove_it_from_the_space(tmp_path):
+    path = tmp_path / "e.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    experiment = load_experiment(str(path), {"fairness_weight": 0.2, "loss_params.tau": 1.5, "loss_init": "la"})
+    assert "fairness_weight" not in experiment.space
+    assert experiment.config["fairness_weight"] == 0.2 and experiment.config["loss_params"] == {"tau": 1.5}
+
+
+def test_a_relative_data_root_is_resolved_against_the_drivers_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "cifar-10-batches-py").mkdir(parents=True)
+    path = tmp_path / "e.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "config": {"dataset": "cifar10", "data_root": "data", "epochs": 1}}))
+    assert load_experiment(str(path)).config["data_root"] == str(tmp_path / "data")
+
+
+def test_domains_map_to_points_that_cover_choices_and_range_ends():
+    space = {"a": Domain("choice", ("x", "y")), "b": Domain("uniform", (0.0, 1.0))}
+    points = list(reachable_points(space))
+    assert points[0] == {"a": "x", "b": 0.5}
+    assert {"a": "y", "b": 0.5} in points and {"a": "x", "b": 1.0} in points and {"a": "x", "b": 0.0} in points
+
+
+def test_grid_algorithm_defaults_to_one_pass_over_the_grid():
+    experiment = parse_experiment({**BASE, "space": {"lr": {"grid": [0.01, 0.1]}}, "search": {"algorithm": "grid"}})
+    assert experiment.num_samples == 1 and experiment.space["lr"].is_grid
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"config": {"dataset": "digits", "augmentation": "flip_crop"}}, "augmentation 'flip_crop' is not valid for digits"),
+    ({"config": {"dataset": "digits", "loss_init": "la", "loss_params": {"tua": 1}}}, "got tua=1"),
+    ({"config": {"dataset": "gmm", "dataset_params": {"dimm": 3}}}, "unknown param 'dimm'"),
+    ({"config": {"dataset": "mnist"}}, "unknown dataset 'mnist'"),
+    ({"config": {"dataset": "digits", "group_size": 50}}, "group_size must be at most the 10 classes"),
+    ({"config": {"dataset": "cifar10", "data_root": "/nonexistent"}}, "looked for the folder /nonexistent"),
+    ({"config": {"dataset": "gmm", "model": "resnet32"}}, "needs image inputs"),
+    ({"space": {"augmentation": {"choice": ["none", "trivialaugment"]}}}, "augmentation 'trivialaugment'"),
+    ({"space": {"fairness_weight": {"uniform": [0.0, 1.5]}}}, "fairness_weight must be in [0, 1]"),
+    ({"search": {"metric": ["val_error"]}}, "search.metric must be a name"),
+    ({"search": {"metric": "test_balanced_error"}}, "the test split never selects"),
+    ({"search": {"algorithm": "optuna", "scheduler": "pbt"}}, "needs search.algorithm 'random'"),
+    ({"resources": {"gpu": -1}}, "resources.gpu must be a number >= 0"),
+])
+def test_combinations_that_cannot_train_fail_before_anything_runs(change, message):
+    with pytest.raises(SearchSpaceError) as error:
+        parse_experiment({**BASE, **change}, source="e.yaml")
+    assert message in str(error.value) and str(error.value).startswith("e.yaml: ")
+
+
+def test_set_nested_refuses_to_descend_into_a_value():
+    config = {"loss_params": "tau"}
+    with pytest.raises(ConfigError, match="loss_params must be a mapping to set loss_params.tau"):
+        set_nested(config, "loss_params.tau", 1.0)
+
+
+def test_check_trial_accepts_a_valid_config_and_returns_it_resolved():
+    c = check_trial({"dataset": "gmm", "dataset_params": {"dim": 4, "num_classes": 5}, "group_size": 5})
+    assert c["group_size"] == 5 and c["model"] == "auto"
+
+
+# --- the schedule scaled from the official 300-epoch CIFAR one ---------------------------------
+
+def test_the_official_schedule_is_reproduced_at_300_epochs():
+    c = resolve_config({"dataset": "cifar10", "epochs": 300})
+    assert (c["warmup_epochs"], c["lr_decay_epochs"], c["hyper_start_epoch"]) == (5, [220, 260], 120)
+    assert [learning_rate(c, e) for e in (0, 4, 5, 219)] == pytest.approx([0.02, 0.1, 0.1, 0.1])
+    assert learning_rate(c, 220) == pytest.approx(0.01) and learning_rate(c, 299) == pytest.approx(0.001)
+
+
+def test_the_schedule_scales_with_the_epochs():
+    c = resolve_config({"dataset": "digits", "epochs": 30})
+    assert (c["warmup_epochs"], c["lr_decay_epochs"], c["hyper_start_epoch"]) == (0, [22, 26], 12)
+    assert learning_rate(c, 0) == c["lr"] and learning_rate(c, 26) == pytest.approx(c["lr"] * 0.01)
