@@ -12,8 +12,9 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .baseline_losses import LOSSES, check_loss
 from .linear_solve import SOLVERS
-from .loss import LEARNABLE, PRESETS
+from .loss import LEARNABLE
 from .objectives import FAIRNESS_TERMS
 
 __all__ = ["OPTIONS", "DATASET_DEFAULTS", "resolve_config", "ConfigError"]
@@ -101,8 +102,17 @@ OPTIONS: dict[str, Option] = {
                               "epochs where lr is multiplied by lr_decay (null: epochs * [220, 260]/300)"),
     "lr_decay": Option(0.1, "a number in (0, 1]", _number(0, 1, low_open=True), "learning-rate decay factor"),
     # loss
-    "loss_init": Option("ce", f"one of {sorted(PRESETS)}", _one_of(*PRESETS), "preset and initial value of the loss"),
-    "loss_params": Option({}, "a mapping like {tau: 1.0}", _str_dict, "parameters of the loss_init preset"),
+    "loss_init": Option("ce", f"one of {sorted(LOSSES)}", _one_of(*LOSSES),
+                        "the loss: a preset (initial value) of the parametric family, or a baseline "
+                        "(focal: CE with a focal factor; ldam: LDAM's margins, nothing to learn)"),
+    "loss_params": Option({}, "a mapping like {tau: 1.0}", _str_dict,
+                          "parameters of loss_init: la {tau}; cdt {gamma}; vs {gamma, tau}; cb {beta}; "
+                          "focal {gamma}; ldam {max_margin, s}"),
+    "drw_start": Option(None, "a number in [0, 1] or null", _optional(_number(0, 1)),
+                        "deferred re-weighting: fraction of each phase's epochs after which class-balanced "
+                        "weights switch on (null: off; LDAM-DRW uses 0.8); fixed losses only"),
+    "drw_beta": Option(0.9999, "a number in [0, 1)", lambda v: _number(0, 1)(v) and v < 1,
+                       "beta of the deferred re-weighting's weights (1 - beta) / (1 - beta^n_k)"),
     "learn": Option(["delta", "iota"], f"a list of distinct names from {list(LEARNABLE)}", _learn_list,
                     "loss parameters the upper level tunes; [] is a fixed-loss baseline"),
     "group_size": Option(1, *POSITIVE_INT, "classes (by frequency) sharing one learned parameter"),
@@ -197,8 +207,28 @@ def resolve_config(config: dict, *, user_data: bool = False) -> dict:
     for key in ("dataset_params", "loss_params"):
         resolved[key] = dict(resolved[key])
     resolved["learn"] = list(resolved["learn"])
+    _check_loss(resolved)
     _scale_schedule(resolved)
     return resolved
+
+
+def _check_loss(c: dict) -> None:
+    """The loss keys together: loss_params fit loss_init, LDAM and DRW need a fixed loss."""
+    try:
+        check_loss(c["loss_init"], c["loss_params"], c["learn"])
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if c["drw_start"] is not None and c["learn"]:
+        raise ConfigError(f"drw_start must be null when the upper level learns the loss (deferred re-weighting "
+                          f"is for fixed losses, learn: []), got drw_start={c['drw_start']!r} with "
+                          f"learn={c['learn']}")
+
+
+def drw_start_epoch(config: dict) -> int | None:
+    """The phase epoch (from 0) at which deferred re-weighting switches on, or None when off."""
+    if config["drw_start"] is None:
+        return None
+    return round(config["drw_start"] * config["epochs"])
 
 
 def _scale_schedule(c: dict) -> None:

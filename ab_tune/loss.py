@@ -13,6 +13,15 @@ learnable correction that starts at zero:
 so a preset is reproduced bit for bit, Delta and omega stay positive and can reach any
 positive value (the official code's sigmoid cannot reach Delta >= 1), and a correction can
 be shared by a band of ``group_size`` classes of similar frequency.
+
+Two optional factors make the family's baselines (``ab_tune.baseline_losses``) compose with any
+point of it, and leave the loss bit for bit unchanged when off:
+
+- ``focal_gamma`` (focal loss, Lin et al. 2017): each sample's term is multiplied by
+  ``(1 - p_y)^gamma`` with ``p = softmax(Delta * z + iota)``; gamma = 0 is the plain loss.
+- ``set_class_weight(w)`` (deferred re-weighting, Cao et al. 2019): per-class weights that
+  multiply omega in the weighted mean; the trainer sets them each epoch (not state: they
+  follow from the epoch, so they are not in ``state_dict``).
 """
 from __future__ import annotations
 
@@ -24,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ParametricLoss", "PRESETS", "LEARNABLE", "preset_values"]
+__all__ = ["ParametricLoss", "PRESETS", "LEARNABLE", "preset_values", "check_params", "focal_factor"]
 
 LEARNABLE = ("delta", "iota", "omega")
 
@@ -75,11 +84,31 @@ PRESETS = {
     "cb": _cb,
 }
 
-_PRESET_RANGES = {  # parameter -> (predicate, allowed, text)
+_PARAM_RANGES = {  # loss parameter -> (predicate, allowed in words); shared with the baseline losses
     "tau": (lambda v: math.isfinite(v), "a finite number"),
     "gamma": (lambda v: math.isfinite(v) and v >= 0, ">= 0"),
     "beta": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "s": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
+    "max_margin": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),
 }
+
+
+def check_params(name: str, allowed: Sequence[str], params: dict, what: str = "preset") -> None:
+    """ValueError naming the parameter, its value and what is allowed, for a loss's parameters."""
+    for key, value in params.items():
+        if key not in allowed:
+            raise ValueError(
+                f"{what} {name!r} takes parameters {list(allowed) or 'none'}, got {key}={value!r}"
+            )
+        check, text = _PARAM_RANGES[key]
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not check(float(value)):
+            raise ValueError(f"{key} must be {text}, got {key}={value!r}")
+
+
+def preset_params(name: str) -> list[str]:
+    """Names of a preset's parameters (``la``: ['tau'])."""
+    fn = PRESETS[name]
+    return list(fn.__code__.co_varnames[1 : fn.__code__.co_argcount])
 
 
 def preset_values(name: str, class_counts, **params) -> tuple[torch.Tensor, ...]:
@@ -87,15 +116,7 @@ def preset_values(name: str, class_counts, **params) -> tuple[torch.Tensor, ...]
     if name not in PRESETS:
         raise ValueError(f"loss_init must be one of {sorted(PRESETS)}, got loss_init={name!r}")
     fn = PRESETS[name]
-    allowed = list(fn.__code__.co_varnames[1 : fn.__code__.co_argcount])
-    for key, value in params.items():
-        if key not in allowed:
-            raise ValueError(
-                f"preset {name!r} takes parameters {allowed or 'none'}, got {key}={value!r}"
-            )
-        check, text = _PRESET_RANGES[key]
-        if not isinstance(value, numbers.Real) or not check(float(value)):
-            raise ValueError(f"{key} must be {text}, got {key}={value!r}")
+    check_params(name, preset_params(name), params)
     counts = torch.as_tensor(class_counts, dtype=torch.float64)
     if counts.dim() not in (1, 2) or (counts <= 0).any():
         raise ValueError(
@@ -103,6 +124,15 @@ def preset_values(name: str, class_counts, **params) -> tuple[torch.Tensor, ...]
             f"got class_counts={counts.tolist()}"
         )
     return fn(counts, **params)
+
+
+def focal_factor(nll: torch.Tensor, gamma: float) -> torch.Tensor:
+    """``(1 - p_y)^gamma`` from ``nll = -log p_y``: ``1 - p_y = -expm1(-nll)``, accurate near p_y = 1.
+
+    Clamped at the smallest positive number, so that a sample with p_y == 1 in floating point
+    (nll == 0) gets a zero factor and a finite (zero) gradient even for gamma < 1.
+    """
+    return (-torch.expm1(-nll)).clamp_min(torch.finfo(nll.dtype).tiny) ** gamma
 
 
 # --- the loss ---------------------------------------------------------------------------------
@@ -117,11 +147,15 @@ class ParametricLoss(nn.Module):
             in order of ``class_counts`` (most frequent first), as the official code does for
             100+ classes. The fixed preset part stays per class.
         class_counts: training counts, used to sort classes into bands.
+        focal_gamma: focal loss exponent; each sample's term is multiplied by ``(1 - p_y)^gamma``,
+            ``p = softmax(Delta * z + iota)``. 0 (the default) is the plain loss, bit for bit.
     """
 
     def __init__(self, delta, iota, omega, *, learn: Sequence[str] = (), group_size: int = 1,
-                 class_counts=None):
+                 class_counts=None, focal_gamma: float = 0.0):
         super().__init__()
+        check_params("focal", ["gamma"], {"gamma": focal_gamma}, what="loss")
+        self.focal_gamma = float(focal_gamma)
         delta, iota, omega = (torch.as_tensor(t, dtype=torch.get_default_dtype()) for t in (delta, iota, omega))
         if not (delta.shape == iota.shape == omega.shape) or delta.dim() not in (1, 2):
             raise ValueError(
@@ -147,15 +181,20 @@ class ParametricLoss(nn.Module):
             correction = nn.Parameter(torch.zeros(num_bands, shape[1]), requires_grad=name in learn)
             self.register_parameter(f"{name}_correction", correction)
         self.learn = tuple(name for name in LEARNABLE if name in learn)
+        self.register_buffer("class_weight", None, persistent=False)
 
     @classmethod
     def from_preset(cls, name: str, class_counts, *, learn: Sequence[str] = (), group_size: int = 1,
-                    **params) -> "ParametricLoss":
+                    focal_gamma: float = 0.0, **params) -> "ParametricLoss":
         """A preset (``ce``, ``la``, ``balanced_softmax``, ``cdt``, ``vs``, ``cb``) from counts."""
         delta, iota, omega = preset_values(name, class_counts, **params)
         counts = torch.as_tensor(class_counts, dtype=torch.float64)
-        return cls(delta, iota, omega, learn=learn, group_size=group_size,
+        return cls(delta, iota, omega, learn=learn, group_size=group_size, focal_gamma=focal_gamma,
                    class_counts=counts if counts.dim() == 1 else counts.sum(dim=1))
+
+    def set_class_weight(self, weight: torch.Tensor | None) -> None:
+        """Per-class weights (K,) multiplying omega (deferred re-weighting), or None for none."""
+        self.class_weight = _class_weight(weight, self.delta0.shape[0], self.delta0)
 
     # per-class values, expanded from bands: (K,) or (K, G)
     def _expand(self, correction: torch.Tensor) -> torch.Tensor:
@@ -201,18 +240,38 @@ class ParametricLoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor,
                 group: torch.Tensor | None = None) -> torch.Tensor:
         nll = F.cross_entropy(self.adjusted_logits(logits, group), target, reduction="none")
+        if self.focal_gamma:
+            nll = focal_factor(nll, self.focal_gamma) * nll
         # F.cross_entropy(weight=omega)'s weighted mean, written out: its weight cannot be learned
         omega = self._omega()
         weight = omega[target, 0] if group is None else omega[target, group]
+        if self.class_weight is not None:
+            weight = weight * self.class_weight[target]
         return (weight * nll).sum() / weight.sum()
 
     def values(self) -> dict[str, list]:
-        """Per-class Delta, iota and omega as plain lists (for results and checkpoints)."""
+        """Per-class Delta, iota and omega as plain lists (for results and checkpoints), and the
+        deferred re-weighting's ``class_weight`` while one is set."""
         with torch.no_grad():
-            return {name: getattr(self, name).tolist() for name in LEARNABLE}
+            values = {name: getattr(self, name).tolist() for name in LEARNABLE}
+            if self.class_weight is not None:
+                values["class_weight"] = self.class_weight.tolist()
+            return values
 
     def extra_repr(self) -> str:
-        return f"classes={self.delta0.shape[0]}, bands={self.delta_correction.shape[0]}, learn={list(self.learn)}"
+        focal = f", focal_gamma={self.focal_gamma:g}" if self.focal_gamma else ""
+        return (f"classes={self.delta0.shape[0]}, bands={self.delta_correction.shape[0]}, "
+                f"learn={list(self.learn)}{focal}")
+
+
+def _class_weight(weight, num_classes: int, like: torch.Tensor) -> torch.Tensor | None:
+    """A (K,) positive weight tensor on ``like``'s device and dtype, or None."""
+    if weight is None:
+        return None
+    weight = torch.as_tensor(weight).to(device=like.device, dtype=like.dtype)
+    if weight.shape != (num_classes,) or not bool((weight > 0).all()):
+        raise ValueError(f"class_weight must be {num_classes} positive numbers, got class_weight={weight.tolist()}")
+    return weight
 
 
 def _frequency_bands(num_classes: int, group_size: int, class_counts) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Check a trial config against what it names, without loading data or training.
 
 ``resolve_config`` checks each key on its own; ``check_trial`` also checks the pieces fit:
-the loss preset's parameters, the dataset's name and parameters (and that a CIFAR folder
+the loss and its parameters, the dataset's name and parameters (and that a CIFAR folder
 is there), the augmentation and model for the dataset's inputs, ``group_size`` against the
 number of classes. The experiment and Optuna layers run it on every point they can reach
 (each choice, both ends of each range) before Ray or a study starts.
@@ -13,9 +13,9 @@ import inspect
 import torch
 
 from .augment import allowed_augmentations
+from .baseline_losses import build_loss
 from .config import ConfigError, resolve_config
 from .data import datasets
-from .loss import preset_values
 from .models import build_model
 
 __all__ = ["check_trial", "dataset_shape"]
@@ -48,7 +48,7 @@ def check_trial(config: dict, *, user_data: bool = False) -> dict:
             datasets.cifar_folder(c["dataset"], c["data_root"])
         shape = dataset_shape(c["dataset"], c["dataset_params"])
         num_classes = shape[1] if shape else 2
-        preset_values(c["loss_init"], torch.ones(num_classes), **c["loss_params"])
+        build_loss(c["loss_init"], torch.ones(num_classes), learn=c["learn"], **c["loss_params"])
         if shape is not None:
             input_shape, num_classes = shape
             if c["augmentation"] not in allowed_augmentations(input_shape):

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from .augment import get_augmentation
-from .config import learning_rate, resolve_config
+from .baseline_losses import DeferredReweighting, build_loss
+from .config import drw_start_epoch, learning_rate, resolve_config
 from .data import Splits, build_splits
 from .hypergrad import DivergenceError, implicit_hypergradient
-from .loss import ParametricLoss
 from .metrics import accumulate_confusion, per_class_error, summary
 from .models import build_model
 from .objectives import ValidationObjective
@@ -76,9 +76,13 @@ class Trainer:
             dataset_params=c["dataset_params"], seed=c["data_seed"], data=data)
         self.augment = get_augmentation(c["augmentation"], self.splits.input_shape)
         self.train_counts = self.splits.train.class_counts
-        self.loss = ParametricLoss.from_preset(
+        self.loss = build_loss(
             c["loss_init"], self.train_counts.clamp(min=1), learn=c["learn"], group_size=c["group_size"],
             **c["loss_params"]).to(self.device)
+        drw_epoch = drw_start_epoch(c)
+        self.drw = (None if drw_epoch is None else
+                    DeferredReweighting(self.train_counts.clamp(min=1), drw_epoch, beta=c["drw_beta"]))
+        self._reweight(0)
         self.objective = ValidationObjective(self.splits.val.class_counts.to(self.device),
                                              fairness_weight=c["fairness_weight"], fairness=c["fairness"])
         hparams = self.loss.hparameters()
@@ -127,6 +131,12 @@ class Trainer:
         train_val = self.splits.train_val
         self.train_x, self.train_y = train_val.x.to(self.device), train_val.y.to(self.device)
         self._new_model()
+
+    def _reweight(self, phase_epoch: int) -> None:
+        """Deferred re-weighting: the class weights in force during this epoch of the phase
+        (a function of the epoch alone, so a resumed trial gets them back exactly)."""
+        if self.drw is not None:
+            self.loss.set_class_weight(self.drw.weights(phase_epoch).to(self.device))
 
     @property
     def total_epochs(self) -> int:
@@ -194,6 +204,7 @@ class Trainer:
         phase_epoch = self.epoch - (c["epochs"] if self.phase == "retrain" else 0)
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(c, phase_epoch)
+        self._reweight(phase_epoch)
         bilevel = self.hyper_optimizer is not None and phase_epoch >= c["hyper_start_epoch"]
         self.model.train()
         order = torch.randperm(len(self.train_y), generator=self.order_rng).to(self.device)
