@@ -24,6 +24,8 @@ BENCHMARKS = {
     "digits100": {"dataset": "digits", "imbalance_ratio": 100},
     "gmm": {"dataset": "gmm", "imbalance_ratio": 20,
             "dataset_params": {"dim": 16, "separation": 2.5, "n_max": 300}},
+    "gmm_separable": {"dataset": "gmm", "imbalance_ratio": 20,
+                      "dataset_params": {"dim": 16, "separation": 5.0, "n_max": 300}},
 }
 METHODS = {
     "CE": {"learn": []},
