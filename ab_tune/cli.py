@@ -1,13 +1,17 @@
 """The ``ab-tune`` command.
 
     ab-tune run [FILE] [--set key=value ...] [--num-samples N] [--gpus-per-trial F]
-                [--address ADDR] [--storage PATH] [--name NAME] [--resume]
+                [--address ADDR] [--storage PATH] [--name NAME] [--resume] [--retrain]
+    ab-tune compare [--dataset NAME] [--set key=value ...] [--budget SECONDS] [--seeds N] [--retrain]
+                    [--methods m1,m2] [--num-samples N] [--storage PATH] [--name NAME]
     ab-tune optuna [FILE] --storage URL [--study-name NAME] [--n-trials N] [--multi-objective]
                    [--set key=value ...] [--out DIR]
     ab-tune train [--config FILE] [--set key=value ...] [--output result.json]
 
 ``run`` runs a Ray Tune experiment from a search-space file (default: long-tailed digits);
 ``optuna`` runs or resumes an Optuna study (TPE, median pruning) of the same file without Ray;
+``compare`` runs AutoBalance and the grid-searched loss baselines on the same splits and
+reports them side by side (comparison.md, comparison.csv, plots);
 ``train`` trains one trial (no Ray) and prints each epoch's metrics, then the result as JSON.
 User errors print one line and exit with status 2.
 """
@@ -24,6 +28,14 @@ __all__ = ["main", "parse_assignments"]
 
 class UsageError(ValueError):
     pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's own errors (a missing value, ``--seeds abc``) as one line too, exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"ab-tune: error: {self.prog.removeprefix('ab-tune ')}: {message}\n"
+                     if self.prog != "ab-tune" else f"ab-tune: error: {message}\n")
 
 
 def parse_assignments(items: list[str]) -> dict:
@@ -77,6 +89,8 @@ def _run(args) -> int:
     from .searchspace import load_experiment
 
     overrides = parse_assignments(args.set)
+    if args.retrain:
+        overrides["retrain"] = True
     experiment = load_experiment(args.file, overrides)  # every check before Ray starts
     if args.num_samples is not None:
         if args.num_samples < 1:
@@ -92,6 +106,32 @@ def _run(args) -> int:
     result_grid, _ = run_experiment(experiment, storage=args.storage, name=args.name, resume=args.resume,
                                     address=args.address)
     return 1 if result_grid.errors else 0
+
+
+def _compare(args) -> int:
+    from .compare import DATASETS, available_methods, compare
+
+    overrides = parse_assignments(args.set)
+    if args.dataset not in DATASETS:
+        raise UsageError(f"--dataset must be one of {sorted(DATASETS)}, got --dataset {args.dataset}")
+    if args.seeds < 1:
+        raise UsageError(f"--seeds must be a positive integer, got --seeds {args.seeds}")
+    if args.budget is not None and not (args.budget > 0 and args.budget != float("inf")):
+        raise UsageError(f"--budget must be a number of trial-seconds > 0, got --budget {args.budget:g}")
+    if args.num_samples is not None and args.num_samples < 1:
+        raise UsageError(f"--num-samples must be a positive integer, got --num-samples {args.num_samples}")
+    methods = None
+    if args.methods is not None:
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        valid = available_methods()
+        unknown = [m for m in methods if m not in valid]
+        if unknown or not methods:
+            raise UsageError(f"--methods takes a comma-separated list from {','.join(valid)}, "
+                             f"got --methods {args.methods!r}")
+    summary = compare(dataset=args.dataset, overrides=overrides, seeds=args.seeds, budget=args.budget,
+                      retrain=args.retrain, methods=methods, storage=args.storage, name=args.name,
+                      num_samples=args.num_samples, address=args.address)
+    return 1 if any(grid.errors for grid in summary["result_grids"].values()) else 0
 
 
 def _optuna(args) -> int:
@@ -111,7 +151,7 @@ def _optuna(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ab-tune", description="AutoBalance loss design for imbalanced data.")
+    parser = _Parser(prog="ab-tune", description="AutoBalance loss design for imbalanced data.")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train one trial (no Ray) and print its metrics")
     train.add_argument("--config", help="YAML file of config keys")
@@ -131,7 +171,27 @@ def build_parser() -> argparse.ArgumentParser:
                                        "shared storage (NFS, s3://) on a multi-node cluster")
     run.add_argument("--name", help="experiment name (default: the file's name)")
     run.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
+    run.add_argument("--retrain", action="store_true",
+                     help="after each trial's search, train a fresh model on train+validation with the learned "
+                          "loss frozen (sets retrain=true for every trial)")
     run.set_defaults(handler=_run)
+
+    comp = commands.add_parser("compare", help="AutoBalance against grid-searched loss baselines, same splits")
+    comp.add_argument("--dataset", default="digits", help="digits (default), gmm, cifar10 or cifar100")
+    comp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="fix a trial config key for every method's trials (repeatable)")
+    comp.add_argument("--budget", type=float, metavar="SECONDS",
+                      help="trial-seconds per method and seed (default: grids run fully)")
+    comp.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 of data splits and training (default: 1)")
+    comp.add_argument("--retrain", action="store_true",
+                      help="retrain every selected loss on train+validation (the paper's protocol)")
+    comp.add_argument("--methods", metavar="M1,M2", help="restrict to these methods (autobalance and baseline "
+                                                         "file names, e.g. autobalance,ce,la)")
+    comp.add_argument("--num-samples", type=int, help="trials of the AutoBalance search (grids run once)")
+    comp.add_argument("--address", help="an existing Ray cluster, e.g. auto")
+    comp.add_argument("--storage", help="where results are written (default: ./ab_tune_results)")
+    comp.add_argument("--name", help="comparison name (default: compare_<dataset>)")
+    comp.set_defaults(handler=_compare)
 
     study = commands.add_parser("optuna", help="run (or resume) an Optuna study from a search-space file, no Ray")
     study.add_argument("file", nargs="?", help="search-space YAML file (default: the embedded digits experiment)")
@@ -152,7 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
 
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) and argparse's usage errors (2)
+        return e.code if isinstance(e.code, int) else 2
     try:
         return args.handler(args)
     except (UsageError, ConfigError, FileNotFoundError, ValueError) as e:

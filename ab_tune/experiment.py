@@ -76,7 +76,7 @@ def _search_algorithm(experiment: Experiment):
     return None  # random and grid: Tune's variant generator samples and enumerates
 
 
-def build_tuner(experiment: Experiment, storage: str, name: str):
+def build_tuner(experiment: Experiment, storage: str, name: str, stopper=None):
     from .config import resolve_config
 
     probe = resolve_config(experiment.trial_config({k: d.sample_point() for k, d in experiment.space.items()}))
@@ -99,7 +99,7 @@ def build_tuner(experiment: Experiment, storage: str, name: str):
             checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1, num_to_keep=None if pbt else 2,
                                                     checkpoint_at_end=True),
             failure_config=tune.FailureConfig(max_failures=1),
-            verbose=1),
+            stop=stopper, verbose=1),
     )
 
 
@@ -116,8 +116,11 @@ def result_rows(result_grid) -> list[dict]:
 
 
 def run_experiment(experiment: Experiment, *, storage: str | None = None, name: str | None = None,
-                   resume: bool = False, address: str | None = None, out=None):
+                   resume: bool = False, address: str | None = None, out=None, stopper=None):
     """Run (or resume) the experiment; write the report next to Ray's experiment folder.
+
+    ``stopper`` is a ``ray.tune.Stopper`` of a new run (a compute budget, say); a resumed run
+    keeps the stop conditions it was started with.
 
     Returns ``(result_grid, paths)``. Nothing already written is overwritten: starting an
     experiment whose folder exists asks for ``resume`` or another name.
@@ -153,7 +156,7 @@ def run_experiment(experiment: Experiment, *, storage: str | None = None, name: 
         tuner = tune.Tuner.restore(path, trainable=AutoBalanceTrainable, resume_unfinished=True,
                                    resume_errored=True, param_space=experiment.param_space())
     else:
-        tuner = build_tuner(experiment, storage, name)
+        tuner = build_tuner(experiment, storage, name, stopper=stopper)
     result_grid = tuner.fit()
     rows = result_rows(result_grid)
     searched = list(experiment.space)

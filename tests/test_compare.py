@@ -1,0 +1,179 @@
+"""`ab-tune compare`: AutoBalance against grid-searched baselines on the same splits; the compute
+budget stopper; `run --retrain`; one-line CLI errors. CPU only, a few epochs of long-tailed digits.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ["RAY_AUTH_MODE"] = "disabled"  # before ray starts, here and in every subprocess
+
+import csv
+import json
+import math
+
+import pytest
+import ray
+
+import ab_tune.cli
+import ab_tune.experiment
+from ab_tune.compare import ComputeBudget, anytime_curve, compare, load_methods
+from ab_tune.experiment import result_rows
+from ab_tune.report import ranked
+
+TINY = ["--set", "epochs=2", "--set", "hyper_start_epoch=1", "--set", "solver_alpha=0.05", "--set", "num_threads=1"]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024**2, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def comparison(ray_local, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("compare")
+    overrides = ab_tune.cli.parse_assignments(TINY[1::2])
+    summary = compare(dataset="digits", overrides=overrides, seeds=1, methods=["autobalance", "ce", "la"],
+                      num_samples=2, storage=str(storage), name="tiny")
+    return summary, storage / "tiny"
+
+
+def test_compare_writes_table_csv_and_plots(comparison):
+    summary, root = comparison
+    for grid in summary["result_grids"].values():
+        assert not grid.errors
+    for name in ("comparison.md", "comparison.csv"):
+        assert (root / name).is_file()
+    for name in ("anytime.png", "per_class.png", "loss_parameters.png"):
+        assert (root / name).read_bytes()[:8] == PNG, name
+    with open(root / "comparison.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["method"] for r in rows] == ["autobalance", "ce", "la"] and {r["seed"] for r in rows} == {"0"}
+    assert [int(r["trials"]) for r in rows] == [2, 1, 4]
+    table = (root / "comparison.md").read_text()
+    for method in ("autobalance", "ce", "la"):
+        assert f"| {method} |" in table
+    assert "Lowest test balanced error" in table and ("AutoBalance beats" in table or "AutoBalance loses" in table
+                                                      or "AutoBalance ties" in table)
+    assert json.loads(rows[2]["hyperparameters"]).keys() == {"loss_params.tau"}
+
+
+def test_every_method_shares_the_split_and_selects_on_validation(comparison):
+    summary, _ = comparison
+    counts = set()
+    for record in summary["records"]:
+        experiment_rows = result_rows(summary["result_grids"][(0, record["method"])])
+        best = ranked(experiment_rows, "val_balanced_error", "min")[0]
+        assert record["selected_trial"] == best["trial_id"] and record["selected_by"] == "val_balanced_error"
+        assert math.isclose(record["val_metric"], min(r["metrics"]["val_balanced_error"] for r in experiment_rows))
+        for key in ("test_error", "test_balanced_error", "test_worst_class_error"):
+            assert math.isclose(record[key], best["metrics"][key])
+        # same data, split, model and schedule: same training counts, epochs and retraining
+        counts.add(tuple(best["metrics"]["class_counts"]))
+        assert best["config"]["epochs"] == 2 and best["config"]["retrain"] is True
+        assert best["config"]["seed"] == best["config"]["data_seed"] == 0
+        assert record["trial_seconds"] > 0 and record["gpu_seconds"] == 0
+        assert math.isclose(record["trial_seconds"], sum(r["metrics"]["time_total_s"] for r in experiment_rows))
+    assert len(counts) == 1
+
+
+def test_anytime_curves_accumulate_compute(comparison):
+    summary, _ = comparison
+    for method, curve in summary["curves"].items():
+        record = next(r for r in summary["records"] if r["method"] == method)
+        xs = [x for x, _ in curve]
+        assert len(curve) == record["trials"] and xs == sorted(xs)
+        assert math.isclose(xs[-1], record["trial_seconds"])
+        assert math.isclose(curve[-1][1], record["test_balanced_error"])
+
+
+def test_anytime_curve_follows_the_validation_best_so_far():
+    def row(trial, val, test, seconds):
+        return {"trial_id": trial, "status": "OK", "config": {},
+                "metrics": {"val_balanced_error": val, "test_balanced_error": test, "time_total_s": seconds}}
+
+    rows = [row("a", 0.3, 0.1, 2.0), row("b", 0.2, 0.5, 1.0), row("c", 0.4, 0.0, 3.0)]
+    order = {"b": 1.0, "a": 2.0, "c": 3.0}  # completion order b, a, c
+    assert anytime_curve(rows, order, "val_balanced_error", "min") == [(1.0, 0.5), (3.0, 0.5), (6.0, 0.5)]
+
+
+def test_budget_stopper_stops_the_run_once_the_summed_seconds_pass_the_budget():
+    stopper = ComputeBudget(10.0)
+    for trial, seconds in [("a", 3.0), ("b", 4.0), ("a", 2.5)]:
+        assert stopper(trial, {"time_this_iter_s": seconds}) is False  # no single trial is stopped
+        assert not stopper.stop_all()
+    stopper("b", {"time_this_iter_s": 1.0})
+    assert stopper.stop_all() and stopper.seconds == 10.5
+    assert list(stopper.last_report) == ["a", "b"]
+    unlimited = ComputeBudget(None)
+    unlimited("a", {"time_this_iter_s": 1e9})
+    assert not unlimited.stop_all()
+    with pytest.raises(ValueError, match="budget must be a number of seconds > 0, got budget=0"):
+        ComputeBudget(0)
+
+
+def test_baselines_take_the_data_keys_of_the_datasets_autobalance_file():
+    experiments = load_methods("gmm", ["autobalance", "ce", "ldam_drw"], seed=3, overrides={"epochs": 4},
+                               retrain=True)
+    ab = experiments["autobalance"].config
+    for method in ("ce", "ldam_drw"):
+        config = experiments[method].config
+        for key in ("dataset", "dataset_params", "imbalance_ratio", "epochs", "retrain", "seed", "data_seed"):
+            assert config[key] == ab[key], (method, key)
+        assert config["learn"] == [] and config["dataset"] == "gmm" and config["seed"] == 3
+    assert experiments["ldam_drw"].config["loss_init"] == "ldam" and experiments["ldam_drw"].config["drw_start"] == 0.8
+    assert "learn" not in ab or ab["learn"] != []
+
+
+def test_run_retrain_sets_retrain_for_every_trial(monkeypatch, tmp_path):
+    seen = {}
+
+    class Grid:
+        errors = []
+
+    def fake_run(experiment, **kwargs):
+        seen["config"] = experiment.param_space()
+        return Grid(), {}
+
+    monkeypatch.setattr(ab_tune.experiment, "run_experiment", fake_run)
+    assert ab_tune.cli.main(["run", "--retrain", "--set", "retrain=false", "--storage", str(tmp_path)]) == 0
+    assert seen["config"]["retrain"] is True
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "mnist"], "--dataset must be one of"),
+    (["--seeds", "0"], "--seeds must be a positive integer, got --seeds 0"),
+    (["--seeds", "two"], "invalid int value: 'two'"),
+    (["--budget", "-5"], "--budget must be a number of trial-seconds > 0, got --budget -5"),
+    (["--methods", "autobalance,lda"], "--methods takes a comma-separated list from autobalance,"),
+    (["--set", "epochs=-1"], "epochs must be a positive integer, got epochs=-1"),
+    (["--set", "seed=4"], "seed is set by the comparison's seeds"),
+    (["--num-samples", "0"], "--num-samples must be a positive integer"),
+])
+def test_bad_compare_input_exits_2_with_one_line(args, message, tmp_path, capsys, monkeypatch):
+    def no_ray(*a, **k):
+        pytest.fail("bad input must fail before Ray starts")
+
+    monkeypatch.setattr(ray, "init", no_ray)
+    assert ab_tune.cli.main(["compare", *args, "--storage", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ab-tune: error: ") and "Traceback" not in err, err
+    assert message in err, err
+
+
+def test_an_existing_comparison_is_never_overwritten(tmp_path, capsys):
+    (tmp_path / "compare_digits").mkdir()
+    assert ab_tune.cli.main(["compare", "--storage", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "comparison 'compare_digits' already exists" in err and err.count("\n") == 1
+
+
+def test_a_budget_stops_the_grid_early(ray_local, tmp_path):
+    overrides = ab_tune.cli.parse_assignments(TINY[1::2])
+    summary = compare(dataset="digits", overrides=overrides, methods=["la"], budget=0.2, storage=str(tmp_path))
+    (record,) = summary["records"]
+    assert not summary["result_grids"][(0, "la")].errors
+    assert record["budget_stopped"] and record["trials"] < 4  # a full grid is 4 trials
+    assert (tmp_path / "compare_digits" / "comparison.csv").is_file()
