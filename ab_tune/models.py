@@ -149,3 +149,25 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; allowed models: {['auto', *sorted(MODELS)]}")
     return MODELS[name](input_shape, num_classes)
+
+
+class NormedLinear(nn.Module):
+    """Cosine classifier of the LDAM paper: logits = normalize(x) . normalize(w_k), in [-1, 1],
+    so that LDAM's scale s (e.g. 30) sets the logits' range; on an ordinary linear head,
+    s * z explodes and training diverges."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(in_features, out_features))
+        nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, dim=1) @ F.normalize(self.weight, dim=0)
+
+
+def with_normed_head(model: nn.Module) -> nn.Module:
+    """The model with its last ``nn.Linear`` replaced by a ``NormedLinear`` of the same shape."""
+    name, last = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+    parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+    setattr(parent, name.rpartition(".")[2], NormedLinear(last.in_features, last.out_features))
+    return model

@@ -26,7 +26,7 @@ from .config import drw_start_epoch, learning_rate, resolve_config
 from .data import Splits, build_splits
 from .hypergrad import DivergenceError, implicit_hypergradient
 from .metrics import accumulate_confusion, per_class_error, summary
-from .models import build_model
+from .models import build_model, with_normed_head
 from .objectives import ValidationObjective
 
 __all__ = ["Trainer", "train", "select_device"]
@@ -118,7 +118,10 @@ class Trainer:
 
     def _new_model(self):
         c = self.config
-        self.model = build_model(c["model"], self.splits.input_shape, self.splits.num_classes).to(self.device)
+        model = build_model(c["model"], self.splits.input_shape, self.splits.num_classes)
+        if c["loss_init"] == "ldam":
+            model = with_normed_head(model)  # LDAM's scale s is meant for cosine logits
+        self.model = model.to(self.device)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=c["lr"], momentum=c["momentum"],
                                          weight_decay=c["weight_decay"])
 

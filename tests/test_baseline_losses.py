@@ -301,3 +301,21 @@ def test_a_baseline_trial_is_bit_identical_to_train_with_the_same_fixed_loss(nam
     from_file.pop("train_seconds"), plain.pop("train_seconds")
     assert from_file == plain
     assert plain["hyper_steps"] == 0
+
+
+def test_ldam_trains_on_a_cosine_head_and_learns():
+    """LDAM's s scales cosine logits in [-1, 1] (the paper's NormedLinear); on a plain linear
+    head s * z explodes and training stays at chance."""
+    from ab_tune import Trainer
+    from ab_tune.models import NormedLinear
+
+    trainer = Trainer({"dataset": "digits", "epochs": 8, "learn": [], "loss_init": "ldam",
+                       "loss_params": {"s": 30, "max_margin": 0.5}, "drw_start": 0.5, "num_threads": 1})
+    assert isinstance(list(trainer.model.modules())[-1], NormedLinear)
+    x = trainer.splits.prepare(trainer.val_x)
+    with torch.no_grad():
+        logits = trainer.model.eval()(x)
+    assert logits.abs().max() <= 1.0 + 1e-6
+    while not trainer.done:
+        metrics = trainer.train_epoch()
+    assert metrics["test_balanced_error"] < 0.3
