@@ -139,19 +139,17 @@ def cifar(name: str, data_root: str | None, download: bool = False) -> Loaded:
     """
     if name not in _CIFAR:
         raise ValueError(f"name must be one of {list(_CIFAR)}, got name={name!r}")
-    if data_root is None:
-        raise ValueError(
-            f"data_root is required for dataset {name!r}: the folder that holds (or will hold) {_CIFAR[name]['folder']}"
-        )
     spec = _CIFAR[name]
-    root = os.path.abspath(os.path.expanduser(data_root))
-    folder = os.path.join(root, spec["folder"])
-    if not os.path.isdir(folder):
+    try:
+        folder = cifar_folder(name, data_root)
+    except FileNotFoundError:
         if not download:
-            cifar_folder(name, data_root)  # raises, saying where it looked
+            raise
         import torchvision
 
+        root = os.path.abspath(os.path.expanduser(data_root))
         getattr(torchvision.datasets, spec["torchvision"])(root=root, train=True, download=True)
+        folder = cifar_folder(name, data_root)
 
     def read(files: list[str]) -> Split:
         parts = [_read_cifar_batch(os.path.join(folder, f), spec["label_key"]) for f in files]
