@@ -177,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
 
     comp = commands.add_parser("compare", help="AutoBalance against grid-searched loss baselines, same splits")
-    comp.add_argument("--dataset", default="digits", help="digits (default), gmm, cifar10 or cifar100")
+    comp.add_argument("--dataset", default="digits", help="digits (default), gmm, cifar10, cifar100, or group data: "
+                                                             "digits_groups, gmm_groups (adds the accuracy-fairness front)")
     comp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="fix a trial config key for every method's trials (repeatable)")
     comp.add_argument("--budget", type=float, metavar="SECONDS",
@@ -200,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--study-name", help="study name (default: the file's name, + _multi with --multi-objective)")
     study.add_argument("--n-trials", type=int, help="trials to run now (default: the file's num_samples)")
     study.add_argument("--multi-objective", action="store_true",
-                       help="minimize (val_balanced_error, val_worst_class_error); report the Pareto front")
+                       help="minimize (val_balanced_error, val_worst_class_error), or val_deo instead of the worst "
+                            "class on group data; report the Pareto front")
     study.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="fix a trial config key for every trial (repeatable; dotted keys for nested)")
     study.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler (default: 0)")

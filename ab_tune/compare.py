@@ -4,7 +4,9 @@
     summary = compare(dataset="digits", seeds=3, budget=600)   # 600 trial-seconds per method
 
 Methods: ``autobalance`` (the dataset's search-space file) and every ``searchspaces/baselines/*.yaml``
-(named by file stem). A baseline file is written for digits: the data, split, model, schedule and
+(named by file stem); on group data (``digits_groups``, ``gmm_groups``) by default AutoBalance's
+sweep of the fairness blend weight against CE, group re-weighting and group VS, and every method's
+settings (averaged over seeds) go on the accuracy-fairness front: ``front.csv`` and ``front.png``. A baseline file is written for digits: the data, split, model, schedule and
 resource keys come from the AutoBalance file's ``config`` (everything except the loss and
 upper-level keys), so every method trains on the same splits with the same network and epochs.
 Each (seed, method) is one Ray Tune run in ``<storage>/<name>/seed<k>/<method>``; its best trial
@@ -28,6 +30,8 @@ import time
 import yaml
 
 from .config import OPTIONS, ConfigError
+from .front import front_points, write_front
+from .preflight import GROUP_DATASETS
 from .report import _value, best_row, flatten, plot_loss_parameters, ranked
 from .searchspace import Experiment, bundled_path, load_experiment
 
@@ -35,14 +39,18 @@ __all__ = ["compare", "ComputeBudget", "DATASETS", "available_methods", "LOSS_KE
 
 # the dataset's AutoBalance experiment
 DATASETS = {"digits": "digits_lt.yaml", "gmm": "gmm.yaml", "cifar10": "cifar10_lt.yaml",
-            "cifar100": "cifar100_lt.yaml"}
+            "cifar100": "cifar100_lt.yaml", "digits_groups": "digits_groups.yaml", "gmm_groups": "gmm_groups.yaml"}
 AUTOBALANCE = "autobalance"
+# group data: AutoBalance's sweep of the fairness blend against CE, group re-weighting and group VS
+# (the baselines' parameters are per (class, group) there), all on the accuracy-fairness front
+GROUP_METHODS = [AUTOBALANCE, "ce", "reweight", "vs"]
 # what makes a method a method: every other config key of the AutoBalance file is shared
 LOSS_KEYS = frozenset({"learn", "loss_init", "loss_params", "group_size", "drw_start", "drw_beta", "fairness",
                        "fairness_weight", "hyper_optimizer", "hyper_lr", "hyper_momentum", "hyper_weight_decay",
                        "hyper_start_epoch", "hyper_every", "hyper_train_batches", "hyper_val_batches", "solver",
                        "solver_steps", "solver_alpha"})
 REPORTED = ("test_error", "test_balanced_error", "test_worst_class_error")
+GROUP_REPORTED = ("test_worst_group_error", "test_deo")  # nan on data without groups
 
 
 class ComputeBudget:
@@ -150,7 +158,7 @@ def _summarize(method, seed, experiment, rows, budget) -> dict:
     record = {"method": method, "seed": seed, "selected_by": experiment.metric,
               "selected_trial": best["trial_id"] if best else None,
               "val_metric": _value(best, experiment.metric) if best else math.nan,
-              **{k: _value(best, k) if best else math.nan for k in REPORTED},
+              **{k: _value(best, k) if best else math.nan for k in (*REPORTED, *GROUP_REPORTED)},
               "hyperparameters": ({k: flatten(best["config"]).get(k) for k in experiment.space} if best else {}),
               "trials": len(trained), "failed": sum(r["status"] not in ("OK", "COMPLETE") for r in rows),
               "trial_seconds": seconds, "gpu_seconds": seconds * experiment.gpu,
@@ -183,15 +191,19 @@ def _hyper_text(records: list[dict]) -> str:
 
 def format_comparison(records: list[dict], methods: list[str], seeds: int) -> str:
     """The Markdown table (mean ± std over seeds, in %) and a line on who wins, by how much."""
-    lines = [f"| method | test error % | test balanced error % | test worst-class error % | selected "
+    shown = [*REPORTED, *(k for k in GROUP_REPORTED if any(not math.isnan(r[k]) for r in records))]
+    titles = {"test_error": "test error %", "test_balanced_error": "test balanced error %",
+              "test_worst_class_error": "test worst-class error %",
+              "test_worst_group_error": "test worst-group error %", "test_deo": "test DEO %"}
+    lines = ["| method | " + " | ".join(titles[k] for k in shown) + f" | selected "
              f"({'seed 0' if seeds > 3 else 'per seed'}) | trials | trial-seconds | GPU-seconds |",
-             "|---|---|---|---|---|---|---|---|"]
+             "|---|" + "---|" * (len(shown) + 4)]
     by_method = {m: sorted((r for r in records if r["method"] == m), key=lambda r: r["seed"]) for m in methods}
     for method, rs in by_method.items():
         if not rs:
             continue
         lines.append("| " + " | ".join([
-            method, *(_pct([r[k] for r in rs]) for k in REPORTED), _hyper_text(rs),
+            method, *(_pct([r[k] for r in rs]) for k in shown), _hyper_text(rs),
             str(sum(r["trials"] for r in rs)), f"{sum(r['trial_seconds'] for r in rs):.1f}",
             f"{sum(r['gpu_seconds'] for r in rs):.1f}"]) + " |")
     means = {m: _mean([r["test_balanced_error"] for r in rs]) for m, rs in by_method.items() if rs}
@@ -283,7 +295,7 @@ def _plots(out_dir, curves, best_rows, metric, methods) -> dict:
 
 
 def _write_csv(records: list[dict], path: str) -> None:
-    columns = ["method", "seed", *REPORTED, "selected_by", "val_metric", "selected_trial", "hyperparameters",
+    columns = ["method", "seed", *REPORTED, *GROUP_REPORTED, "selected_by", "val_metric", "selected_trial", "hyperparameters",
                "trials", "failed", "trial_seconds", "gpu_seconds", "budget_stopped"]
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
@@ -318,7 +330,7 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
         if key in overrides:
             raise ConfigError(f"{key} is set by the comparison's seeds (0..seeds-1), got {key}={overrides[key]!r}")
     valid = available_methods()
-    methods = list(methods) if methods else valid
+    methods = list(methods) if methods else (GROUP_METHODS if dataset in GROUP_DATASETS else valid)
     unknown = [m for m in methods if m not in valid]
     if unknown or not methods or len(set(methods)) != len(methods):
         raise ConfigError(f"methods must be distinct names from {valid}, got methods={methods}")
@@ -331,6 +343,7 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
     experiments = {seed: load_methods(dataset, methods, seed, overrides, retrain, num_samples) for seed in range(seeds)}
 
     records, grids, curves, best_rows = [], {}, {}, {}
+    all_rows = {method: [] for method in methods}  # every seed's trials, for the fairness front
     # across methods (best baseline, anytime curves): the AutoBalance experiment's metric
     reference = experiments[0][AUTOBALANCE if AUTOBALANCE in methods else methods[0]]
     metric, mode = reference.metric, reference.mode
@@ -342,6 +355,7 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
             grid, _ = run_experiment(experiment, storage=os.path.join(root, f"seed{seed}"), name=method,
                                      address=address, out=out, stopper=stopper)
             rows = result_rows(grid)
+            all_rows[method].extend(rows)
             grids[(seed, method)] = grid
             records.append(_summarize(method, seed, experiment, rows, stopper))
             if seed == 0:
@@ -358,6 +372,10 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
         f.write(header + table + "\n")
     _write_csv(records, paths["csv"])
     paths.update(_plots(root, curves, best_rows, metric, methods))
+    points = [point for method in methods
+              for point in front_points(method, all_rows[method], list(experiments[0][method].space))]
+    paths.update(write_front(points, root, f"{dataset}: accuracy-fairness front, mean over {seeds} seed(s) "
+                                           f"of each setting"))
     print("\n" + header + table + "\n", file=out)
     for what, p in paths.items():
         print(f"{what}: {p}", file=out)

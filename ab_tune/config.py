@@ -17,7 +17,8 @@ from .linear_solve import SOLVERS
 from .loss import LEARNABLE
 from .objectives import FAIRNESS_TERMS
 
-__all__ = ["OPTIONS", "DATASET_DEFAULTS", "resolve_config", "ConfigError"]
+__all__ = ["OPTIONS", "DATASET_DEFAULTS", "resolve_config", "ConfigError", "loss_learn", "LEARN_NAMES",
+           "AUGMENT_STRENGTH"]
 
 
 class ConfigError(ValueError):
@@ -54,8 +55,12 @@ def _is_bool(v):
     return isinstance(v, bool)
 
 
+AUGMENT_STRENGTH = "augment_strength"  # the learned augmentation's strength, beside the loss's parameters
+LEARN_NAMES = (*LEARNABLE, AUGMENT_STRENGTH)
+
+
 def _learn_list(v):
-    return isinstance(v, (list, tuple)) and all(name in LEARNABLE for name in v) and len(set(v)) == len(v)
+    return isinstance(v, (list, tuple)) and all(name in LEARN_NAMES for name in v) and len(set(v)) == len(v)
 
 
 def _epoch_list(v):
@@ -73,7 +78,8 @@ NON_NEGATIVE = ("a number >= 0", _number(0))
 
 OPTIONS: dict[str, Option] = {
     # data
-    "dataset": Option("digits", "a dataset name (digits, cifar10, cifar100, gmm) or 'module:function'",
+    "dataset": Option("digits", "a dataset name (digits, cifar10, cifar100, gmm, or a group variant: digits_groups, "
+                                "gmm_groups, cifar10_groups, cifar100_groups) or 'module:function'",
                       lambda v: isinstance(v, str) and bool(v), "what to train on"),
     "data_root": Option(None, "a directory path or null", _optional(lambda v: isinstance(v, str)),
                         "where file datasets live (CIFAR)"),
@@ -113,8 +119,11 @@ OPTIONS: dict[str, Option] = {
                         "weights switch on (null: off; LDAM-DRW uses 0.8); fixed losses only"),
     "drw_beta": Option(0.9999, "a number in [0, 1)", lambda v: _number(0, 1)(v) and v < 1,
                        "beta of the deferred re-weighting's weights (1 - beta) / (1 - beta^n_k)"),
-    "learn": Option(["delta", "iota"], f"a list of distinct names from {list(LEARNABLE)}", _learn_list,
-                    "loss parameters the upper level tunes; [] is a fixed-loss baseline"),
+    "learn": Option(["delta", "iota"], f"a list of distinct names from {list(LEARN_NAMES)}", _learn_list,
+                    "loss parameters (and the learned augmentation's strength) the upper level tunes; "
+                    "[] is a fixed-loss baseline"),
+    "per_group_loss": Option(None, "true, false or null", _optional(_is_bool),
+                             "loss parameters per (class, group) pair (null: whenever the data has group labels)"),
     "group_size": Option(1, *POSITIVE_INT, "classes (by frequency) sharing one learned parameter"),
     # upper level
     "hyper_optimizer": Option("adam", "one of ['adam', 'sgd']", _one_of("sgd", "adam"),
@@ -133,6 +142,13 @@ OPTIONS: dict[str, Option] = {
     # objective
     "fairness_weight": Option(0.0, "in [0, 1]", _number(0, 1), "blend weight of the fairness term"),
     "fairness": Option("worst_class", f"one of {sorted(FAIRNESS_TERMS)}", _one_of(*FAIRNESS_TERMS), "fairness term"),
+    "learned_augmentation": Option("none", "one of ['affine', 'noise', 'none'] ('affine' for images only)",
+                                   _one_of("none", "noise", "affine"),
+                                   "a per-class (per-(class, group) on group data) augmentation applied after "
+                                   "`augmentation`, differentiable in its strength: Gaussian noise or a random affine "
+                                   "warp; learn: [..., augment_strength] tunes the strengths by hypergradient"),
+    "augment_strength_init": Option(0.1, *POSITIVE, "initial strength of the learned augmentation (noise std in "
+                                                    "normalised input units; affine: scale of the random warp)"),
     "augmentation": Option("none", "one of ['autoaugment', 'flip_crop', 'mixup', 'none', 'randaugment', "
                            "'trivialaugment'] (all for RGB images >= 16x16, otherwise 'mixup' or 'none')",
                            _one_of("none", "flip_crop", "autoaugment", "randaugment", "trivialaugment", "mixup"),
@@ -172,6 +188,10 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "cifar10": _CIFAR,
     "cifar100": _CIFAR,
 }
+# group variants: the group imbalance (a minority group in every class) is the point, so the
+# classes stay as balanced as loaded unless imbalance_ratio says otherwise
+DATASET_DEFAULTS.update({f"{name}_groups": {**defaults, "imbalance_ratio": 1.0}
+                         for name, defaults in list(DATASET_DEFAULTS.items())})
 _USER_DATA_DEFAULTS = {**_SMALL, "epochs": 30, "imbalance_ratio": 1.0}
 
 
@@ -208,6 +228,7 @@ def resolve_config(config: dict, *, user_data: bool = False) -> dict:
         resolved[key] = dict(resolved[key])
     resolved["learn"] = list(resolved["learn"])
     _check_loss(resolved)
+    _check_augmentation(resolved)
     _scale_schedule(resolved)
     return resolved
 
@@ -215,13 +236,28 @@ def resolve_config(config: dict, *, user_data: bool = False) -> dict:
 def _check_loss(c: dict) -> None:
     """The loss keys together: loss_params fit loss_init, LDAM and DRW need a fixed loss."""
     try:
-        check_loss(c["loss_init"], c["loss_params"], c["learn"])
+        check_loss(c["loss_init"], c["loss_params"], loss_learn(c))
     except ValueError as e:
         raise ConfigError(str(e)) from None
     if c["drw_start"] is not None and c["learn"]:
         raise ConfigError(f"drw_start must be null when the upper level learns the loss (deferred re-weighting "
                           f"is for fixed losses, learn: []), got drw_start={c['drw_start']!r} with "
                           f"learn={c['learn']}")
+
+
+def _check_augmentation(c: dict) -> None:
+    if AUGMENT_STRENGTH in c["learn"] and c["learned_augmentation"] == "none":
+        raise ConfigError(f"learn contains {AUGMENT_STRENGTH!r}, which needs learned_augmentation 'noise' or "
+                          f"'affine', got learned_augmentation='none'")
+    if c["learned_augmentation"] != "none" and c["augmentation"] == "mixup":
+        raise ConfigError(f"learned_augmentation={c['learned_augmentation']!r} gives each sample its class's "
+                          f"strength, which a mixed sample does not have: use another augmentation than "
+                          f"'mixup', got augmentation='mixup'")
+
+
+def loss_learn(config: dict) -> list[str]:
+    """The names in ``learn`` that belong to the loss (delta, iota, omega)."""
+    return [name for name in config["learn"] if name in LEARNABLE]
 
 
 def drw_start_epoch(config: dict) -> int | None:

@@ -75,6 +75,13 @@ def _cb(counts, beta: float = 0.9999):
     return delta, iota, weights / weights.mean()
 
 
+def _reweight(counts):
+    # inverse-frequency weights; per (class, group) counts make it group re-weighting
+    delta, iota, _ = _ce(counts)
+    weights = 1.0 / counts
+    return delta, iota, weights / weights.mean()
+
+
 PRESETS = {
     "ce": _ce,
     "la": _la,
@@ -82,6 +89,7 @@ PRESETS = {
     "cdt": _cdt,
     "vs": _vs,
     "cb": _cb,
+    "reweight": _reweight,
 }
 
 _PARAM_RANGES = {  # loss parameter -> (predicate, allowed in words); shared with the baseline losses
@@ -186,7 +194,8 @@ class ParametricLoss(nn.Module):
     @classmethod
     def from_preset(cls, name: str, class_counts, *, learn: Sequence[str] = (), group_size: int = 1,
                     focal_gamma: float = 0.0, **params) -> "ParametricLoss":
-        """A preset (``ce``, ``la``, ``balanced_softmax``, ``cdt``, ``vs``, ``cb``) from counts."""
+        """A preset (``ce``, ``la``, ``balanced_softmax``, ``cdt``, ``vs``, ``cb``, ``reweight``) from counts
+        shaped (classes,), or (classes, groups) for per-(class, group) parameters."""
         delta, iota, omega = preset_values(name, class_counts, **params)
         counts = torch.as_tensor(class_counts, dtype=torch.float64)
         return cls(delta, iota, omega, learn=learn, group_size=group_size, focal_gamma=focal_gamma,

@@ -13,7 +13,8 @@ The space maps (dotted) config keys to ``Domain``s or to the domain specs of sea
 files (``{"uniform": [0, 0.5]}``); an ``Experiment`` (``load_experiment(path)``) gives config,
 space and metric at once. Single-objective trials report the validation metric every epoch
 and are pruned by the study's pruner; the multi-objective form returns
-``(val_balanced_error, val_worst_class_error)`` and ``study.best_trials`` is the Pareto front.
+``(val_balanced_error, val_worst_class_error)`` (``val_deo`` instead of the worst class on data
+with group labels) and ``study.best_trials`` is the Pareto front.
 Every trial stores ``loss_parameters``, ``class_counts``, ``test_per_class_error`` and its
 final (or, when pruned, last) ``metrics`` as user attributes.
 
@@ -33,10 +34,12 @@ from .searchspace import (VALIDATION_METRICS, Domain, Experiment, SearchSpaceErr
                           set_nested)
 from .trainer import Trainer
 
-__all__ = ["optuna_objective", "AutoBalanceObjective", "MULTI_OBJECTIVE_METRICS", "study_rows", "run_study"]
+__all__ = ["optuna_objective", "AutoBalanceObjective", "MULTI_OBJECTIVE_METRICS", "GROUP_MULTI_OBJECTIVE_METRICS",
+           "study_rows", "run_study"]
 
 # both validation-side: the test split never selects
 MULTI_OBJECTIVE_METRICS = ("val_balanced_error", "val_worst_class_error")
+GROUP_MULTI_OBJECTIVE_METRICS = ("val_balanced_error", "val_deo")
 _SOURCE = "optuna_objective"
 
 
@@ -83,7 +86,7 @@ class AutoBalanceObjective:
             directions = [_direction(d) for d in directions]
             multi_objective = multi_objective or len(directions) == 2
         if multi_objective:
-            metrics = tuple(metric) if isinstance(metric, (list, tuple)) else MULTI_OBJECTIVE_METRICS
+            metrics = tuple(metric) if isinstance(metric, (list, tuple)) else self._default_pair(fixed, data)
             if isinstance(metric, str):
                 raise ValueError(f"multi-objective mode optimizes {list(MULTI_OBJECTIVE_METRICS)} (or a list of "
                                  f"metrics given as metric), got metric={metric!r}")
@@ -105,6 +108,14 @@ class AutoBalanceObjective:
         self.metrics, self.directions = metrics, directions
         self.multi_objective = len(metrics) > 1
         self._validate()
+
+    @staticmethod
+    def _default_pair(config: dict, data) -> tuple[str, str]:
+        """Accuracy against fairness: DEO on data with group labels, the worst class otherwise."""
+        from .preflight import GROUP_DATASETS
+
+        grouped = (data[0].group is not None) if data is not None else config.get("dataset") in GROUP_DATASETS
+        return GROUP_MULTI_OBJECTIVE_METRICS if grouped else MULTI_OBJECTIVE_METRICS
 
     # --- trial configs -------------------------------------------------------------------
     def trial_config(self, point: dict) -> dict:
@@ -162,7 +173,7 @@ class AutoBalanceObjective:
 
     @staticmethod
     def _store(trial, trainer: Trainer, metrics: dict) -> None:
-        trial.set_user_attr("loss_parameters", trainer.loss.values())
+        trial.set_user_attr("loss_parameters", trainer.learned_values())
         trial.set_user_attr("metrics", {k: _plain(v) for k, v in metrics.items()
                                         if isinstance(v, (int, float, str, bool))})
         if "test_per_class_error" in metrics:

@@ -14,21 +14,27 @@ import torch
 
 from .augment import allowed_augmentations
 from .baseline_losses import build_loss
-from .config import ConfigError, resolve_config
+from .config import AUGMENT_STRENGTH, ConfigError, loss_learn, resolve_config
 from .data import datasets
+from .learned_augment import build_learned_augmentation
 from .models import build_model
+from .objectives import GROUP_TERMS
 
 __all__ = ["check_trial", "dataset_shape"]
 
 
+GROUP_DATASETS = ("digits_groups", "gmm_groups", "cifar10_groups", "cifar100_groups")
+
+
 def dataset_shape(dataset: str, params: dict) -> tuple[tuple[int, ...], int] | None:
     """(input shape, number of classes) of a built-in dataset; None for a user's loader."""
-    if dataset == "digits":
+    base = dataset.removesuffix("_groups") if dataset in GROUP_DATASETS else dataset
+    if base == "digits":
         return (1, 8, 8), 10
-    if dataset in ("cifar10", "cifar100"):
-        return (3, 32, 32), 10 if dataset == "cifar10" else 100
-    if dataset == "gmm":
-        defaults = {k: p.default for k, p in inspect.signature(datasets.gmm).parameters.items()}
+    if base in ("cifar10", "cifar100"):
+        return (3, 32, 32), 10 if base == "cifar10" else 100
+    if base == "gmm":
+        defaults = {k: p.default for k, p in inspect.signature(datasets.DATASETS[dataset]).parameters.items()}
         merged = {**defaults, **params}
         return (int(merged["dim"]),), int(merged["num_classes"])
     return None
@@ -44,13 +50,17 @@ def check_trial(config: dict, *, user_data: bool = False) -> dict:
         return c
     try:
         datasets.dataset_loader(c["dataset"], c["dataset_params"])
-        if c["dataset"] in ("cifar10", "cifar100") and not c["download"]:
-            datasets.cifar_folder(c["dataset"], c["data_root"])
+        base = c["dataset"].removesuffix("_groups")
+        if base in ("cifar10", "cifar100") and not c["download"]:
+            datasets.cifar_folder(base, c["data_root"])
         shape = dataset_shape(c["dataset"], c["dataset_params"])
         num_classes = shape[1] if shape else 2
-        build_loss(c["loss_init"], torch.ones(num_classes), learn=c["learn"], **c["loss_params"])
+        build_loss(c["loss_init"], torch.ones(num_classes), learn=loss_learn(c), **c["loss_params"])
         if shape is not None:
             input_shape, num_classes = shape
+            _check_groups(c)
+            build_learned_augmentation(c["learned_augmentation"], input_shape, num_classes, 1,
+                                       init=c["augment_strength_init"], learn=AUGMENT_STRENGTH in c["learn"])
             if c["augmentation"] not in allowed_augmentations(input_shape):
                 raise ValueError(f"augmentation {c['augmentation']!r} is not valid for {c['dataset']} inputs "
                                  f"{input_shape}; allowed: {allowed_augmentations(input_shape)}")
@@ -62,3 +72,15 @@ def check_trial(config: dict, *, user_data: bool = False) -> dict:
     except (ValueError, FileNotFoundError) as e:
         raise ConfigError(str(e)) from None
     return c
+
+
+def _check_groups(c: dict) -> None:
+    """Group objectives and per-group losses on a built-in dataset without group labels."""
+    if c["dataset"] in GROUP_DATASETS:
+        return
+    hint = (f"dataset {c['dataset']!r} has no group labels: use one of {list(GROUP_DATASETS)} "
+            "or pass group labels with your data")
+    if c["fairness"] in GROUP_TERMS and c["fairness_weight"] > 0:
+        raise ValueError(f"fairness={c['fairness']!r} needs group labels, but {hint}")
+    if c["per_group_loss"]:
+        raise ValueError(f"per_group_loss=true needs group labels, but {hint}")

@@ -90,8 +90,13 @@ def _fmt(value) -> str:
     return str(value)
 
 
+_PANELS = (("delta", "Delta (logit scale)"), ("iota", "iota (logit offset)"),
+           ("augment_strength", "augmentation strength (learned)"))
+
+
 def plot_loss_parameters(row: dict, path: str, title: str = "") -> bool:
-    """Learned Delta and iota against training class frequency; False if nothing to plot."""
+    """Learned Delta, iota (and augmentation strengths, when learned) against training class
+    frequency, one series per group for per-(class, group) values; False if nothing to plot."""
     metrics = row["metrics"]
     params, counts = metrics.get("loss_parameters"), metrics.get("class_counts")
     if not params or not counts:
@@ -101,17 +106,21 @@ def plot_loss_parameters(row: dict, path: str, title: str = "") -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, name, symbol in ((axes[0], "delta", "Delta (logit scale)"), (axes[1], "iota", "iota (logit offset)")):
+    panels = [(name, label) for name, label in _PANELS if params.get(name)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, (name, label) in zip(axes[0], panels):
         values = params[name]
-        values = [v[0] if isinstance(v, list) else v for v in values]  # group 0 of per-(class, group) values
-        ax.scatter(counts, values)
-        for k, (n, v) in enumerate(zip(counts, values)):
+        columns = [[v[g] for v in values] for g in range(len(values[0]))] if isinstance(values[0], list) else [values]
+        for g, column in enumerate(columns):
+            ax.scatter(counts, column, label=f"group {g}" if len(columns) > 1 else None)
+        for k, (n, v) in enumerate(zip(counts, columns[0])):
             ax.annotate(str(k), (n, v), textcoords="offset points", xytext=(4, 4), fontsize=8)
         ax.set_xscale("log")
         ax.set_xlabel("training samples of the class (log scale)")
-        ax.set_ylabel(symbol)
+        ax.set_ylabel(label)
         ax.grid(alpha=0.3)
+        if len(columns) > 1:
+            ax.legend(fontsize=8)
     fig.suptitle(title or f"learned loss parameters, trial {row['trial_id']}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -121,7 +130,8 @@ def plot_loss_parameters(row: dict, path: str, title: str = "") -> bool:
 
 def write_report(rows: list[dict], out_dir: str, metric: str, mode: str, searched: list[str],
                  name: str = "") -> dict:
-    """results.csv, best_trial.json and loss_parameters.png in ``out_dir``; returns the paths."""
+    """results.csv, best_trial.json and loss_parameters.png in ``out_dir``, and on group data
+    the accuracy-fairness front of the trials (front.csv, front.png); returns the paths."""
     os.makedirs(out_dir, exist_ok=True)
     paths = {"results": os.path.join(out_dir, "results.csv")}
     write_results_csv(rows, paths["results"])
@@ -132,4 +142,8 @@ def write_report(rows: list[dict], out_dir: str, metric: str, mode: str, searche
         plot = os.path.join(out_dir, "loss_parameters.png")
         if plot_loss_parameters(best, plot, f"{name}: learned loss of the best trial ({best['trial_id']})"):
             paths["plot"] = plot
+    from .front import front_points, write_front
+
+    paths.update(write_front(front_points(name or "trials", rows, searched), out_dir,
+                             f"{name}: accuracy-fairness front of the trials"))
     return paths

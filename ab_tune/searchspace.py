@@ -42,7 +42,7 @@ ALGORITHMS = ("optuna", "random", "grid")
 SCHEDULERS = ("fifo", "asha", "pbt")
 # the test split never selects: only these may be the experiment's metric
 VALIDATION_METRICS = {"val_objective": "min", "val_balanced_error": "min", "val_error": "min",
-                      "val_worst_class_error": "min"}
+                      "val_worst_class_error": "min", "val_worst_group_error": "min", "val_deo": "min"}
 DOMAIN_KINDS = ("choice", "uniform", "loguniform", "int", "grid")
 TOP_LEVEL = ("name", "description", "config", "space", "search", "resources")
 SEARCH_KEYS = {"algorithm": "optuna", "scheduler": "fifo", "num_samples": 8, "max_concurrent": 2,

@@ -70,12 +70,12 @@ class AutoBalanceTrainable(tune.Trainable):
         device = str(self.trainer.device)
         if self.trainer.done:
             return {**self.trainer.result(), "device": device, "done": True}
-        return {**metrics, "device": device, "loss_parameters": self.trainer.loss.values()}
+        return {**metrics, "device": device, "loss_parameters": self.trainer.learned_values()}
 
     def save_checkpoint(self, checkpoint_dir: str):
         torch.save(self.trainer.state_dict(), os.path.join(checkpoint_dir, CHECKPOINT_FILE))
         with open(os.path.join(checkpoint_dir, LOSS_FILE), "w") as f:
-            json.dump(self.trainer.loss.values(), f)
+            json.dump(self.trainer.learned_values(), f)
 
     def load_checkpoint(self, checkpoint_dir: str):
         state = torch.load(os.path.join(checkpoint_dir, CHECKPOINT_FILE), weights_only=True,

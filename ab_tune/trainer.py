@@ -22,10 +22,11 @@ import torch
 
 from .augment import get_augmentation
 from .baseline_losses import DeferredReweighting, build_loss
-from .config import drw_start_epoch, learning_rate, resolve_config
+from .config import AUGMENT_STRENGTH, drw_start_epoch, learning_rate, loss_learn, resolve_config
 from .data import Splits, build_splits
 from .hypergrad import DivergenceError, implicit_hypergradient
-from .metrics import accumulate_confusion, per_class_error, summary
+from .learned_augment import build_learned_augmentation
+from .metrics import accumulate_group_confusion, group_summary, per_class_error, per_group_error, summary
 from .models import build_model, with_normed_head
 from .objectives import ValidationObjective
 
@@ -76,16 +77,27 @@ class Trainer:
             dataset_params=c["dataset_params"], seed=c["data_seed"], data=data)
         self.augment = get_augmentation(c["augmentation"], self.splits.input_shape)
         self.train_counts = self.splits.train.class_counts
+        self.num_groups = self.splits.num_groups  # None: the data has no group labels
+        self.per_group = self._per_group_loss()
+        loss_counts = self.splits.train.group_counts if self.per_group else self.train_counts
         self.loss = build_loss(
-            c["loss_init"], self.train_counts.clamp(min=1), learn=c["learn"], group_size=c["group_size"],
+            c["loss_init"], loss_counts.clamp(min=1), learn=loss_learn(c), group_size=c["group_size"],
             **c["loss_params"]).to(self.device)
+        self.learned_augment = build_learned_augmentation(
+            c["learned_augmentation"], self.splits.input_shape, self.splits.num_classes,
+            self.num_groups if self.per_group else 1, init=c["augment_strength_init"],
+            learn=AUGMENT_STRENGTH in c["learn"])
+        if self.learned_augment is not None:
+            self.learned_augment.to(self.device)
         drw_epoch = drw_start_epoch(c)
         self.drw = (None if drw_epoch is None else
                     DeferredReweighting(self.train_counts.clamp(min=1), drw_epoch, beta=c["drw_beta"]))
         self._reweight(0)
-        self.objective = ValidationObjective(self.splits.val.class_counts.to(self.device),
-                                             fairness_weight=c["fairness_weight"], fairness=c["fairness"])
-        hparams = self.loss.hparameters()
+        val = self.splits.val
+        self.objective = ValidationObjective(
+            val.class_counts.to(self.device), fairness_weight=c["fairness_weight"], fairness=c["fairness"],
+            group_counts=val.group_counts.to(self.device) if val.has_groups else None)
+        hparams = self._hparameters()
         if not hparams:
             self.hyper_optimizer = None
         elif c["hyper_optimizer"] == "adam":
@@ -110,11 +122,29 @@ class Trainer:
         self._new_model()
 
     # --- set-up --------------------------------------------------------------------------
+    def _per_group_loss(self) -> bool:
+        wanted = self.config["per_group_loss"]
+        if wanted and self.num_groups is None:
+            raise ValueError(f"per_group_loss=true needs group labels, but dataset {self.config['dataset']!r} has "
+                             "none: use a group dataset (digits_groups, gmm_groups, cifar10_groups, "
+                             "cifar100_groups) or pass group labels with your data")
+        return self.num_groups is not None if wanted is None else wanted
+
+    def _hparameters(self) -> list[torch.nn.Parameter]:
+        """What the upper level tunes: the loss's corrections and the augmentation strengths."""
+        extra = self.learned_augment.hparameters() if self.learned_augment is not None else []
+        return self.loss.hparameters() + extra
+
+    @staticmethod
+    def _groups(split, device):
+        """A split's group labels on the device, zeros when the data has none."""
+        return (split.group if split.has_groups else torch.zeros_like(split.y)).to(device)
+
     def _data_on_device(self):
         s, d = self.splits, self.device
-        self.train_x, self.train_y = s.train.x.to(d), s.train.y.to(d)
-        self.val_x, self.val_y = s.val.x.to(d), s.val.y.to(d)
-        self.test_x, self.test_y = s.test.x.to(d), s.test.y.to(d)
+        self.train_x, self.train_y, self.train_g = s.train.x.to(d), s.train.y.to(d), self._groups(s.train, d)
+        self.val_x, self.val_y, self.val_g = s.val.x.to(d), s.val.y.to(d), self._groups(s.val, d)
+        self.test_x, self.test_y, self.test_g = s.test.x.to(d), s.test.y.to(d), self._groups(s.test, d)
 
     def _new_model(self):
         c = self.config
@@ -130,9 +160,12 @@ class Trainer:
         self.search_validation = self._validation_metrics()
         self.phase = "retrain"
         self.loss.requires_grad_(False)
+        if self.learned_augment is not None:
+            self.learned_augment.requires_grad_(False)
         self.hyper_optimizer = None
         train_val = self.splits.train_val
         self.train_x, self.train_y = train_val.x.to(self.device), train_val.y.to(self.device)
+        self.train_g = self._groups(train_val, self.device)
         self._new_model()
 
     def _reweight(self, phase_epoch: int) -> None:
@@ -153,35 +186,42 @@ class Trainer:
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:
         return self.splits.prepare(x)
 
-    def _train_loss(self, x, y, rng: torch.Generator) -> torch.Tensor:
-        """Augment the raw stored batch (before normalisation), then the parametric loss, blended
-        over the augmentation's targets (mixup has two; every other family one, weight 1)."""
-        x, targets = self.augment(x, y, rng)
-        logits = self.model(self._inputs(x))
-        return sum(weight * self.loss(logits, labels) for labels, weight in targets)
+    def _train_loss(self, x, y, g, rng: torch.Generator) -> torch.Tensor:
+        """Augment the raw stored batch (before normalisation), then the learned per-class
+        augmentation on the model input, then the parametric loss, blended over the augmentation's
+        targets (mixup has two; every other family one, weight 1)."""
+        k = self.splits.num_classes
+        # a family may permute labels (mixup): the (class, group) pair travels as one label y + K g
+        x, targets = self.augment(x, y + k * g, rng)
+        inputs = self._inputs(x)
+        if self.learned_augment is not None:  # config: never with mixup, so targets[0] is (y + K g, 1)
+            inputs = self.learned_augment(inputs, y, g if self.per_group else None, rng)
+        logits = self.model(inputs)
+        return sum(weight * self.loss(logits, pair % k, pair // k if self.per_group else None)
+                   for pair, weight in targets)
 
-    def _sample(self, x, y, batches: int):
+    def _sample(self, x, y, g, batches: int):
         size = min(self.config["batch_size"], len(y))
         index = torch.randint(0, len(y), (batches, size), generator=self.hyper_rng).to(self.device)
-        return [(x[i], y[i]) for i in index]
+        return [(x[i], y[i], g[i]) for i in index]
 
     def _hyper_step(self):
         c = self.config
-        train_batches = self._sample(self.train_x, self.train_y, c["hyper_train_batches"])
-        val_batches = self._sample(self.val_x, self.val_y, c["hyper_val_batches"])
+        train_batches = self._sample(self.train_x, self.train_y, self.train_g, c["hyper_train_batches"])
+        val_batches = self._sample(self.val_x, self.val_y, self.val_g, c["hyper_val_batches"])
 
         def train_loss():
             self.model.train()
-            return sum(self._train_loss(x, y, self.hyper_augment_rng) for x, y in train_batches) / len(train_batches)
+            return sum(self._train_loss(x, y, g, self.hyper_augment_rng)
+                       for x, y, g in train_batches) / len(train_batches)
 
         def val_loss():
             self.model.eval()  # the objective scores the model as it is evaluated
-            x = torch.cat([x for x, _ in val_batches])
-            y = torch.cat([y for _, y in val_batches])
-            return self.objective(self.model(self._inputs(x)), y)
+            x, y, g = (torch.cat(parts) for parts in zip(*val_batches))
+            return self.objective(self.model(self._inputs(x)), y, g if self.num_groups is not None else None)
 
         params = [p for p in self.model.parameters() if p.requires_grad]
-        hparams = self.loss.hparameters()
+        hparams = self._hparameters()
         try:
             with _frozen_buffers(self.model):
                 grads = implicit_hypergradient(train_loss, val_loss, params, hparams, solver=c["solver"],
@@ -215,7 +255,7 @@ class Trainer:
             batch = order[start:start + c["batch_size"]]
             if len(batch) < 2 and len(order) > 1:
                 continue  # a single-sample batch breaks BatchNorm
-            loss = self._train_loss(self.train_x[batch], self.train_y[batch], self.augment_rng)
+            loss = self._train_loss(self.train_x[batch], self.train_y[batch], self.train_g[batch], self.augment_rng)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -227,54 +267,79 @@ class Trainer:
         return self.evaluate()
 
     # --- evaluation ----------------------------------------------------------------------
-    def _batches(self, x, y):
+    def _batches(self, x, y, g):
         size = self.config["eval_batch_size"]
-        return [(x[i:i + size], y[i:i + size]) for i in range(0, len(y), size)]
+        return [(x[i:i + size], y[i:i + size], g[i:i + size]) for i in range(0, len(y), size)]
 
     def _predict(self, x):
         return self.model(self._inputs(x))
 
+    def _confusion(self, predict, batches) -> torch.Tensor:
+        """(groups, K, K) confusion matrices; one group when the data has none."""
+        return accumulate_group_confusion(predict, batches, self.splits.num_classes, self.num_groups or 1)
+
+    def _summary(self, confusion: torch.Tensor, prefix: str) -> dict:
+        metrics = summary(confusion.sum(dim=0), prefix)
+        if self.num_groups is not None:
+            metrics.update(group_summary(confusion, prefix))
+        return metrics
+
     @torch.no_grad()
     def _validation_metrics(self) -> dict:
         self.model.eval()
-        val_logits = torch.cat([self._predict(x) for x, _ in self._batches(self.val_x, self.val_y)])
-        val_cm = accumulate_confusion(lambda logits: logits, [(val_logits, self.val_y)], self.splits.num_classes)
+        batches = self._batches(self.val_x, self.val_y, self.val_g)
+        val_logits = torch.cat([self._predict(x) for x, _, _ in batches])
+        val_cm = self._confusion(lambda logits: logits, [(val_logits, self.val_y, self.val_g)])
         self.model.train()
-        return {"val_objective": float(self.objective(val_logits, self.val_y)), **summary(val_cm, "val")}
+        group = self.val_g if self.num_groups is not None else None
+        return {"val_objective": float(self.objective(val_logits, self.val_y, group)), **self._summary(val_cm, "val")}
 
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """The per-epoch metrics (DESIGN.md section 3); errors are fractions in [0, 1].
+        """The per-epoch metrics (DESIGN.md section 3); errors are fractions in [0, 1]. Group data
+        adds the worst (class, group) error and DEO of validation and test.
 
         The retraining phase trains on the validation split, so its validation metrics stay
         those of the searched model: a selection by them never sees training data.
         """
         validation = self.search_validation if self.phase == "retrain" else self._validation_metrics()
         self.model.eval()
-        test_cm = accumulate_confusion(self._predict, self._batches(self.test_x, self.test_y), self.splits.num_classes)
+        test_cm = self._confusion(self._predict, self._batches(self.test_x, self.test_y, self.test_g))
         self.model.train()
         self.test_confusion = test_cm
         self.last_metrics = {
             "epoch": self.epoch,
             **validation,
-            **summary(test_cm, "test"),
+            **self._summary(test_cm, "test"),
             "phase": self.phase,
             "hyper_steps": self.hyper_steps,
             "skipped_hyper_steps": self.skipped_hyper_steps,
         }
         return dict(self.last_metrics)
 
+    def learned_values(self) -> dict:
+        """The loss's parameters, and the learned augmentation's strengths when there is one."""
+        values = self.loss.values()
+        if self.learned_augment is not None:
+            values[AUGMENT_STRENGTH] = self.learned_augment.values()
+        return values
+
     def result(self) -> dict:
-        """Final metrics, per-class test errors, training counts and the learned loss."""
+        """Final metrics, per-class (and per-(class, group)) test errors, training counts and the
+        learned loss."""
         last = self.last_metrics
         metrics = last if last is not None and last["epoch"] == self.epoch else self.evaluate()
-        return {
+        result = {
             **metrics,
             "train_seconds": self.seconds,
-            "test_per_class_error": per_class_error(self.test_confusion).tolist(),
+            "test_per_class_error": per_class_error(self.test_confusion.sum(dim=0)).tolist(),
             "class_counts": self.train_counts.tolist(),
-            "loss_parameters": self.loss.values(),
+            "loss_parameters": self.learned_values(),
         }
+        if self.num_groups is not None:
+            result["test_per_group_error"] = per_group_error(self.test_confusion).tolist()
+            result["group_counts"] = self.splits.train.group_counts.tolist()
+        return result
 
     # --- checkpoints ---------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -287,7 +352,8 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "loss": self.loss.state_dict(),
-            "loss_parameters": self.loss.values(),
+            "learned_augment": self.learned_augment.state_dict() if self.learned_augment is not None else None,
+            "loss_parameters": self.learned_values(),
             "hyper_optimizer": self.hyper_optimizer.state_dict() if self.hyper_optimizer else None,
             "rng": {name: getattr(self, name).get_state().tolist()
                     for name in ("order_rng", "hyper_rng", "augment_rng", "hyper_augment_rng")},
@@ -316,6 +382,8 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.loss.load_state_dict(state["loss"])
+        if self.learned_augment is not None and state.get("learned_augment") is not None:
+            self.learned_augment.load_state_dict(state["learned_augment"])
         if self.hyper_optimizer is not None and state["hyper_optimizer"] is not None:
             self.hyper_optimizer.load_state_dict(state["hyper_optimizer"])
         self._apply_optimizer_settings()

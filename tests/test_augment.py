@@ -102,7 +102,7 @@ def test_the_trainers_mixup_loss_is_the_blend_of_two_parametric_losses():
     trainer.model.eval()  # no dropout or BatchNorm batch statistics between the two forward passes
     x, y = trainer.train_x[:32], trainer.train_y[:32]
     state = trainer.augment_rng.get_state()
-    loss = trainer._train_loss(x, y, trainer.augment_rng)
+    loss = trainer._train_loss(x, y, trainer.train_g[:32], trainer.augment_rng)
     trainer.augment_rng.set_state(state)
     mixed, [(_, lam), (y_perm, _)] = mixup(x, y, trainer.augment_rng)
     logits = trainer.model(trainer.splits.prepare(mixed))

@@ -264,8 +264,10 @@ GRIDS = {  # file -> the papers' grids, as listed in the issue
     "vs": {"loss_params.gamma": [0.05, 0.1, 0.2], "loss_params.tau": [0.5, 1.0, 1.5]},
     "ldam_drw": {"loss_params.max_margin": [0.3, 0.5], "loss_params.s": [10, 30]},
     "focal": {"loss_params.gamma": [0.5, 1.0, 2.0]},
+    "reweight": {},  # on group data: group re-weighting (issue 5)
 }
-SIZES = {"ce": 1, "balanced_softmax": 1, "cb": 4, "la": 4, "cdt": 5, "vs": 9, "ldam_drw": 4, "focal": 3}
+SIZES = {"ce": 1, "balanced_softmax": 1, "cb": 4, "la": 4, "cdt": 5, "vs": 9, "ldam_drw": 4, "focal": 3,
+         "reweight": 1}
 
 
 def test_there_is_one_baseline_file_per_listed_grid():

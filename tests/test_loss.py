@@ -43,6 +43,7 @@ EXPECTED = {
     ("cdt", (("gamma", 0.3),)): (rel ** 0.3, zeros, ones),
     ("vs", (("gamma", 0.2), ("tau", 0.5))): (rel ** 0.2, 0.5 * torch.log(pi), ones),
     ("cb", (("beta", 0.99),)): (ones, zeros, cb_w / cb_w.mean()),
+    ("reweight", ()): (ones, zeros, (1 / COUNTS) / (1 / COUNTS).mean()),
 }
 
 
@@ -144,6 +145,26 @@ def test_bad_presets_are_rejected(kwargs, message):
     name = kwargs.pop("name")
     with pytest.raises(ValueError, match=message):
         ParametricLoss.from_preset(name, COUNTS, **kwargs)
+
+
+def test_group_presets_use_the_counts_of_each_class_and_group_pair():
+    # VS's group version: Delta from the (class, group) counts; iota from the class prior within a group
+    counts = torch.tensor([[80.0, 20.0], [40.0, 10.0], [10.0, 5.0]])
+    vs = ParametricLoss.from_preset("vs", counts, gamma=0.3, tau=1.0)
+    assert vs.delta.shape == (3, 2)
+    assert torch.allclose(vs.delta, (counts / 80.0) ** 0.3, rtol=1e-6)
+    assert torch.allclose(vs.iota, torch.log(counts / counts.sum(dim=0)), rtol=1e-6)
+    # group re-weighting: omega proportional to 1 / n_kg, mean 1 over the pairs
+    reweight = ParametricLoss.from_preset("reweight", counts)
+    assert torch.allclose(reweight.omega * counts, torch.full_like(counts, float(reweight.omega[0, 0] * 80)), rtol=1e-6)
+    assert abs(float(reweight.omega.mean()) - 1.0) < 1e-6
+    z, y = _batch()
+    group = torch.arange(len(y)) % 2
+    y = y % 3
+    z = z[:, :3]
+    w = reweight.omega[y, group]
+    nll = F.cross_entropy(z, y, reduction="none")
+    assert torch.allclose(reweight(z, y, group), (w * nll).sum() / w.sum(), rtol=1e-6)
 
 
 def test_bad_learn_and_group_size_are_rejected():

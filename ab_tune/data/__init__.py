@@ -1,26 +1,49 @@
-"""Data: splits, long-tailed subsampling, dataset loaders and `build_splits`."""
+"""Data: splits, long-tailed subsampling, dataset loaders (with group variants) and `build_splits`."""
 
 from .build import build_splits
 from .datasets import DATASETS, cifar, cifar10, cifar100, digits, from_dataset, from_tensors, gmm, load_dataset
-from .longtail import balanced_val_counts, long_tailed_counts, long_tailed_indices, stratified_split
+from .groups import (
+    SHIFTS,
+    assign_groups,
+    cifar10_groups,
+    cifar100_groups,
+    cifar_groups,
+    digits_groups,
+    gmm_groups,
+    invert,
+    minority_mask,
+    rotate,
+)
+from .longtail import balanced_val_counts, long_tailed_counts, long_tailed_indices, proportional_counts, stratified_split
 from .splits import Split, Splits, concat
 
 __all__ = [
     "DATASETS",
+    "SHIFTS",
     "Split",
     "Splits",
+    "assign_groups",
     "balanced_val_counts",
     "build_splits",
     "cifar",
     "cifar10",
     "cifar100",
+    "cifar100_groups",
+    "cifar10_groups",
+    "cifar_groups",
     "concat",
     "digits",
+    "digits_groups",
     "from_dataset",
     "from_tensors",
     "gmm",
+    "gmm_groups",
+    "invert",
     "load_dataset",
     "long_tailed_counts",
     "long_tailed_indices",
+    "minority_mask",
+    "proportional_counts",
+    "rotate",
     "stratified_split",
 ]

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import torch
 
 from .datasets import Loaded, load_dataset
-from .longtail import PROFILES, balanced_val_counts, long_tailed_counts, long_tailed_indices, stratified_split
+from .longtail import (
+    PROFILES,
+    balanced_val_counts,
+    long_tailed_counts,
+    long_tailed_indices,
+    proportional_counts,
+    stratified_split,
+)
 from .splits import Split, Splits
 
 
@@ -34,6 +42,10 @@ def build_splits(
     3. split the long-tailed pool per class: the validation set is as imbalanced as train
        (val_fraction of each class), or balanced (the same count per class) if balanced_val;
     4. the test set is left as loaded (balanced for the built-in datasets).
+    With group labels (on both pool and test) steps 2 and 3 stratify by the (class, group) cell:
+    class k still keeps n_k samples, spread over its groups in proportion to their pool counts,
+    and each cell is split into train / val on its own (so the minority fraction of every class
+    survives both steps); num_groups is the same on train, val and test.
     All randomness comes from one generator seeded with `seed`.
     """
     # Validate everything before loading (loading CIFAR takes seconds).
@@ -54,19 +66,39 @@ def build_splits(
     if not (isinstance(data, tuple) and len(data) == 3 and isinstance(data[0], Split) and isinstance(data[1], Split)):
         raise ValueError("data must be a (pool: Split, test: Split, info: dict) tuple")
     pool, test, info = data
+    if pool.has_groups != test.has_groups:
+        which = "the pool" if pool.has_groups else "the test set"
+        raise ValueError(f"pool and test must both have group labels or neither, got group labels on {which} only")
+    if pool.has_groups:
+        # A group absent from one side still counts, so both sides use the larger num_groups.
+        num_groups = max(pool.num_groups, test.num_groups)
+        pool, test = replace(pool, num_groups=num_groups), replace(test, num_groups=num_groups)
 
     if imbalance_ratio > 1:
         n_max = int(pool.class_counts.min())
         if n_max < 1:
             raise ValueError("every class needs at least one sample in the pool to build a long-tailed split")
         counts = long_tailed_counts(n_max, pool.num_classes, imbalance_ratio, imbalance_profile)
-        pool = pool.subset(long_tailed_indices(pool.y, counts, generator))
+        if pool.has_groups:
+            # n_k spread over the groups of class k as in the pool: cell (k, g) keeps counts[k, g].
+            cell_counts = [c for k, row in enumerate(pool.group_counts.tolist()) for c in proportional_counts(counts[k], row)]
+            pool = pool.subset(long_tailed_indices(_cells(pool), cell_counts, generator))
+        else:
+            pool = pool.subset(long_tailed_indices(pool.y, counts, generator))
 
+    # Stratify by class, or by (class, group) cell when there are groups.
+    labels = _cells(pool) if pool.has_groups else pool.y
     if balanced_val:
-        val_counts = balanced_val_counts(pool.class_counts, val_fraction)
-        train_idx, val_idx = stratified_split(pool.y, val_counts=val_counts, generator=generator)
+        if pool.has_groups:
+            # The same count for every non-empty cell, sized by the smallest one.
+            cells = pool.group_counts.flatten().tolist()
+            m = balanced_val_counts([c for c in cells if c > 0], val_fraction)[0]
+            val_counts = [m if c > 0 else 0 for c in cells]
+        else:
+            val_counts = balanced_val_counts(pool.class_counts, val_fraction)
+        train_idx, val_idx = stratified_split(labels, val_counts=val_counts, generator=generator)
     else:
-        train_idx, val_idx = stratified_split(pool.y, val_fraction=val_fraction, generator=generator)
+        train_idx, val_idx = stratified_split(labels, val_fraction=val_fraction, generator=generator)
 
     return Splits(
         train=pool.subset(train_idx),
@@ -77,3 +109,8 @@ def build_splits(
         std=info.get("std"),
         scale=float(info.get("scale", 1.0)),
     )
+
+
+def _cells(split: Split) -> torch.Tensor:
+    """The (class, group) cell label y * G + g of every sample (row-major like `group_counts`)."""
+    return split.y * split.num_groups + split.group.long()

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .groups import cifar10_groups, cifar100_groups, digits_groups, gmm_groups
 from .longtail import long_tailed_indices, stratified_split
 from .splits import Split
 
@@ -248,6 +249,15 @@ def _as_labels(y: Any, name: str) -> torch.Tensor:
     return y.long()
 
 
+def _as_group_labels(group: Any, n: int, name: str) -> torch.Tensor:
+    group = _as_labels(group, name)
+    if len(group) != n:
+        raise ValueError(f"{name} must have one label per sample, got len({name})={len(group)} for {n} samples")
+    if len(group) and int(group.min()) < 0:
+        raise ValueError(f"{name} labels must be integers >= 0, got values in [{int(group.min())}, {int(group.max())}]")
+    return group
+
+
 def from_tensors(
     x: Any,
     y: Any,
@@ -263,7 +273,8 @@ def from_tensors(
 
     Without x_test / y_test a stratified `test_fraction` of (x, y) becomes the test set.
     uint8 inputs are treated as images (scale 255), anything else becomes float32.
-    `group` / `group_test` are optional integer group labels, carried along.
+    `group` / `group_test` are optional non-negative integer group labels, carried along;
+    num_groups counts the groups of both (a group absent from the test set still counts).
     """
     if (x_test is None) != (y_test is None):
         raise ValueError("give both x_test and y_test, or neither")
@@ -272,7 +283,7 @@ def from_tensors(
         raise ValueError(f"x and y must have the same length, got len(x)={len(x)}, len(y)={len(y)}")
     if len(y) == 0:
         raise ValueError("x must hold at least one sample, got 0")
-    group = None if group is None else _as_labels(group, "group")
+    group = None if group is None else _as_group_labels(group, len(y), "group")
     if x_test is not None:
         x_test, y_test = _as_inputs(x_test, "x_test"), _as_labels(y_test, "y_test")
         if len(x_test) != len(y_test):
@@ -283,7 +294,7 @@ def from_tensors(
             )
         if (group is None) != (group_test is None):
             raise ValueError("give both group and group_test, or neither")
-        group_test = None if group_test is None else _as_labels(group_test, "group_test")
+        group_test = None if group_test is None else _as_group_labels(group_test, len(y_test), "group_test")
     elif group_test is not None:
         raise ValueError("group_test needs x_test and y_test")
     if num_classes is None:
@@ -294,17 +305,20 @@ def from_tensors(
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got num_classes={num_classes}")
     _check_labels(y, num_classes, "y")
+    num_groups = None
+    if group is not None:
+        num_groups = max(int(g.max()) + 1 for g in (group, group_test) if g is not None and len(g))
 
     if x_test is None:
         if not 0 < test_fraction < 1:
             raise ValueError(f"test_fraction must be in (0, 1), got test_fraction={test_fraction}")
-        data = Split(x, y, num_classes, group)
+        data = Split(x, y, num_classes, group, num_groups)
         pool_idx, test_idx = stratified_split(y, val_fraction=test_fraction, generator=_default_generator(generator))
         pool, test = data.subset(pool_idx), data.subset(test_idx)
     else:
         _check_labels(y_test, num_classes, "y_test")
-        pool = Split(x, y, num_classes, group)
-        test = Split(x_test, y_test, num_classes, group_test)
+        pool = Split(x, y, num_classes, group, num_groups)
+        test = Split(x_test, y_test, num_classes, group_test, num_groups)
     return pool, test, _info(x.shape[1:], scale=255.0 if x.dtype == torch.uint8 else 1.0)
 
 
@@ -359,6 +373,12 @@ DATASETS: dict[str, Callable[..., Loaded]] = {
     "cifar10": cifar10,
     "cifar100": cifar100,
     "gmm": gmm,
+    # Group-sensitive variants (groups.py); groups.py imports the base loaders above lazily, so
+    # importing it at the top of this module is not circular.
+    "digits_groups": digits_groups,
+    "gmm_groups": gmm_groups,
+    "cifar10_groups": cifar10_groups,
+    "cifar100_groups": cifar100_groups,
 }
 
 

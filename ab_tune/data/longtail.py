@@ -39,6 +39,41 @@ def long_tailed_counts(n_max: int, num_classes: int, imbalance_ratio: float, pro
     return [max(1, c) for c in counts]
 
 
+def proportional_counts(total: int, weights: Sequence[int]) -> list[int]:
+    """Split `total` into integer parts proportional to `weights` (largest-remainder rounding).
+
+    part_g = floor(total * w_g / W), and the total - sum(part) leftover units go to the largest
+    remainders (ties to the lower index); total <= W, so part_g <= w_g. When total is at
+    least the number of non-zero weights, every non-zero weight gets at least one unit (a
+    minority group must not vanish from a small class), taken from the part of >= 2 that most
+    exceeds its quota.
+    """
+    weights = [int(w) for w in weights]
+    if any(w < 0 for w in weights):
+        raise ValueError(f"weights must be >= 0, got weights={weights}")
+    whole = sum(weights)
+    if not 0 <= total <= whole:
+        raise ValueError(f"total must be in [0, {whole}] (the sum of weights), got total={total}")
+    if whole == 0:
+        return [0] * len(weights)
+    # Exact integer arithmetic: quota_g = total * w_g / W = part_g + remainder_g / W.
+    parts = [total * w // whole for w in weights]
+    remainders = [total * w % whole for w in weights]
+    for g in sorted(range(len(weights)), key=lambda g: -remainders[g])[: total - sum(parts)]:
+        parts[g] += 1
+    nonzero = [g for g, w in enumerate(weights) if w > 0]
+    if total >= len(nonzero):
+        for g in nonzero:
+            if parts[g] == 0:
+                # Pigeonhole: some other part holds >= 2 while a non-zero weight has none.
+                # Excess over the quota, scaled by W: part_h * W - total * w_h.
+                donors = [h for h in range(len(parts)) if parts[h] >= 2]
+                donor = max(donors, key=lambda h: parts[h] * whole - total * weights[h])
+                parts[donor] -= 1
+                parts[g] = 1
+    return parts
+
+
 def long_tailed_indices(labels: torch.Tensor, counts: Sequence[int], generator: torch.Generator) -> torch.Tensor:
     """Sorted indices of a random subset with counts[k] samples of class k."""
     if len(labels) and int(labels.max()) >= len(counts):
