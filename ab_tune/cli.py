@@ -3,7 +3,7 @@
     ab-tune run [FILE] [--set key=value ...] [--num-samples N] [--gpus-per-trial F]
                 [--address ADDR] [--storage PATH] [--name NAME] [--resume] [--retrain]
     ab-tune compare [--dataset NAME] [--set key=value ...] [--budget SECONDS] [--seeds N] [--retrain]
-                    [--methods m1,m2] [--num-samples N] [--storage PATH] [--name NAME]
+                    [--methods m1,m2] [--num-samples N] [--file FILE] [--storage PATH] [--name NAME]
     ab-tune optuna [FILE] --storage URL [--study-name NAME] [--n-trials N] [--multi-objective]
                    [--set key=value ...] [--out DIR]
     ab-tune train [--config FILE] [--set key=value ...] [--output result.json]
@@ -130,7 +130,7 @@ def _compare(args) -> int:
                              f"got --methods {args.methods!r}")
     summary = compare(dataset=args.dataset, overrides=overrides, seeds=args.seeds, budget=args.budget,
                       retrain=args.retrain, methods=methods, storage=args.storage, name=args.name,
-                      num_samples=args.num_samples, address=args.address)
+                      num_samples=args.num_samples, address=args.address, autobalance_file=args.file)
     return 1 if any(grid.errors for grid in summary["result_grids"].values()) else 0
 
 
@@ -189,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--methods", metavar="M1,M2", help="restrict to these methods (autobalance and baseline "
                                                          "file names, e.g. autobalance,ce,la)")
     comp.add_argument("--num-samples", type=int, help="trials of the AutoBalance search (grids run once)")
+    comp.add_argument("--file", help="your AutoBalance experiment file instead of the dataset's bundled one; "
+                                     "the baselines take its data, model and schedule")
     comp.add_argument("--address", help="an existing Ray cluster, e.g. auto")
     comp.add_argument("--storage", help="where results are written (default: ./ab_tune_results)")
     comp.add_argument("--name", help="comparison name (default: compare_<dataset>)")

@@ -106,10 +106,11 @@ def _shared_config(autobalance: Experiment) -> dict:
 
 
 def load_methods(dataset: str, methods: list[str], seed: int, overrides: dict, retrain: bool,
-                 num_samples: int | None = None) -> dict[str, Experiment]:
-    """The experiments of one seed, validated; baselines get the AutoBalance file's shared keys."""
+                 num_samples: int | None = None, autobalance_file: str | None = None) -> dict[str, Experiment]:
+    """The experiments of one seed, validated; baselines get the AutoBalance file's shared keys.
+    ``autobalance_file`` replaces the dataset's bundled AutoBalance experiment."""
     fixed = {"seed": seed, "data_seed": seed, **({"retrain": True} if retrain else {})}
-    autobalance = load_experiment(_method_path(AUTOBALANCE, dataset), {**overrides, **fixed})
+    autobalance = load_experiment(autobalance_file or _method_path(AUTOBALANCE, dataset), {**overrides, **fixed})
     shared = _shared_config(autobalance)
     out = {}
     for method in methods:
@@ -307,11 +308,13 @@ def _write_csv(records: list[dict], path: str) -> None:
 def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: int = 1, budget: float | None = None,
             retrain: bool = False, methods: list[str] | None = None, storage: str | None = None,
             name: str | None = None, num_samples: int | None = None, address: str | None = None,
-            out=None) -> dict:
+            autobalance_file: str | None = None, out=None) -> dict:
     """Run every method for seeds 0..seeds-1 and write comparison.md/.csv and the plots.
 
     ``budget``: trial-seconds per method and seed (``None``: every grid runs fully, AutoBalance
-    runs its ``num_samples``); ``num_samples`` replaces the AutoBalance search's (grids run once).
+    runs its ``num_samples``); ``num_samples`` replaces the AutoBalance search's (grids run once);
+    ``autobalance_file`` is an experiment file of yours to run instead of the dataset's bundled one
+    (its data, model and schedule keys are then the ones every baseline shares).
     Returns ``{"records", "table", "paths", "result_grids", "curves"}``: one record per
     (method, seed), result grids by (seed, method), seed 0's anytime curves by method.
     """
@@ -330,7 +333,9 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
         if key in overrides:
             raise ConfigError(f"{key} is set by the comparison's seeds (0..seeds-1), got {key}={overrides[key]!r}")
     valid = available_methods()
-    methods = list(methods) if methods else (GROUP_METHODS if dataset in GROUP_DATASETS else valid)
+    own = load_experiment(autobalance_file).config.get("dataset") if autobalance_file else None
+    grouped = dataset in GROUP_DATASETS or own in GROUP_DATASETS
+    methods = list(methods) if methods else (GROUP_METHODS if grouped else valid)
     unknown = [m for m in methods if m not in valid]
     if unknown or not methods or len(set(methods)) != len(methods):
         raise ConfigError(f"methods must be distinct names from {valid}, got methods={methods}")
@@ -340,7 +345,8 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
     if os.path.exists(root):
         raise ConfigError(f"comparison {name!r} already exists at {root}: choose another --name or --storage")
     # every file and override is checked before Ray starts
-    experiments = {seed: load_methods(dataset, methods, seed, overrides, retrain, num_samples) for seed in range(seeds)}
+    experiments = {seed: load_methods(dataset, methods, seed, overrides, retrain, num_samples, autobalance_file)
+                   for seed in range(seeds)}
 
     records, grids, curves, best_rows = [], {}, {}, {}
     all_rows = {method: [] for method in methods}  # every seed's trials, for the fairness front

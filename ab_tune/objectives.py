@@ -3,7 +3,8 @@
     objective = (1 - lam) * balanced_loss + lam * fairness_term
 
 The balanced loss is a class-reweighted cross-entropy: every class counts equally whatever
-its number of validation samples. The fairness term is one of ``FAIRNESS_TERMS``:
+its number of validation samples; on group data every (class, group) pair does, so a minority
+group weighs as much as its majority (the group-balanced test sets of the group datasets). The fairness term is one of ``FAIRNESS_TERMS``:
 
 - ``worst_class``: a smooth maximum of the per-class losses (a soft worst-class loss);
 - ``worst_group``: a smooth maximum of the per-(class, group) losses (soft group-DRO);
@@ -25,14 +26,20 @@ __all__ = ["balanced_cross_entropy", "per_class_loss", "smooth_worst_class_loss"
            "ValidationObjective"]
 
 
-def balanced_cross_entropy(logits: torch.Tensor, target: torch.Tensor, class_counts: torch.Tensor) -> torch.Tensor:
+def balanced_cross_entropy(logits: torch.Tensor, target: torch.Tensor, class_counts: torch.Tensor,
+                           group: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy with class weights 1 / n_k: each class weighs the same in expectation.
 
     With ``class_counts`` the counts of the whole validation split this is an unbiased
-    estimate, on any batch, of the mean over classes of each class's mean loss.
+    estimate, on any batch, of the mean over classes of each class's mean loss. With
+    (class, group) counts (K, G) and the batch's ``group``, the weights are 1 / n_kg: the mean
+    over (class, group) pairs of each pair's mean loss.
     """
-    weight = 1.0 / class_counts.to(logits.device, logits.dtype).clamp(min=1)
-    return F.cross_entropy(logits, target, weight=weight)
+    counts = class_counts.to(logits.device, logits.dtype).clamp(min=1)
+    if group is None:
+        return F.cross_entropy(logits, target, weight=1.0 / counts)
+    weight = 1.0 / counts[target, group]
+    return (weight * F.cross_entropy(logits, target, reduction="none")).sum() / weight.sum()
 
 
 def per_class_loss(logits: torch.Tensor, target: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,7 +170,10 @@ class ValidationObjective:
                     raise ValueError(f"group {g} of class {k} has no validation samples: {need}; {fix}")
 
     def __call__(self, logits: torch.Tensor, target: torch.Tensor, group: torch.Tensor | None = None) -> torch.Tensor:
-        balanced = balanced_cross_entropy(logits, target, self.class_counts)
+        if self.group_counts is not None and group is not None:
+            balanced = balanced_cross_entropy(logits, target, self.group_counts, group)
+        else:
+            balanced = balanced_cross_entropy(logits, target, self.class_counts)
         if self.fairness_weight == 0.0:
             return balanced
         if group is None and self.fairness in GROUP_TERMS:

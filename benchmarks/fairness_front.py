@@ -3,12 +3,15 @@ group re-weighting and group VS, through ``ab-tune compare`` (Ray Tune, every me
 
     python benchmarks/fairness_front.py --dataset gmm_groups --seeds 3
     python benchmarks/fairness_front.py --dataset digits_groups --seeds 3
+    python benchmarks/fairness_front.py --dataset gmm_groups --seeds 3 --autobalance-set loss_init=reweight
 
 Runs ``compare(dataset=..., seeds=...)`` (which writes front.csv and front.png), then prints from
 its front.csv: AutoBalance's mean test balanced error, DEO and worst-group error per blend
 weight (with Spearman's rank correlation of the weight against each fairness error: -1 is a
 monotone decrease), and for every baseline setting the AutoBalance setting closest to
 dominating it (the largest of its two gaps; <= 0 means dominated or matched).
+``--autobalance-set key=value`` changes the AutoBalance file's config only (a copy of it is run
+through ``compare(autobalance_file=...)``), e.g. to start the learned loss from a baseline.
 """
 from __future__ import annotations
 
@@ -67,7 +70,9 @@ def main() -> None:
     parser.add_argument("--dataset", choices=["gmm_groups", "digits_groups"], default="gmm_groups")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--storage", default=None, help="where compare writes (default: a temporary folder)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="every method's config")
+    parser.add_argument("--autobalance-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="the AutoBalance experiment's config only")
     parser.add_argument("--front", help="only summarize an existing front.csv")
     args = parser.parse_args()
     if args.front:
@@ -79,8 +84,23 @@ def main() -> None:
     from ab_tune.compare import compare
 
     storage = args.storage or tempfile.mkdtemp(prefix="ab_tune_front_")
+    name, autobalance_file = f"front_{args.dataset}", None
+    if args.autobalance_set:
+        import yaml
+
+        from ab_tune.compare import DATASETS
+        from ab_tune.searchspace import bundled_path
+
+        with open(bundled_path(DATASETS[args.dataset])) as f:
+            spec = yaml.safe_load(f)
+        spec["config"].update(parse_assignments(args.autobalance_set))
+        autobalance_file = os.path.join(storage, f"{args.dataset}_autobalance.yaml")
+        os.makedirs(storage, exist_ok=True)
+        with open(autobalance_file, "w") as f:
+            yaml.safe_dump(spec, f)
+        name += "_" + "_".join(a.replace("=", "-") for a in args.autobalance_set)
     summary = compare(dataset=args.dataset, seeds=args.seeds, overrides=parse_assignments(args.set),
-                      storage=storage, name=f"front_{args.dataset}")
+                      storage=storage, name=name, autobalance_file=autobalance_file)
     print()
     print(summarize(summary["paths"]["front_csv"]))
     print(f"\nfront: {summary['paths']['front_plot']}")

@@ -127,6 +127,18 @@ def test_baselines_take_the_data_keys_of_the_datasets_autobalance_file():
     assert "learn" not in ab or ab["learn"] != []
 
 
+def test_a_users_autobalance_file_replaces_the_bundled_one_and_sets_the_shared_data(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("name: mine\nconfig: {dataset: gmm_groups, epochs: 3, loss_init: reweight, learn: [omega], "
+                    "fairness: deo}\nspace: {fairness_weight: {grid: [0.0, 1.0]}}\n"
+                    "search: {algorithm: grid, scheduler: fifo}\n")
+    experiments = load_methods("gmm", ["autobalance", "vs"], seed=0, overrides={}, retrain=False,
+                               autobalance_file=str(path))
+    assert experiments["autobalance"].name == "mine" and experiments["autobalance"].config["loss_init"] == "reweight"
+    vs = experiments["vs"].config
+    assert vs["dataset"] == "gmm_groups" and vs["epochs"] == 3 and vs["loss_init"] == "vs" and vs["learn"] == []
+
+
 def test_run_retrain_sets_retrain_for_every_trial(monkeypatch, tmp_path):
     seen = {}
 
@@ -177,3 +189,23 @@ def test_a_budget_stops_the_grid_early(ray_local, tmp_path):
     assert not summary["result_grids"][(0, "la")].errors
     assert record["budget_stopped"] and record["trials"] < 4  # a full grid is 4 trials
     assert (tmp_path / "compare_digits" / "comparison.csv").is_file()
+
+
+def test_group_data_puts_every_method_on_the_accuracy_fairness_front(ray_local, tmp_path):
+    overrides = {"epochs": 2, "hyper_start_epoch": 1, "num_threads": 1}
+    summary = compare(dataset="gmm_groups", overrides=overrides, methods=["autobalance", "ce", "reweight"],
+                      storage=str(tmp_path), name="groups")
+    root = tmp_path / "groups"
+    assert not any(grid.errors for grid in summary["result_grids"].values())
+    with open(root / "front.csv", newline="") as f:
+        points = list(csv.DictReader(f))
+    weights = sorted(json.loads(p["setting"])["fairness_weight"] for p in points if p["method"] == "autobalance")
+    assert weights == [0.0, 0.25, 0.5, 0.75, 1.0]  # the sweep of the experiment file
+    assert sorted(p["method"] for p in points if p["method"] != "autobalance") == ["ce", "reweight"]
+    assert any(p["overall_front_deo"] == "True" for p in points)
+    for p in points:  # a point's DEO is the one its trial reported
+        assert 0.0 <= float(p["test_deo"]) and 0.0 <= float(p["test_worst_group_error"]) <= 1.0
+    assert (root / "front.png").read_bytes()[:8] == PNG
+    assert "test DEO %" in (root / "comparison.md").read_text()
+    # each method's own run (what `ab-tune run` writes) has its front too
+    assert (root / "seed0" / "autobalance" / "front.csv").is_file()

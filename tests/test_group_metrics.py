@@ -222,14 +222,19 @@ def _counts(y, g, k, groups):
 
 
 @pytest.mark.parametrize("fairness", ["worst_class", "worst_group", "deo"])
-def test_zero_fairness_weight_is_the_balanced_loss_whatever_the_group(fairness):
+def test_zero_fairness_weight_is_the_balanced_loss(fairness):
     logits, y, g = _cells(7, per_cell=3, k=3, groups=2)
     class_counts = torch.bincount(y, minlength=3) * torch.tensor([1, 4, 9])
-    expected = balanced_cross_entropy(logits, y, class_counts)
-    for group_counts in (None, _counts(y, g, 3, 2)):
-        objective = ValidationObjective(class_counts, fairness=fairness, group_counts=group_counts)
-        for group in (None, g, 1 - g):
-            assert torch.equal(objective(logits, y, group), expected)
+    group_counts = _counts(y, g, 3, 2) * torch.tensor([[1, 2], [4, 1], [9, 3]])
+    by_class = balanced_cross_entropy(logits, y, class_counts)
+    by_pair = balanced_cross_entropy(logits, y, group_counts, g)
+    assert not torch.allclose(by_class, by_pair)
+    plain = ValidationObjective(class_counts, fairness=fairness)
+    for group in (None, g):
+        assert torch.equal(plain(logits, y, group), by_class)  # no group counts: per class
+    grouped = ValidationObjective(class_counts, fairness=fairness, group_counts=group_counts)
+    assert torch.equal(grouped(logits, y), by_class)
+    assert torch.equal(grouped(logits, y, g), by_pair)  # group counts and labels: per (class, group)
 
 
 @pytest.mark.parametrize("fairness", ["worst_group", "deo"])
@@ -238,7 +243,7 @@ def test_the_objective_blends_the_balanced_loss_and_the_group_term(fairness):
     counts = _counts(y, g, 3, 2)
     objective = ValidationObjective(counts.sum(1), fairness_weight=0.3, fairness=fairness, temperature=0.2,
                                     group_counts=counts)
-    expected = 0.7 * balanced_cross_entropy(logits, y, counts.sum(1)) + 0.3 * FAIRNESS_TERMS[fairness](
+    expected = 0.7 * balanced_cross_entropy(logits, y, counts, g) + 0.3 * FAIRNESS_TERMS[fairness](
         logits, y, g, 3, 2, 0.2)
     assert torch.allclose(objective(logits, y, g), expected, rtol=1e-6)
     with pytest.raises(ValueError, match=f"fairness='{fairness}' needs the group labels of the validation batch"):
@@ -246,11 +251,14 @@ def test_the_objective_blends_the_balanced_loss_and_the_group_term(fairness):
 
 
 def test_worst_class_objective_ignores_the_group():
+    # equal cells: the group-balanced term equals the class-balanced one, so only the
+    # fairness term could tell the groups apart, and the worst-class term does not
     logits, y, g = _cells(9, per_cell=3, k=3, groups=2)
     counts = _counts(y, g, 3, 2)
     plain = ValidationObjective(counts.sum(1), fairness_weight=0.5)
     grouped = ValidationObjective(counts.sum(1), fairness_weight=0.5, group_counts=counts)
-    assert torch.equal(plain(logits, y), grouped(logits, y, g))
+    assert torch.allclose(plain(logits, y), grouped(logits, y, g), rtol=1e-6)
+    assert torch.allclose(plain(logits, y), grouped(logits, y, 1 - g), rtol=1e-6)
 
 
 @pytest.mark.parametrize("fairness", ["worst_group", "deo"])
@@ -279,3 +287,23 @@ def test_an_empty_validation_cell_is_rejected_by_name():
 def test_group_counts_of_the_wrong_shape_are_rejected():
     with pytest.raises(ValueError, match=r"group_counts must have shape \(num_classes, num_groups\)"):
         ValidationObjective(torch.ones(3), group_counts=torch.ones(4, 2))
+
+
+def test_group_balanced_cross_entropy_is_the_mean_over_class_group_pairs_of_their_mean_loss():
+    from ab_tune.objectives import ValidationObjective, balanced_cross_entropy
+
+    g = torch.Generator().manual_seed(3)
+    target = torch.tensor([0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 2])
+    group = torch.tensor([0, 0, 0, 1, 0, 1, 1, 0, 0, 0, 0, 1])
+    logits = torch.randn(12, 3, generator=g, dtype=torch.float64)
+    counts = torch.zeros(3, 2, dtype=torch.long).index_put_((target, group), torch.ones(12, dtype=torch.long),
+                                                             accumulate=True)
+    losses = F.cross_entropy(logits, target, reduction="none")
+    cells = [losses[(target == k) & (group == j)].mean() for k in range(3) for j in range(2)]
+    expected = torch.stack(cells).mean()
+    assert torch.allclose(balanced_cross_entropy(logits, target, counts, group), expected)
+    objective = ValidationObjective(counts.sum(dim=1), group_counts=counts)
+    assert torch.allclose(objective(logits, target, group), expected)
+    # without the batch's groups it is the class-balanced loss
+    per_class = torch.stack([losses[target == k].mean() for k in range(3)]).mean()
+    assert torch.allclose(objective(logits, target), per_class)

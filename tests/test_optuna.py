@@ -96,6 +96,16 @@ def test_multi_objective_returns_two_validation_errors_and_a_pareto_front():
     assert study.best_trials
 
 
+def test_multi_objective_on_group_data_trades_balanced_error_against_deo():
+    groups = {**BASE, "dataset": "gmm_groups", "fairness": "deo", "model": "mlp"}
+    objective = ab_tune.optuna_objective(groups, {"fairness_weight": {"uniform": [0.0, 1.0]}}, multi_objective=True)
+    assert objective.metrics == ("val_balanced_error", "val_deo")
+    study = _study(objective)
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    assert trial.values == [trial.user_attrs["metrics"]["val_balanced_error"], trial.user_attrs["metrics"]["val_deo"]]
+
+
 def test_objective_and_study_directions_must_agree():
     objective = ab_tune.optuna_objective(BASE, SPACE, multi_objective=True)
     study = optuna.create_study()
