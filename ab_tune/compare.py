@@ -31,7 +31,7 @@ import yaml
 
 from .config import OPTIONS, ConfigError
 from .front import front_points, write_front
-from .preflight import GROUP_DATASETS
+from .data.datasets import GROUP_DATASETS
 from .report import _value, best_row, flatten, plot_loss_parameters, ranked
 from .searchspace import Experiment, bundled_path, load_experiment
 
@@ -44,9 +44,10 @@ AUTOBALANCE = "autobalance"
 # group data: AutoBalance's sweep of the fairness blend against CE, group re-weighting and group VS
 # (the baselines' parameters are per (class, group) there), all on the accuracy-fairness front
 GROUP_METHODS = [AUTOBALANCE, "ce", "reweight", "vs"]
+GROUP_ONLY = ("reweight",)  # a baseline for group data; on class-imbalanced data cb covers it (--methods adds it)
 # what makes a method a method: every other config key of the AutoBalance file is shared
-LOSS_KEYS = frozenset({"learn", "loss_init", "loss_params", "group_size", "drw_start", "drw_beta", "fairness",
-                       "fairness_weight", "hyper_optimizer", "hyper_lr", "hyper_momentum", "hyper_weight_decay",
+LOSS_KEYS = frozenset({"learn", "loss_init", "loss_params", "group_size", "per_group_loss", "drw_start", "drw_beta",
+                       "fairness", "fairness_weight", "hyper_optimizer", "hyper_lr", "hyper_momentum", "hyper_weight_decay",
                        "hyper_start_epoch", "hyper_every", "hyper_train_batches", "hyper_val_batches", "solver",
                        "solver_steps", "solver_alpha"})
 REPORTED = ("test_error", "test_balanced_error", "test_worst_class_error")
@@ -335,10 +336,12 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
     valid = available_methods()
     own = load_experiment(autobalance_file).config.get("dataset") if autobalance_file else None
     grouped = dataset in GROUP_DATASETS or own in GROUP_DATASETS
-    methods = list(methods) if methods else (GROUP_METHODS if grouped else valid)
+    methods = list(methods) if methods else (GROUP_METHODS if grouped else [m for m in valid if m not in GROUP_ONLY])
     unknown = [m for m in methods if m not in valid]
     if unknown or not methods or len(set(methods)) != len(methods):
         raise ConfigError(f"methods must be distinct names from {valid}, got methods={methods}")
+    if autobalance_file:  # the file's data is what every method trains on
+        dataset = own or dataset
     name = name or f"compare_{dataset}"
     storage = os.path.abspath(os.path.expanduser(storage or DEFAULT_STORAGE))
     root = os.path.join(storage, name)

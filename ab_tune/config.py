@@ -239,7 +239,7 @@ def _check_loss(c: dict) -> None:
         check_loss(c["loss_init"], c["loss_params"], loss_learn(c))
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    if c["drw_start"] is not None and c["learn"]:
+    if c["drw_start"] is not None and loss_learn(c):
         raise ConfigError(f"drw_start must be null when the upper level learns the loss (deferred re-weighting "
                           f"is for fixed losses, learn: []), got drw_start={c['drw_start']!r} with "
                           f"learn={c['learn']}")

@@ -111,7 +111,6 @@ def _worst_class_term(logits: torch.Tensor, target: torch.Tensor, group: torch.T
 # name -> term(logits, target, group, num_classes, num_groups, temperature)
 FAIRNESS_TERMS = {"worst_class": _worst_class_term, "worst_group": smooth_worst_group_loss, "deo": deo_surrogate}
 GROUP_TERMS = frozenset({"worst_group", "deo"})               # the terms that need group labels
-GROUP_DATASETS = "digits_groups, gmm_groups, cifar10_groups, cifar100_groups"
 
 
 def fairness_blend(balanced: torch.Tensor, fairness: torch.Tensor, weight: float) -> torch.Tensor:
@@ -157,7 +156,7 @@ class ValidationObjective:
         fix = "raise val_fraction or minority_fraction, or lower imbalance_ratio"
         if self.group_counts is None:
             raise ValueError(f"fairness={self.fairness!r} needs group labels, but the data has none: use a group "
-                             f"dataset ({GROUP_DATASETS}) or pass group labels with your data")
+                             f"dataset (a *_groups one) or pass group labels with your data")
         counts = self.group_counts
         for g in range(self.num_groups):
             if counts[:, g].sum() == 0:

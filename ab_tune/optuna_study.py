@@ -15,8 +15,9 @@ space and metric at once. Single-objective trials report the validation metric e
 and are pruned by the study's pruner; the multi-objective form returns
 ``(val_balanced_error, val_worst_class_error)`` (``val_deo`` instead of the worst class on data
 with group labels) and ``study.best_trials`` is the Pareto front.
-Every trial stores ``loss_parameters``, ``class_counts``, ``test_per_class_error`` and its
-final (or, when pruned, last) ``metrics`` as user attributes.
+Every trial stores ``loss_parameters``, ``class_counts``, ``test_per_class_error`` (on group
+data also ``test_per_group_error`` and ``group_counts``) and its final (or, when pruned, last)
+``metrics`` as user attributes.
 
 ``run_study`` is what ``ab-tune optuna`` runs: a seeded TPE study in an RDB storage,
 created or resumed, and the same report as ``ab-tune run``.
@@ -29,7 +30,7 @@ import sys
 from typing import Callable
 
 from .config import ConfigError
-from .preflight import check_trial
+from .preflight import check_metrics, check_trial
 from .searchspace import (VALIDATION_METRICS, Domain, Experiment, SearchSpaceError, parse_domain, reachable_points,
                           set_nested)
 from .trainer import Trainer
@@ -112,7 +113,7 @@ class AutoBalanceObjective:
     @staticmethod
     def _default_pair(config: dict, data) -> tuple[str, str]:
         """Accuracy against fairness: DEO on data with group labels, the worst class otherwise."""
-        from .preflight import GROUP_DATASETS
+        from .data.datasets import GROUP_DATASETS
 
         grouped = (data[0].group is not None) if data is not None else config.get("dataset") in GROUP_DATASETS
         return GROUP_MULTI_OBJECTIVE_METRICS if grouped else MULTI_OBJECTIVE_METRICS
@@ -133,12 +134,14 @@ class AutoBalanceObjective:
         return config
 
     def _validate(self) -> None:
-        """Every reachable point of the space must be a valid trial config."""
+        """Every reachable point of the space must be a valid trial config, and the metrics
+        must be ones the data reports."""
+        where = f"{_SOURCE}: " if not self.experiment else f"{self.experiment.source}: "
         for point in reachable_points(self.space):
             try:
-                check_trial(self.trial_config(point), user_data=self.data is not None)
+                trial = check_trial(self.trial_config(point), user_data=self.data is not None)
+                check_metrics(self.metrics, trial["dataset"], self.data)
             except ConfigError as e:
-                where = f"{_SOURCE}: " if not self.experiment else f"{self.experiment.source}: "
                 raise SearchSpaceError(where + str(e)) from None
 
     def searched(self) -> list[str]:
@@ -176,8 +179,9 @@ class AutoBalanceObjective:
         trial.set_user_attr("loss_parameters", trainer.learned_values())
         trial.set_user_attr("metrics", {k: _plain(v) for k, v in metrics.items()
                                         if isinstance(v, (int, float, str, bool))})
-        if "test_per_class_error" in metrics:
-            trial.set_user_attr("test_per_class_error", metrics["test_per_class_error"])
+        for key in ("test_per_class_error", "test_per_group_error", "group_counts"):
+            if key in metrics:  # the per-(class, group) ones only on group data
+                trial.set_user_attr(key, metrics[key])
 
 
 def _plain(value):
@@ -214,7 +218,7 @@ def study_rows(study, objective: AutoBalanceObjective) -> list[dict]:
     for trial in study.trials:
         attrs = trial.user_attrs
         metrics = dict(attrs.get("metrics") or {})
-        for key in ("loss_parameters", "class_counts", "test_per_class_error"):
+        for key in ("loss_parameters", "class_counts", "test_per_class_error", "test_per_group_error", "group_counts"):
             if key in attrs:
                 metrics[key] = attrs[key]
         config = objective.trial_config(dict(trial.params))

@@ -1,29 +1,33 @@
-"""Check a trial config against what it names, without loading data or training.
+"""Check a trial config against what it names, without training.
 
 ``resolve_config`` checks each key on its own; ``check_trial`` also checks the pieces fit:
 the loss and its parameters, the dataset's name and parameters (and that a CIFAR folder
 is there), the augmentation and model for the dataset's inputs, ``group_size`` against the
-number of classes. The experiment and Optuna layers run it on every point they can reach
-(each choice, both ends of each range) before Ray or a study starts.
+number of classes, group objectives against group data. The experiment and Optuna layers run
+it on every point they can reach (each choice, both ends of each range) before Ray or a study
+starts. No data is loaded, except the small built-in group datasets (digits, mixtures) when a
+group objective asks for every (class, group) pair in validation: their splits are built once.
 """
 from __future__ import annotations
 
+import functools
 import inspect
+import json
 
 import torch
 
 from .augment import allowed_augmentations
 from .baseline_losses import build_loss
 from .config import AUGMENT_STRENGTH, ConfigError, loss_learn, resolve_config
-from .data import datasets
+from .data import build_splits, datasets, groups
+from .data.datasets import GROUP_DATASETS
 from .learned_augment import build_learned_augmentation
 from .models import build_model
-from .objectives import GROUP_TERMS
+from .objectives import GROUP_TERMS, ValidationObjective
 
-__all__ = ["check_trial", "dataset_shape"]
+__all__ = ["check_trial", "check_metrics", "dataset_shape", "GROUP_METRICS"]
 
-
-GROUP_DATASETS = ("digits_groups", "gmm_groups", "cifar10_groups", "cifar100_groups")
+GROUP_METRICS = ("val_worst_group_error", "val_deo")  # reported only on data with group labels
 
 
 def dataset_shape(dataset: str, params: dict) -> tuple[tuple[int, ...], int] | None:
@@ -75,8 +79,14 @@ def check_trial(config: dict, *, user_data: bool = False) -> dict:
 
 
 def _check_groups(c: dict) -> None:
-    """Group objectives and per-group losses on a built-in dataset without group labels."""
+    """Group objectives and per-group losses on a built-in dataset without group labels; on a
+    group dataset, its parameters and (for the small ones) its validation (class, group) pairs."""
     if c["dataset"] in GROUP_DATASETS:
+        groups.check_params(c["dataset_params"])
+        if not c["dataset"].startswith("cifar") and c["fairness"] in GROUP_TERMS and c["fairness_weight"] > 0:
+            val = _validation_split(json.dumps({k: c[k] for k in _SPLIT_KEYS}, sort_keys=True))
+            ValidationObjective(val.class_counts, fairness_weight=c["fairness_weight"], fairness=c["fairness"],
+                                group_counts=val.group_counts)
         return
     hint = (f"dataset {c['dataset']!r} has no group labels: use one of {list(GROUP_DATASETS)} "
             "or pass group labels with your data")
@@ -84,3 +94,29 @@ def _check_groups(c: dict) -> None:
         raise ValueError(f"fairness={c['fairness']!r} needs group labels, but {hint}")
     if c["per_group_loss"]:
         raise ValueError(f"per_group_loss=true needs group labels, but {hint}")
+
+
+_SPLIT_KEYS = ("dataset", "dataset_params", "imbalance_ratio", "imbalance_profile", "val_fraction", "balanced_val",
+               "data_seed")
+
+
+@functools.lru_cache(maxsize=8)
+def _validation_split(key: str):
+    """The validation split a trial of these data settings gets (built once per settings)."""
+    return build_splits(**{k if k != "data_seed" else "seed": v for k, v in json.loads(key).items()}).val
+
+
+def check_metrics(metrics, dataset: str, data=None) -> None:
+    """ConfigError for a group metric asked of data without group labels (a built-in dataset
+    that is not a group variant, or passed-in data without groups); a user's loader is not loaded."""
+    if data is not None:
+        grouped = data[0].group is not None
+    elif dataset in datasets.DATASETS:
+        grouped = dataset in GROUP_DATASETS
+    else:
+        return
+    for metric in metrics:
+        if metric in GROUP_METRICS and not grouped:
+            raise ConfigError(f"metric {metric!r} is reported only on data with group labels, but dataset "
+                              f"{dataset!r} has none: use one of {list(GROUP_DATASETS)}, pass group labels, "
+                              f"or another metric, got metric={metric!r}")

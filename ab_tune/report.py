@@ -66,6 +66,7 @@ def write_best(row: dict, path: str, metric: str) -> None:
     metrics = row["metrics"]
     best = {"trial_id": row["trial_id"], "selected_by": metric, "config": row["config"],
             "loss_parameters": metrics.get("loss_parameters"), "class_counts": metrics.get("class_counts"),
+            **({"group_counts": metrics["group_counts"]} if "group_counts" in metrics else {}),
             "metrics": {k: v for k, v in metrics.items() if _scalar(v)}}
     with open(path, "w") as f:
         json.dump(best, f, indent=2)
@@ -75,7 +76,8 @@ def format_table(rows: list[dict], metric: str, mode: str, searched: list[str], 
                  selected_by: list[str] | None = None) -> str:
     """Markdown table of the best trials by ``metric``: searched values, the selection
     metric(s) (``selected_by``, default ``[metric]``), test errors and epochs."""
-    shown = [*(selected_by or [metric]), "test_balanced_error", "test_worst_class_error", "epoch"]
+    group = [k for k in ("test_worst_group_error", "test_deo") if any(k in r["metrics"] for r in rows)]
+    shown = [*(selected_by or [metric]), "test_balanced_error", "test_worst_class_error", *group, "epoch"]
     lines = ["| " + " | ".join(["trial", *searched, *shown]) + " |", "|" + "---|" * (1 + len(searched) + len(shown))]
     for row in ranked(rows, metric, mode)[:top]:
         config = flatten(row["config"])
@@ -90,13 +92,18 @@ def _fmt(value) -> str:
     return str(value)
 
 
-_PANELS = (("delta", "Delta (logit scale)"), ("iota", "iota (logit offset)"),
-           ("augment_strength", "augmentation strength (learned)"))
+_PANELS = (("delta", "Delta (logit scale)"), ("iota", "iota (logit offset)"), ("omega", "omega (weight)"),
+           ("augment_strength", "augmentation strength"))
+
+
+def _flat(values) -> list[float]:
+    return [v for row in values for v in (row if isinstance(row, list) else [row])]
 
 
 def plot_loss_parameters(row: dict, path: str, title: str = "") -> bool:
-    """Learned Delta, iota (and augmentation strengths, when learned) against training class
-    frequency, one series per group for per-(class, group) values; False if nothing to plot."""
+    """Learned Delta, iota (omega when not all ones, augmentation strengths when there are any)
+    against training class frequency, one series per group for per-(class, group) values;
+    False if nothing to plot."""
     metrics = row["metrics"]
     params, counts = metrics.get("loss_parameters"), metrics.get("class_counts")
     if not params or not counts:
@@ -106,17 +113,23 @@ def plot_loss_parameters(row: dict, path: str, title: str = "") -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(name, label) for name, label in _PANELS if params.get(name)]
+    # Delta and iota always; omega when it is not all ones (learned or a weighted preset)
+    panels = [(name, label) for name, label in _PANELS if params.get(name)
+              and (name != "omega" or any(abs(v - 1.0) > 1e-9 for v in _flat(params[name])))]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
     for ax, (name, label) in zip(axes[0], panels):
         values = params[name]
         columns = [[v[g] for v in values] for g in range(len(values[0]))] if isinstance(values[0], list) else [values]
+        # per-(class, group) values against their pair's count, when the result has those counts
+        pair_counts = metrics.get("group_counts") if len(columns) > 1 else None
         for g, column in enumerate(columns):
-            ax.scatter(counts, column, label=f"group {g}" if len(columns) > 1 else None)
-        for k, (n, v) in enumerate(zip(counts, columns[0])):
-            ax.annotate(str(k), (n, v), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            xs = [row[g] for row in pair_counts] if pair_counts else counts
+            ax.scatter(xs, column, label=f"group {g}" if len(columns) > 1 else None)
+            for k, (n, v) in enumerate(zip(xs, column)):
+                if g == 0 or pair_counts:
+                    ax.annotate(str(k), (n, v), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ax.set_xscale("log")
-        ax.set_xlabel("training samples of the class (log scale)")
+        ax.set_xlabel(f"training samples of the {'(class, group) pair' if pair_counts else 'class'} (log scale)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         if len(columns) > 1:

@@ -244,11 +244,12 @@ def parse_experiment(data, source: str = "<dict>") -> Experiment:
         grace_period=s["grace_period"], perturbation_interval=s["perturbation_interval"],
         cpu=r["cpu"], gpu=r["gpu"], source=source, description=str(data.get("description") or ""))
     # every reachable point must make a valid trial config: unknown keys and bad values fail here
-    from .preflight import check_trial
+    from .preflight import check_metrics, check_trial
 
     for point in reachable_points(space):
         try:
-            check_trial(experiment.trial_config(point))
+            trial = check_trial(experiment.trial_config(point))
+            check_metrics([experiment.metric], trial["dataset"])
         except ConfigError as e:
             raise _fail(source, str(e)) from None
     return experiment

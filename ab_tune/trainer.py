@@ -23,7 +23,7 @@ import torch
 from .augment import get_augmentation
 from .baseline_losses import DeferredReweighting, build_loss
 from .config import AUGMENT_STRENGTH, drw_start_epoch, learning_rate, loss_learn, resolve_config
-from .data import Splits, build_splits
+from .data import GROUP_DATASETS, Splits, build_splits
 from .hypergrad import DivergenceError, implicit_hypergradient
 from .learned_augment import build_learned_augmentation
 from .metrics import accumulate_group_confusion, group_summary, per_class_error, per_group_error, summary
@@ -126,8 +126,7 @@ class Trainer:
         wanted = self.config["per_group_loss"]
         if wanted and self.num_groups is None:
             raise ValueError(f"per_group_loss=true needs group labels, but dataset {self.config['dataset']!r} has "
-                             "none: use a group dataset (digits_groups, gmm_groups, cifar10_groups, "
-                             "cifar100_groups) or pass group labels with your data")
+                             f"none: use a group dataset {list(GROUP_DATASETS)} or pass group labels with your data")
         return self.num_groups is not None if wanted is None else wanted
 
     def _hparameters(self) -> list[torch.nn.Parameter]:
@@ -194,7 +193,7 @@ class Trainer:
         # a family may permute labels (mixup): the (class, group) pair travels as one label y + K g
         x, targets = self.augment(x, y + k * g, rng)
         inputs = self._inputs(x)
-        if self.learned_augment is not None:  # config: never with mixup, so targets[0] is (y + K g, 1)
+        if self.learned_augment is not None:  # never with mixup (config), so sample i is still (y[i], g[i])
             inputs = self.learned_augment(inputs, y, g if self.per_group else None, rng)
         logits = self.model(inputs)
         return sum(weight * self.loss(logits, pair % k, pair // k if self.per_group else None)
@@ -306,7 +305,8 @@ class Trainer:
         self.model.eval()
         test_cm = self._confusion(self._predict, self._batches(self.test_x, self.test_y, self.test_g))
         self.model.train()
-        self.test_confusion = test_cm
+        self.test_group_confusion = test_cm  # (groups, K, K); one group without group labels
+        self.test_confusion = test_cm.sum(dim=0)
         self.last_metrics = {
             "epoch": self.epoch,
             **validation,
@@ -332,12 +332,12 @@ class Trainer:
         result = {
             **metrics,
             "train_seconds": self.seconds,
-            "test_per_class_error": per_class_error(self.test_confusion.sum(dim=0)).tolist(),
+            "test_per_class_error": per_class_error(self.test_confusion).tolist(),
             "class_counts": self.train_counts.tolist(),
             "loss_parameters": self.learned_values(),
         }
         if self.num_groups is not None:
-            result["test_per_group_error"] = per_group_error(self.test_confusion).tolist()
+            result["test_per_group_error"] = per_group_error(self.test_group_confusion).tolist()
             result["group_counts"] = self.splits.train.group_counts.tolist()
         return result
 

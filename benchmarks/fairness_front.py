@@ -3,7 +3,7 @@ group re-weighting and group VS, through ``ab-tune compare`` (Ray Tune, every me
 
     python benchmarks/fairness_front.py --dataset gmm_groups --seeds 3
     python benchmarks/fairness_front.py --dataset digits_groups --seeds 3
-    python benchmarks/fairness_front.py --dataset gmm_groups --seeds 3 --autobalance-set loss_init=reweight
+    python benchmarks/fairness_front.py --dataset gmm_groups --seeds 3 --autobalance-set loss_init=ce
 
 Runs ``compare(dataset=..., seeds=...)`` (which writes front.csv and front.png), then prints from
 its front.csv: AutoBalance's mean test balanced error, DEO and worst-group error per blend

@@ -65,3 +65,21 @@ def test_write_front_marks_each_methods_front_and_the_overall_one(tmp_path):
     assert table["ce", "-"]["overall_front_worst_group_error"] == "True"
     assert set(FAIRNESS) <= set(next(iter(table.values())))
     assert write_front([], str(tmp_path / "none")) == {}
+
+
+def test_the_report_shows_group_metrics_and_plots_per_group_parameters(tmp_path):
+    from ab_tune.report import format_table, plot_loss_parameters, write_report
+
+    params = {"delta": [[1.0, 1.0]] * 3, "iota": [[0.0, 0.1]] * 3, "omega": [[0.5, 2.0]] * 3,
+              "augment_strength": [[0.1, 0.3]] * 3}
+    rows = [_row(str(i), w, 0, 0.1 + w / 10, 0.3 - w / 10, 0.4) for i, w in enumerate((0.0, 0.5))]
+    for row in rows:
+        row["metrics"].update(val_balanced_error=0.2, loss_parameters=params, class_counts=[30, 20, 10],
+                              group_counts=[[27, 3], [18, 2], [9, 1]])
+    table = format_table(rows, "val_balanced_error", "min", ["fairness_weight"])
+    assert "test_deo" in table.splitlines()[0] and "test_worst_group_error" in table.splitlines()[0]
+    assert plot_loss_parameters(rows[0], str(tmp_path / "p.png"))
+    paths = write_report(rows, str(tmp_path / "run"), "val_balanced_error", "min", ["fairness_weight"], "run")
+    assert {"results", "best", "plot", "front_csv", "front_plot"} <= set(paths)
+    with open(paths["front_csv"]) as f:
+        assert len(list(csv.DictReader(f))) == 2

@@ -336,3 +336,11 @@ def test_build_splits_num_groups_is_the_max_of_pool_and_test():
     splits = build_splits(data=(pool, test, info), imbalance_ratio=1)
     assert splits.train.num_groups == splits.val.num_groups == splits.test.num_groups == 3
     assert splits.train.group_counts[:, 2].tolist() == [0] * 4
+
+
+def test_from_tensors_without_a_test_set_stratifies_its_test_split_by_class_and_group():
+    y = torch.arange(1000) % 5
+    group = ((torch.arange(1000) // 5) % 10 == 0).long()  # a 10% minority in every class
+    pool, test, _ = from_tensors(torch.randn(1000, 3), y, group=group, test_fraction=0.2)
+    assert test.group_counts.tolist() == [[36, 4]] * 5
+    assert pool.group_counts.tolist() == [[144, 16]] * 5

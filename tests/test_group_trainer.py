@@ -38,8 +38,8 @@ def test_group_data_learns_per_class_group_parameters_and_reports_group_metrics(
     cells = torch.tensor(result["test_per_group_error"], dtype=torch.float64)
     assert metrics["test_worst_group_error"] == pytest.approx(float(cells.nan_to_num(-1).max()))
     assert metrics["test_deo"] == pytest.approx(float((cells[:, 0] - cells[:, 1]).abs().sum()))
-    assert metrics["test_deo"] == pytest.approx(deo(trainer.test_confusion))
-    assert metrics["test_worst_group_error"] == pytest.approx(worst_group_error(trainer.test_confusion))
+    assert metrics["test_deo"] == pytest.approx(deo(trainer.test_group_confusion))
+    assert metrics["test_worst_group_error"] == pytest.approx(worst_group_error(trainer.test_group_confusion))
     for key in ("val_deo", "val_worst_group_error", "test_deo", "test_worst_group_error"):
         assert 0.0 <= metrics[key] <= (10.0 if "deo" in key else 1.0)
     assert torch.tensor(result["group_counts"]).sum() == len(trainer.splits.train)
@@ -116,6 +116,33 @@ def test_user_tensors_with_groups_train_per_group():
 def test_group_and_augmentation_configs_that_cannot_work_fail_before_training(config, message):
     with pytest.raises(ConfigError, match=message):
         check_trial({**TINY, **config})
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"dataset": "digits_groups", "dataset_params": {"minority_fraction": 1.5}},
+     r"^minority_fraction must be in \(0, 1\), got minority_fraction=1.5$"),
+    ({"dataset": "digits_groups", "dataset_params": {"shift": "blur"}},
+     r"^shift must be one of \['invert', 'rotate'\], got shift='blur'$"),
+    ({"dataset": "gmm_groups", "dataset_params": {"group_shift": -1}}, r"^group_shift must be > 0, got group_shift=-1$"),
+    # rho 100 leaves the tail classes a single minority image: it stays in train, validation has none
+    ({"dataset": "digits_groups", "imbalance_ratio": 100, "fairness": "deo", "fairness_weight": 0.5,
+      "dataset_params": {"minority_fraction": 0.1}}, r"^group 1 of class \d has no validation samples"),
+])
+def test_bad_group_data_settings_fail_before_any_trial(config, message):
+    with pytest.raises(ConfigError, match=message):
+        check_trial({**TINY, **config})
+
+
+def test_a_group_metric_on_data_without_groups_fails_before_any_trial():
+    from ab_tune.searchspace import SearchSpaceError, parse_experiment
+
+    spec = {"config": {"dataset": "digits"}, "space": {"lr": {"choice": [0.05]}},
+            "search": {"algorithm": "random", "metric": "val_deo"}}
+    with pytest.raises(SearchSpaceError, match="metric 'val_deo' is reported only on data with group labels"):
+        parse_experiment(spec)
+    parse_experiment({**spec, "config": {"dataset": "gmm_groups"}})  # group data reports it
+    with pytest.raises(SearchSpaceError, match="val_worst_group_error"):
+        ab_tune.optuna_objective({**TINY}, {"lr": {"uniform": [0.01, 0.1]}}, metric="val_worst_group_error")
 
 
 def test_missing_group_labels_and_a_group_without_validation_samples_are_clear_errors():

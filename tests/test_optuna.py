@@ -104,6 +104,8 @@ def test_multi_objective_on_group_data_trades_balanced_error_against_deo():
     study.optimize(objective, n_trials=1)
     trial = study.trials[0]
     assert trial.values == [trial.user_attrs["metrics"]["val_balanced_error"], trial.user_attrs["metrics"]["val_deo"]]
+    counts = trial.user_attrs["group_counts"]  # per (class, group), for the report's plot
+    assert len(counts) == 10 and len(counts[0]) == 2 and len(trial.user_attrs["test_per_group_error"]) == 10
 
 
 def test_objective_and_study_directions_must_agree():

@@ -1,7 +1,7 @@
 """Data: splits, long-tailed subsampling, dataset loaders (with group variants) and `build_splits`."""
 
 from .build import build_splits
-from .datasets import DATASETS, cifar, cifar10, cifar100, digits, from_dataset, from_tensors, gmm, load_dataset
+from .datasets import DATASETS, GROUP_DATASETS, cifar, cifar10, cifar100, digits, from_dataset, from_tensors, gmm, load_dataset
 from .groups import (
     SHIFTS,
     assign_groups,
@@ -19,6 +19,7 @@ from .splits import Split, Splits, concat
 
 __all__ = [
     "DATASETS",
+    "GROUP_DATASETS",
     "SHIFTS",
     "Split",
     "Splits",

@@ -313,7 +313,9 @@ def from_tensors(
         if not 0 < test_fraction < 1:
             raise ValueError(f"test_fraction must be in (0, 1), got test_fraction={test_fraction}")
         data = Split(x, y, num_classes, group, num_groups)
-        pool_idx, test_idx = stratified_split(y, val_fraction=test_fraction, generator=_default_generator(generator))
+        # stratified by class, or by (class, group) pair when there are groups
+        strata = y if group is None else y * data.num_groups + group
+        pool_idx, test_idx = stratified_split(strata, val_fraction=test_fraction, generator=_default_generator(generator))
         pool, test = data.subset(pool_idx), data.subset(test_idx)
     else:
         _check_labels(y_test, num_classes, "y_test")
@@ -380,6 +382,8 @@ DATASETS: dict[str, Callable[..., Loaded]] = {
     "cifar10_groups": cifar10_groups,
     "cifar100_groups": cifar100_groups,
 }
+# the built-in datasets that carry group labels
+GROUP_DATASETS = tuple(name for name in DATASETS if name.endswith("_groups"))
 
 
 def _resolve(name: str) -> Callable[..., Any]:

@@ -70,6 +70,22 @@ def _check_fraction(key: str, value: float) -> None:
         raise ValueError(f"{key} must be in (0, 1), got {key}={value!r}")
 
 
+def _check_group_shift(value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, Real) or not value > 0:
+        raise ValueError(f"group_shift must be > 0, got group_shift={value!r}")
+
+
+def check_params(params: dict) -> None:
+    """The values of a group loader's own parameters, checked without loading any data."""
+    for key in ("minority_fraction", "test_minority_fraction"):
+        if key in params:
+            _check_fraction(key, params[key])
+    if "shift" in params:
+        _check_shift(params["shift"])
+    if "group_shift" in params:
+        _check_group_shift(params["group_shift"])
+
+
 # --------------------------------------------------------------------------- group assignment
 
 
@@ -146,8 +162,7 @@ def gmm_groups(
 
     _check_fraction("minority_fraction", minority_fraction)
     _check_fraction("test_minority_fraction", test_minority_fraction)
-    if isinstance(group_shift, bool) or not isinstance(group_shift, Real) or not group_shift > 0:
-        raise ValueError(f"group_shift must be > 0, got group_shift={group_shift!r}")
+    _check_group_shift(group_shift)
     g = _default_generator(generator)
     pool, test, info = gmm(num_classes, dim, separation, n_max, test_per_class, noise, generator=g)
     directions = torch.randn(num_classes, dim, generator=g)
