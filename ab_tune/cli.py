@@ -178,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     comp = commands.add_parser("compare", help="AutoBalance against grid-searched loss baselines, same splits")
     comp.add_argument("--dataset", default="digits", help="digits (default), gmm, cifar10, cifar100, or group data: "
-                                                             "digits_groups, gmm_groups (adds the accuracy-fairness front)")
+                                                             "digits_groups, gmm_groups, cifar10_groups (adds the accuracy-fairness front)")
     comp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="fix a trial config key for every method's trials (repeatable)")
     comp.add_argument("--budget", type=float, metavar="SECONDS",

@@ -39,7 +39,8 @@ __all__ = ["compare", "ComputeBudget", "DATASETS", "available_methods", "LOSS_KE
 
 # the dataset's AutoBalance experiment
 DATASETS = {"digits": "digits_lt.yaml", "gmm": "gmm.yaml", "cifar10": "cifar10_lt.yaml",
-            "cifar100": "cifar100_lt.yaml", "digits_groups": "digits_groups.yaml", "gmm_groups": "gmm_groups.yaml"}
+            "cifar100": "cifar100_lt.yaml", "digits_groups": "digits_groups.yaml", "gmm_groups": "gmm_groups.yaml",
+            "cifar10_groups": "cifar10_groups.yaml"}
 AUTOBALANCE = "autobalance"
 # group data: AutoBalance's sweep of the fairness blend against CE, group re-weighting and group VS
 # (the baselines' parameters are per (class, group) there), all on the accuracy-fairness front
