@@ -25,14 +25,32 @@ from .learned_augment import build_learned_augmentation
 from .models import build_model
 from .objectives import GROUP_TERMS, ValidationObjective
 
-__all__ = ["check_trial", "check_metrics", "dataset_shape", "GROUP_METRICS"]
+__all__ = ["check_trial", "check_metrics", "dataset_shape", "per_group_loss", "GROUP_METRICS"]
 
 GROUP_METRICS = ("val_worst_group_error", "val_deo")  # reported only on data with group labels
 
 
+def _base(dataset: str) -> str:
+    """The dataset a group variant is built on (``digits_groups`` -> ``digits``)."""
+    return dataset.removesuffix("_groups") if dataset in GROUP_DATASETS else dataset
+
+
+def per_group_loss(wanted: bool | None, has_groups: bool, dataset: str) -> bool:
+    """Whether the loss is per (class, group): ``per_group_loss`` (null: when the data has groups);
+    ValueError when it is asked of data without group labels."""
+    if wanted and not has_groups:
+        raise ValueError(f"per_group_loss=true needs group labels, but {_no_groups(dataset)}")
+    return has_groups if wanted is None else wanted
+
+
+def _no_groups(dataset: str) -> str:
+    return (f"dataset {dataset!r} has no group labels: use one of {list(GROUP_DATASETS)} "
+            "or pass group labels with your data")
+
+
 def dataset_shape(dataset: str, params: dict) -> tuple[tuple[int, ...], int] | None:
     """(input shape, number of classes) of a built-in dataset; None for a user's loader."""
-    base = dataset.removesuffix("_groups") if dataset in GROUP_DATASETS else dataset
+    base = _base(dataset)
     if base == "digits":
         return (1, 8, 8), 10
     if base in ("cifar10", "cifar100"):
@@ -54,7 +72,7 @@ def check_trial(config: dict, *, user_data: bool = False) -> dict:
         return c
     try:
         datasets.dataset_loader(c["dataset"], c["dataset_params"])
-        base = c["dataset"].removesuffix("_groups")
+        base = _base(c["dataset"])
         if base in ("cifar10", "cifar100") and not c["download"]:
             datasets.cifar_folder(base, c["data_root"])
         shape = dataset_shape(c["dataset"], c["dataset_params"])
@@ -83,17 +101,14 @@ def _check_groups(c: dict) -> None:
     group dataset, its parameters and (for the small ones) its validation (class, group) pairs."""
     if c["dataset"] in GROUP_DATASETS:
         groups.check_params(c["dataset_params"])
-        if not c["dataset"].startswith("cifar") and c["fairness"] in GROUP_TERMS and c["fairness_weight"] > 0:
+        if _base(c["dataset"]) in ("digits", "gmm") and c["fairness"] in GROUP_TERMS and c["fairness_weight"] > 0:
             val = _validation_split(json.dumps({k: c[k] for k in _SPLIT_KEYS}, sort_keys=True))
             ValidationObjective(val.class_counts, fairness_weight=c["fairness_weight"], fairness=c["fairness"],
                                 group_counts=val.group_counts)
         return
-    hint = (f"dataset {c['dataset']!r} has no group labels: use one of {list(GROUP_DATASETS)} "
-            "or pass group labels with your data")
     if c["fairness"] in GROUP_TERMS and c["fairness_weight"] > 0:
-        raise ValueError(f"fairness={c['fairness']!r} needs group labels, but {hint}")
-    if c["per_group_loss"]:
-        raise ValueError(f"per_group_loss=true needs group labels, but {hint}")
+        raise ValueError(f"fairness={c['fairness']!r} needs group labels, but {_no_groups(c['dataset'])}")
+    per_group_loss(c["per_group_loss"], False, c["dataset"])
 
 
 _SPLIT_KEYS = ("dataset", "dataset_params", "imbalance_ratio", "imbalance_profile", "val_fraction", "balanced_val",

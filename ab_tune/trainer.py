@@ -23,12 +23,13 @@ import torch
 from .augment import get_augmentation
 from .baseline_losses import DeferredReweighting, build_loss
 from .config import AUGMENT_STRENGTH, drw_start_epoch, learning_rate, loss_learn, resolve_config
-from .data import GROUP_DATASETS, Splits, build_splits
+from .data import Splits, build_splits
 from .hypergrad import DivergenceError, implicit_hypergradient
 from .learned_augment import build_learned_augmentation
 from .metrics import accumulate_group_confusion, group_summary, per_class_error, per_group_error, summary
 from .models import build_model, with_normed_head
 from .objectives import ValidationObjective
+from .preflight import per_group_loss
 
 __all__ = ["Trainer", "train", "select_device"]
 
@@ -78,7 +79,7 @@ class Trainer:
         self.augment = get_augmentation(c["augmentation"], self.splits.input_shape)
         self.train_counts = self.splits.train.class_counts
         self.num_groups = self.splits.num_groups  # None: the data has no group labels
-        self.per_group = self._per_group_loss()
+        self.per_group = per_group_loss(c["per_group_loss"], self.num_groups is not None, c["dataset"])
         loss_counts = self.splits.train.group_counts if self.per_group else self.train_counts
         self.loss = build_loss(
             c["loss_init"], loss_counts.clamp(min=1), learn=loss_learn(c), group_size=c["group_size"],
@@ -122,28 +123,20 @@ class Trainer:
         self._new_model()
 
     # --- set-up --------------------------------------------------------------------------
-    def _per_group_loss(self) -> bool:
-        wanted = self.config["per_group_loss"]
-        if wanted and self.num_groups is None:
-            raise ValueError(f"per_group_loss=true needs group labels, but dataset {self.config['dataset']!r} has "
-                             f"none: use a group dataset {list(GROUP_DATASETS)} or pass group labels with your data")
-        return self.num_groups is not None if wanted is None else wanted
-
     def _hparameters(self) -> list[torch.nn.Parameter]:
         """What the upper level tunes: the loss's corrections and the augmentation strengths."""
         extra = self.learned_augment.hparameters() if self.learned_augment is not None else []
         return self.loss.hparameters() + extra
 
-    @staticmethod
-    def _groups(split, device):
-        """A split's group labels on the device, zeros when the data has none."""
-        return (split.group if split.has_groups else torch.zeros_like(split.y)).to(device)
+    def _on_device(self, split):
+        """A split's inputs, labels and group labels (zeros when the data has none) on the device."""
+        group = split.group if split.has_groups else torch.zeros_like(split.y)
+        return split.x.to(self.device), split.y.to(self.device), group.to(self.device)
 
     def _data_on_device(self):
-        s, d = self.splits, self.device
-        self.train_x, self.train_y, self.train_g = s.train.x.to(d), s.train.y.to(d), self._groups(s.train, d)
-        self.val_x, self.val_y, self.val_g = s.val.x.to(d), s.val.y.to(d), self._groups(s.val, d)
-        self.test_x, self.test_y, self.test_g = s.test.x.to(d), s.test.y.to(d), self._groups(s.test, d)
+        self.train_x, self.train_y, self.train_g = self._on_device(self.splits.train)
+        self.val_x, self.val_y, self.val_g = self._on_device(self.splits.val)
+        self.test_x, self.test_y, self.test_g = self._on_device(self.splits.test)
 
     def _new_model(self):
         c = self.config
@@ -162,9 +155,7 @@ class Trainer:
         if self.learned_augment is not None:
             self.learned_augment.requires_grad_(False)
         self.hyper_optimizer = None
-        train_val = self.splits.train_val
-        self.train_x, self.train_y = train_val.x.to(self.device), train_val.y.to(self.device)
-        self.train_g = self._groups(train_val, self.device)
+        self.train_x, self.train_y, self.train_g = self._on_device(self.splits.train_val)
         self._new_model()
 
     def _reweight(self, phase_epoch: int) -> None:

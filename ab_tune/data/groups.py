@@ -105,6 +105,16 @@ def minority_mask(y: torch.Tensor, num_classes: int, minority_fraction: float, g
     return mask
 
 
+def _with_minority(split: Split, minority_fraction: float, move: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                   generator: torch.Generator) -> Split:
+    """A copy of `split` whose random minority (see `minority_mask`) is group 1, its inputs
+    replaced by `move(x, y)` of the minority's inputs and labels."""
+    is_minority = minority_mask(split.y, split.num_classes, minority_fraction, generator)
+    x = split.x.clone()
+    x[is_minority] = move(x[is_minority], split.y[is_minority])
+    return Split(x, split.y, split.num_classes, is_minority.long(), num_groups=2)
+
+
 def assign_groups(split: Split, minority_fraction: float, shift: str, generator: torch.Generator) -> Split:
     """A copy of `split` with group labels (num_groups=2): a random `minority_fraction` of each
     class becomes group 1 and gets the image shift `shift` (a name in SHIFTS) applied to its x.
@@ -112,10 +122,15 @@ def assign_groups(split: Split, minority_fraction: float, shift: str, generator:
     if split.group is not None:
         raise ValueError("split already has group labels; assign_groups needs a split without them")
     shift_fn = _check_shift(shift)
-    is_minority = minority_mask(split.y, split.num_classes, minority_fraction, generator)
-    x = split.x.clone()
-    x[is_minority] = shift_fn(x[is_minority])
-    return Split(x, split.y, split.num_classes, is_minority.long(), num_groups=2)
+    return _with_minority(split, minority_fraction, lambda x, y: shift_fn(x), generator)
+
+
+def _image_groups(loaded: Loaded, minority_fraction: float, test_minority_fraction: float, shift: str,
+                  generator: torch.Generator) -> Loaded:
+    """Loaded images with a shifted minority in every class of the pool and of the test set."""
+    pool, test, info = loaded
+    return (assign_groups(pool, minority_fraction, shift, generator),
+            assign_groups(test, test_minority_fraction, shift, generator), info)
 
 
 # --------------------------------------------------------------------------- loaders
@@ -132,12 +147,10 @@ def digits_groups(
     """sklearn's digits (see `datasets.digits`) with a shifted minority group in every class."""
     from .datasets import _default_generator, digits
 
-    _check_fraction("minority_fraction", minority_fraction)
-    _check_fraction("test_minority_fraction", test_minority_fraction)
-    _check_shift(shift)
+    check_params({"minority_fraction": minority_fraction, "test_minority_fraction": test_minority_fraction,
+                  "shift": shift})
     g = _default_generator(generator)
-    pool, test, info = digits(test_per_class, generator=g)
-    return assign_groups(pool, minority_fraction, shift, g), assign_groups(test, test_minority_fraction, shift, g), info
+    return _image_groups(digits(test_per_class, generator=g), minority_fraction, test_minority_fraction, shift, g)
 
 
 def gmm_groups(
@@ -160,21 +173,17 @@ def gmm_groups(
     """
     from .datasets import _default_generator, gmm
 
-    _check_fraction("minority_fraction", minority_fraction)
-    _check_fraction("test_minority_fraction", test_minority_fraction)
-    _check_group_shift(group_shift)
+    check_params({"minority_fraction": minority_fraction, "test_minority_fraction": test_minority_fraction,
+                  "group_shift": group_shift})
     g = _default_generator(generator)
     pool, test, info = gmm(num_classes, dim, separation, n_max, test_per_class, noise, generator=g)
     directions = torch.randn(num_classes, dim, generator=g)
     directions = directions / directions.norm(dim=1, keepdim=True)
 
-    def shifted(split: Split, fraction: float) -> Split:
-        is_minority = minority_mask(split.y, num_classes, fraction, g)
-        x = split.x.clone()
-        x[is_minority] += group_shift * directions[split.y[is_minority]]
-        return Split(x, split.y, num_classes, is_minority.long(), num_groups=2)
+    def move(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return x + group_shift * directions[y]
 
-    return shifted(pool, minority_fraction), shifted(test, test_minority_fraction), info
+    return _with_minority(pool, minority_fraction, move, g), _with_minority(test, test_minority_fraction, move, g), info
 
 
 def cifar_groups(
@@ -191,12 +200,10 @@ def cifar_groups(
     from .datasets import _default_generator, cifar
 
     # Check the cheap arguments before reading the files (that takes seconds).
-    _check_fraction("minority_fraction", minority_fraction)
-    _check_fraction("test_minority_fraction", test_minority_fraction)
-    _check_shift(shift)
+    check_params({"minority_fraction": minority_fraction, "test_minority_fraction": test_minority_fraction,
+                  "shift": shift})
     g = _default_generator(generator)
-    pool, test, info = cifar(name, data_root, download)
-    return assign_groups(pool, minority_fraction, shift, g), assign_groups(test, test_minority_fraction, shift, g), info
+    return _image_groups(cifar(name, data_root, download), minority_fraction, test_minority_fraction, shift, g)
 
 
 def cifar10_groups(
