@@ -10,13 +10,15 @@ from .trainer import Trainer, train
 __version__ = "0.1.0"
 
 __all__ = ["ConfigError", "ParametricLoss", "Trainer", "implicit_hypergradient", "optuna_objective",
-           "resolve_config", "train"]
+           "register", "resolve_config", "train", "trial_loggers"]
+
+# the Optuna and Ray adapters are imported on first use, so ``import ab_tune`` imports neither
+_ADAPTERS = {"optuna_objective": "optuna_study", "register": "trainable", "trial_loggers": "trial_logs"}
 
 
 def __getattr__(name: str):
-    # the Optuna adapter is imported on first use, so ``import ab_tune`` imports neither Optuna nor Ray
-    if name == "optuna_objective":
-        from .optuna_study import optuna_objective
+    if name in _ADAPTERS:
+        import importlib
 
-        return optuna_objective
+        return getattr(importlib.import_module(f".{_ADAPTERS[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,6 +11,7 @@ from ray import tune
 from .report import format_table, write_report
 from .searchspace import Experiment, SearchSpaceError, set_nested
 from .trainable import AutoBalanceTrainable
+from .trial_logs import trial_loggers
 
 __all__ = ["run_experiment", "check_resources", "build_tuner", "result_rows", "DEFAULT_STORAGE"]
 
@@ -52,6 +53,7 @@ def _scheduler(experiment: Experiment, max_epochs: int):
                 bounds[key] = domain.values
         return PopulationBasedTraining(time_attr="training_iteration",
                                        perturbation_interval=experiment.perturbation_interval,
+                                       synch=experiment.synch,
                                        hyperparam_mutations=mutations,
                                        custom_explore_fn=functools.partial(_clip_to_space, bounds))
     return FIFOScheduler()
@@ -99,7 +101,7 @@ def build_tuner(experiment: Experiment, storage: str, name: str, stopper=None):
             checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1, num_to_keep=None if pbt else 2,
                                                     checkpoint_at_end=True),
             failure_config=tune.FailureConfig(max_failures=1),
-            stop=stopper, verbose=1),
+            stop=stopper, verbose=1, callbacks=trial_loggers()),
     )
 
 

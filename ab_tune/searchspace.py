@@ -46,7 +46,8 @@ VALIDATION_METRICS = {"val_objective": "min", "val_balanced_error": "min", "val_
 DOMAIN_KINDS = ("choice", "uniform", "loguniform", "int", "grid")
 TOP_LEVEL = ("name", "description", "config", "space", "search", "resources")
 SEARCH_KEYS = {"algorithm": "optuna", "scheduler": "fifo", "num_samples": 8, "max_concurrent": 2,
-               "metric": "val_balanced_error", "mode": "min", "grace_period": 1, "perturbation_interval": 2}
+               "metric": "val_balanced_error", "mode": "min", "grace_period": 1, "perturbation_interval": 2,
+               "synch": False}
 RESOURCE_KEYS = {"cpu": 1, "gpu": 0}
 DEFAULT_FILE = "digits_lt.yaml"
 
@@ -107,6 +108,7 @@ class Experiment:
     mode: str = "min"
     grace_period: int = 1
     perturbation_interval: int = 2
+    synch: bool = False
     cpu: float = 1
     gpu: float = 0
     source: str = "<dict>"
@@ -214,6 +216,8 @@ def parse_experiment(data, source: str = "<dict>") -> Experiment:
         value = s[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise _fail(source, f"search.{key} must be a positive integer, got {key}={value!r}")
+    if not isinstance(s["synch"], bool):
+        raise _fail(source, f"search.synch must be true or false, got synch={s['synch']!r}")
     if s["metric"] not in VALIDATION_METRICS:
         raise _fail(source, f"search.metric must be a validation metric {sorted(VALIDATION_METRICS)} "
                             f"(the test split never selects), got metric={s['metric']!r}")
@@ -242,7 +246,7 @@ def parse_experiment(data, source: str = "<dict>") -> Experiment:
         config=copy.deepcopy(config), space=space, algorithm=s["algorithm"], scheduler=s["scheduler"],
         num_samples=s["num_samples"], max_concurrent=s["max_concurrent"], metric=s["metric"], mode=s["mode"],
         grace_period=s["grace_period"], perturbation_interval=s["perturbation_interval"],
-        cpu=r["cpu"], gpu=r["gpu"], source=source, description=str(data.get("description") or ""))
+        synch=s["synch"], cpu=r["cpu"], gpu=r["gpu"], source=source, description=str(data.get("description") or ""))
     # every reachable point must make a valid trial config: unknown keys and bad values fail here
     from .preflight import check_metrics, check_trial
 

@@ -68,6 +68,7 @@ def test_grid_algorithm_defaults_to_one_pass_over_the_grid():
     ({"search": {"metric": ["val_error"]}}, "search.metric must be a name"),
     ({"search": {"metric": "test_balanced_error"}}, "the test split never selects"),
     ({"search": {"algorithm": "optuna", "scheduler": "pbt"}}, "needs search.algorithm 'random'"),
+    ({"search": {"scheduler": "pbt", "algorithm": "random", "synch": "yes"}}, "search.synch must be true or false, got synch='yes'"),
     ({"resources": {"gpu": -1}}, "resources.gpu must be a number >= 0"),
 ])
 def test_combinations_that_cannot_train_fail_before_anything_runs(change, message):

@@ -1,0 +1,35 @@
+"""Ray Tune's JSON and CSV loggers, without losing a trial's history when the trial restarts.
+
+When a trial with a checkpoint starts again (PBT pauses and exploits, retries), Ray's loggers copy
+the trial's result.json / progress.csv back from the storage path over the driver's local copy.
+The storage copy is only as new as the driver's last periodic sync, so every result logged since
+that sync is lost: under PBT on a busy machine, a trial's result.json kept iterations 1 and 4 of 4
+(progress.csv kept all four only by timing). Here the stored file is copied back only when the
+driver has no local copy yet, that is, in a new session or a resumed experiment; within a session
+the driver, which writes every result, holds the newest copy.
+"""
+from pathlib import Path
+
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+__all__ = ["HistoryKeepingCSVLogger", "HistoryKeepingJsonLogger", "trial_loggers"]
+
+
+class _KeepLocalHistory:
+    def _restore_from_remote(self, file_name: str, trial) -> None:
+        if Path(trial.local_path, file_name).exists():
+            return  # the driver's copy has every result this session logged; storage may lag
+        super()._restore_from_remote(file_name, trial)
+
+
+class HistoryKeepingJsonLogger(_KeepLocalHistory, JsonLoggerCallback):
+    """``JsonLoggerCallback`` (result.json) that keeps the local history over a stale stored one."""
+
+
+class HistoryKeepingCSVLogger(_KeepLocalHistory, CSVLoggerCallback):
+    """``CSVLoggerCallback`` (progress.csv) that keeps the local history over a stale stored one."""
+
+
+def trial_loggers() -> list:
+    """The callbacks for ``RunConfig(callbacks=...)``; Ray then adds no JSON or CSV logger of its own."""
+    return [HistoryKeepingJsonLogger(), HistoryKeepingCSVLogger()]
