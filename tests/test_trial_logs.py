@@ -1,6 +1,8 @@
-"""The trial loggers keep the driver's history when a trial restarts, and still copy the stored
-history back in a new session (a resumed experiment), through Ray's own logging code."""
+"""The trial loggers keep the driver's history when a trial restarts within a run, and copy the
+stored history back when a run (a resumed experiment) first starts a trial, through Ray's own
+logging code. Each restart test fails with Ray's stock loggers."""
 import json
+import pickle
 from types import SimpleNamespace
 
 import pyarrow.fs
@@ -23,6 +25,7 @@ class FakeTrial:
 
     def __init__(self, local_path, storage):
         self.checkpoint, self.local_path, self.storage, self.config = object(), local_path, storage, {"lr": 0.1}
+        self.trial_id = "t0"
 
     def init_local_path(self):
         pass
@@ -45,17 +48,34 @@ def test_restart_keeps_the_local_history_over_a_stale_stored_one(tmp_path):
     assert results(local / "result.json") == [1, 2, 3, 4]
 
 
-def test_csv_restart_appends_without_a_second_header(tmp_path):
+def test_csv_restart_keeps_the_local_history_and_one_header(tmp_path):
     trial, local, stored = fake_trial(tmp_path)
+    (stored / "progress.csv").write_text("training_iteration,epoch\n1,1\n")  # last sync
     logger = HistoryKeepingCSVLogger()
-    for it in (1, 2):
-        logger.log_trial_result(it, trial, {"training_iteration": it, "epoch": it})
+    logger.log_trial_result(2, trial, {"training_iteration": 2, "epoch": 2})  # first start: 1 comes back
     logger.log_trial_end(trial)
-    for it in (3,):  # restarted: the local file is kept and continued
-        logger.log_trial_result(it, trial, {"training_iteration": it, "epoch": it})
+    logger.log_trial_result(3, trial, {"training_iteration": 3, "epoch": 3})  # restarted before a sync
     logger.log_trial_end(trial)
     lines = (local / "progress.csv").read_text().splitlines()
-    assert lines[0].split(",") == ["training_iteration", "epoch"] and lines[1:] == ["1,1", "2,2", "3,3"]
+    assert lines == ["training_iteration,epoch", "1,1", "2,2", "3,3"]
+
+
+def test_a_restored_run_takes_the_stored_history_over_a_leftover_local_file(tmp_path):
+    """Tuner.restore in a live Ray session reuses the driver folder: its file ran past the saved
+    state (iteration 3), the trial resumes from the stored state (iteration 2)."""
+    trial, local, stored = fake_trial(tmp_path)
+    (stored / "result.json").write_text("".join(json.dumps({"training_iteration": i}) + "\n" for i in (1, 2)))
+    (local / "result.json").write_text("".join(json.dumps({"training_iteration": i}) + "\n" for i in (1, 2, 3)))
+    logger = HistoryKeepingJsonLogger()  # the restored Tuner's, from tuner.pkl
+    logger.log_trial_result(3, trial, {"training_iteration": 3})
+    logger.log_trial_end(trial)
+    assert results(local / "result.json") == [1, 2, 3]
+
+
+def test_a_pickled_logger_starts_a_new_run():
+    logger = HistoryKeepingJsonLogger()
+    logger._started_trials.add("t0")
+    assert pickle.loads(pickle.dumps(logger))._started_trials == set() and logger._started_trials == {"t0"}
 
 
 @pytest.mark.parametrize("checkpoint", [object(), None])
