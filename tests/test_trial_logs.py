@@ -35,9 +35,13 @@ def results(path):
     return [json.loads(line)["training_iteration"] for line in path.read_text().splitlines()]
 
 
+def write_results(path, iterations):
+    path.write_text("".join(json.dumps({"training_iteration": i}) + "\n" for i in iterations))
+
+
 def test_restart_keeps_the_local_history_over_a_stale_stored_one(tmp_path):
     trial, local, stored = fake_trial(tmp_path)
-    (stored / "result.json").write_text(json.dumps({"training_iteration": 1}) + "\n")  # last sync
+    write_results(stored / "result.json", [1])  # last sync
     logger = HistoryKeepingJsonLogger()
     logger.log_trial_start(trial)  # first start in this session: the stored history comes back
     for it in (2, 3):
@@ -64,8 +68,8 @@ def test_a_restored_run_takes_the_stored_history_over_a_leftover_local_file(tmp_
     """Tuner.restore in a live Ray session reuses the driver folder: its file ran past the saved
     state (iteration 3), the trial resumes from the stored state (iteration 2)."""
     trial, local, stored = fake_trial(tmp_path)
-    (stored / "result.json").write_text("".join(json.dumps({"training_iteration": i}) + "\n" for i in (1, 2)))
-    (local / "result.json").write_text("".join(json.dumps({"training_iteration": i}) + "\n" for i in (1, 2, 3)))
+    write_results(stored / "result.json", [1, 2])
+    write_results(local / "result.json", [1, 2, 3])
     logger = HistoryKeepingJsonLogger()  # the restored Tuner's, from tuner.pkl
     logger.log_trial_result(3, trial, {"training_iteration": 3})
     logger.log_trial_end(trial)
@@ -82,7 +86,7 @@ def test_a_pickled_logger_starts_a_new_run():
 def test_new_session_copies_the_stored_history_only_for_a_trial_with_a_checkpoint(tmp_path, checkpoint):
     trial, local, stored = fake_trial(tmp_path)
     trial.checkpoint = checkpoint
-    (stored / "result.json").write_text(json.dumps({"training_iteration": 1}) + "\n")
+    write_results(stored / "result.json", [1])
     logger = HistoryKeepingJsonLogger()
     logger.log_trial_result(2, trial, {"training_iteration": 2})
     logger.log_trial_end(trial)

@@ -238,8 +238,10 @@ def test_pbt_exploits_checkpoints(pbt_runs, synch):
                 continue
             assert r["training_iteration"] > 1
             own = r["config"] == previous["config"] and r["epoch"] == previous["training_iteration"] + 1
-            assert own or r["config"] in perturbed, (r["config"], r["epoch"], previous["config"])
-            exploit_configs += [r["config"]] if r["config"] in perturbed else []
+            exploit = r["config"] in perturbed
+            assert own or exploit, (r["config"], r["epoch"], previous["config"])
+            if exploit:
+                exploit_configs.append(r["config"])
     for target_tag, clone_tag, _, _, clone_config, new_config in policies:
         assert new_config != clone_config and target_tag != clone_tag
         assert new_config in exploit_configs, f"no trial restored with the perturbed config {new_config}"
