@@ -1,0 +1,80 @@
+"""Golden check: fixed-seed trials reproduce their recorded metrics, learned parameters and final
+weights bit for bit on CPU. A refactoring must leave every number here unchanged; a deliberate
+change of results re-records them (``python tests/test_golden.py --record``) and says why in its
+commit message.
+"""
+import hashlib
+import json
+import math
+import pathlib
+import sys
+
+import pytest
+import torch
+
+from ab_tune import Trainer
+
+GOLDEN = pathlib.Path(__file__).parent / "golden" / "trials.json"
+
+# every setting that later changes of defaults could move is pinned here
+PINNED = {"num_threads": 1, "device": "cpu", "solver": "neumann", "solver_steps": 5, "solver_alpha": 0.05,
+          "hyper_optimizer": "adam", "seed": 3}
+TRIALS = {
+    "ce_baseline": {"dataset": "digits", "epochs": 3, "learn": [], "loss_init": "ce"},
+    "ldam_drw": {"dataset": "digits", "epochs": 3, "learn": [], "loss_init": "ldam", "drw_start": 0.5},
+    "autobalance": {"dataset": "digits", "epochs": 4, "learn": ["delta", "iota"], "hyper_start_epoch": 1,
+                    "hyper_every": 3, "fairness_weight": 0.3, "augmentation": "mixup", "retrain": True},
+    "autobalance_bands": {"dataset": "gmm", "epochs": 4, "learn": ["iota", "omega"], "hyper_start_epoch": 1,
+                             "group_size": 2, "loss_init": "la"},
+    "group": {"dataset": "digits_groups", "epochs": 4, "learn": ["omega"], "loss_init": "reweight",
+              "hyper_start_epoch": 1, "fairness": "deo", "fairness_weight": 0.5},
+    "learned_augmentation": {"dataset": "digits", "epochs": 4, "learn": ["iota", "augment_strength"],
+                             "learned_augmentation": "affine", "hyper_start_epoch": 1, "augment_strength_init": 0.2},
+}
+
+
+def _digest(trainer: Trainer) -> str:
+    """sha256 of the final weights and loss (and augmentation) state, tensor by tensor."""
+    h = hashlib.sha256()
+    modules = [trainer.model, trainer.loss] + ([trainer.learned_augment] if trainer.learned_augment else [])
+    for module in modules:
+        for name, tensor in module.state_dict().items():
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def run_trial(name: str) -> dict:
+    trainer = Trainer({**PINNED, **TRIALS[name]})
+    while not trainer.done:
+        trainer.train_epoch()
+    result = trainer.result()
+    result.pop("train_seconds")  # wall time, the one thing that is not deterministic
+    return {"result": result, "weights_sha256": _digest(trainer)}
+
+
+def _same(a, b) -> bool:
+    """Equal to the bit, nan included."""
+    if isinstance(a, float) and isinstance(b, float):
+        return (math.isnan(a) and math.isnan(b)) or a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+@pytest.mark.parametrize("name", sorted(TRIALS))
+def test_trial_reproduces_its_recorded_results_bit_for_bit(name):
+    recorded = json.loads(GOLDEN.read_text())[name]
+    got = json.loads(json.dumps(run_trial(name)))  # as stored: tuples become lists
+    if name != "ce_baseline" and name != "ldam_drw":
+        assert got["result"]["hyper_steps"] > 0  # the bilevel path really ran
+    assert got["weights_sha256"] == recorded["weights_sha256"]
+    for key in recorded["result"].keys() | got["result"].keys():
+        assert _same(got["result"].get(key), recorded["result"].get(key)), key
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--record"]:
+    GOLDEN.write_text(json.dumps({name: run_trial(name) for name in sorted(TRIALS)}, indent=1) + "\n")
+    print(f"recorded {len(TRIALS)} trials in {GOLDEN}")
