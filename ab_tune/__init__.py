@@ -2,18 +2,22 @@
 
 The core (loss family, hypergradients, data, models, trainer) imports neither Ray nor Optuna.
 """
-from .config import ConfigError, resolve_config
-from .hypergrad import implicit_hypergradient
-from .loss import ParametricLoss
-from .trainer import Trainer, train
+from ab_tune import _moved
+from ab_tune.config import ConfigError, resolve_config
+from ab_tune.core.hypergrad import implicit_hypergradient
+from ab_tune.core.loss import ParametricLoss
+from ab_tune.training.trainer import Trainer, train
 
 __version__ = "0.1.0"
+
+_moved.install()
 
 __all__ = ["ConfigError", "ParametricLoss", "Trainer", "implicit_hypergradient", "optuna_objective",
            "register", "resolve_config", "train", "trial_loggers"]
 
 # the Optuna and Ray adapters are imported on first use, so ``import ab_tune`` imports neither
-_ADAPTERS = {"optuna_objective": "optuna_study", "register": "trainable", "trial_loggers": "trial_logs"}
+_ADAPTERS = {"optuna_objective": "integrations.optuna.study", "register": "integrations.ray.trainable",
+             "trial_loggers": "integrations.ray.trial_logs"}
 
 
 def __getattr__(name: str):

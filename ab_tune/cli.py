@@ -68,7 +68,7 @@ def _load_config(path: str | None) -> dict:
 
 
 def _train(args) -> int:
-    from .trainer import train
+    from ab_tune.training.trainer import train
 
     config = {**_load_config(args.config), **parse_assignments(args.set)}
 
@@ -86,7 +86,7 @@ def _train(args) -> int:
 
 
 def _run(args) -> int:
-    from .searchspace import load_experiment
+    from ab_tune.search.searchspace import load_experiment
 
     overrides = parse_assignments(args.set)
     if args.retrain:
@@ -101,7 +101,7 @@ def _run(args) -> int:
             raise UsageError(f"--gpus-per-trial must be >= 0, got --gpus-per-trial {args.gpus_per_trial}")
         experiment.gpu = args.gpus_per_trial
 
-    from .experiment import run_experiment
+    from ab_tune.integrations.ray.experiment import run_experiment
 
     result_grid, _ = run_experiment(experiment, storage=args.storage, name=args.name, resume=args.resume,
                                     address=args.address)
@@ -109,7 +109,7 @@ def _run(args) -> int:
 
 
 def _compare(args) -> int:
-    from .compare import DATASETS, available_methods, compare
+    from ab_tune.reporting.compare import DATASETS, available_methods, compare
 
     overrides = parse_assignments(args.set)
     if args.dataset not in DATASETS:
@@ -135,14 +135,14 @@ def _compare(args) -> int:
 
 
 def _optuna(args) -> int:
-    from .searchspace import load_experiment
+    from ab_tune.search.searchspace import load_experiment
 
     overrides = parse_assignments(args.set)
     experiment = load_experiment(args.file, overrides)  # every check before the first trial
     if args.n_trials is not None and args.n_trials < 1:
         raise UsageError(f"--n-trials must be a positive integer, got --n-trials {args.n_trials}")
 
-    from .optuna_study import run_study
+    from ab_tune.integrations.optuna.study import run_study
 
     _, _, failed = run_study(experiment, storage=args.storage, study_name=args.study_name,
                              n_trials=args.n_trials, multi_objective=args.multi_objective, out_dir=args.out,
@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .config import ConfigError
+    from ab_tune.config import ConfigError
 
     try:
         args = build_parser().parse_args(argv)

@@ -12,10 +12,10 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .baseline_losses import LOSSES, check_loss
-from .linear_solve import SOLVERS
-from .loss import LEARNABLE
-from .objectives import FAIRNESS_TERMS
+from ab_tune.core.baseline_losses import LOSSES, check_loss
+from ab_tune.core.linear_solve import SOLVERS
+from ab_tune.core.loss import LEARNABLE
+from ab_tune.core.objectives import FAIRNESS_TERMS
 
 __all__ = ["OPTIONS", "DATASET_DEFAULTS", "resolve_config", "ConfigError", "loss_learn", "LEARN_NAMES",
            "AUGMENT_STRENGTH"]

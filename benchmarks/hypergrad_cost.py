@@ -130,11 +130,11 @@ def child_step(spec: dict) -> dict:
     import torch
 
     from ab_tune.data.longtail import long_tailed_counts
-    from ab_tune.hypergrad import DivergenceError, implicit_hypergradient
-    from ab_tune.loss import ParametricLoss
-    from ab_tune.models import build_model
-    from ab_tune.objectives import ValidationObjective
-    from ab_tune.trainer import select_device
+    from ab_tune.core.hypergrad import DivergenceError, implicit_hypergradient
+    from ab_tune.core.loss import ParametricLoss
+    from ab_tune.core.models import build_model
+    from ab_tune.core.objectives import ValidationObjective
+    from ab_tune.training.trainer import select_device
 
     torch.set_num_threads(spec["threads"])
     device = select_device(spec["device"])

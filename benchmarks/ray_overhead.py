@@ -44,7 +44,7 @@ def main() -> None:
     import ray
     from ray import tune
 
-    from ab_tune.trainable import AutoBalanceTrainable
+    from ab_tune.integrations.ray.trainable import AutoBalanceTrainable
 
     started = time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

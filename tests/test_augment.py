@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ab_tune import Trainer
-from ab_tune.augment import AUGMENTATIONS, Policy, allowed_augmentations, get_augmentation, mixup
+from ab_tune.core.augment import AUGMENTATIONS, Policy, allowed_augmentations, get_augmentation, mixup
 from ab_tune.config import OPTIONS
 
 POLICIES = ["autoaugment", "randaugment", "trivialaugment"]
@@ -166,7 +166,7 @@ def test_cifar_shaped_user_data_trains_an_epoch_with_autoaugment():
     trainer = Trainer({"epochs": 1, "num_threads": 1, "batch_size": 32, "eval_batch_size": 64,
                        "augmentation": "autoaugment", "learn": []},
                       data=from_tensors(x, y, x[:16], y[:16]))
-    from ab_tune.models import CifarResNet
+    from ab_tune.core.models import CifarResNet
 
     assert isinstance(trainer.model, CifarResNet)  # "auto" picks ResNet-32 for 32x32 RGB images
     assert trainer.train_epoch()["epoch"] == 1

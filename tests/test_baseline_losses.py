@@ -10,12 +10,12 @@ import torch.nn.functional as F
 
 import ab_tune
 from ab_tune import ConfigError, Trainer
-from ab_tune.baseline_losses import (LOSSES, DeferredReweighting, LDAMLoss, build_loss, class_balanced_weights,
+from ab_tune.core.baseline_losses import (LOSSES, DeferredReweighting, LDAMLoss, build_loss, class_balanced_weights,
                                      ldam_margins)
 from ab_tune.config import drw_start_epoch, resolve_config
-from ab_tune.loss import ParametricLoss
-from ab_tune.preflight import check_trial
-from ab_tune.searchspace import load_experiment
+from ab_tune.core.loss import ParametricLoss
+from ab_tune.search.preflight import check_trial
+from ab_tune.search.searchspace import load_experiment
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COUNTS = torch.tensor([500.0, 200.0, 80.0, 30.0, 5.0])
@@ -309,7 +309,7 @@ def test_ldam_trains_on_a_cosine_head_and_learns():
     """LDAM's s scales cosine logits in [-1, 1] (the paper's NormedLinear); on a plain linear
     head s * z explodes and training stays at chance."""
     from ab_tune import Trainer
-    from ab_tune.models import NormedLinear
+    from ab_tune.core.models import NormedLinear
 
     trainer = Trainer({"dataset": "digits", "epochs": 8, "learn": [], "loss_init": "ldam",
                        "loss_params": {"s": 30, "max_margin": 0.5}, "drw_start": 0.5, "num_threads": 1})

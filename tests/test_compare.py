@@ -15,10 +15,10 @@ import pytest
 import ray
 
 import ab_tune.cli
-import ab_tune.experiment
-from ab_tune.compare import ComputeBudget, anytime_curve, compare, load_methods
-from ab_tune.experiment import result_rows
-from ab_tune.report import ranked
+import ab_tune.integrations.ray.experiment
+from ab_tune.reporting.compare import ComputeBudget, anytime_curve, compare, load_methods
+from ab_tune.integrations.ray.experiment import result_rows
+from ab_tune.reporting.report import ranked
 
 TINY = ["--set", "epochs=2", "--set", "hyper_start_epoch=1", "--set", "solver_alpha=0.05", "--set", "num_threads=1"]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -149,7 +149,7 @@ def test_run_retrain_sets_retrain_for_every_trial(monkeypatch, tmp_path):
         seen["config"] = experiment.param_space()
         return Grid(), {}
 
-    monkeypatch.setattr(ab_tune.experiment, "run_experiment", fake_run)
+    monkeypatch.setattr(ab_tune.integrations.ray.experiment, "run_experiment", fake_run)
     assert ab_tune.cli.main(["run", "--retrain", "--set", "retrain=false", "--storage", str(tmp_path)]) == 0
     assert seen["config"]["retrain"] is True
 

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from ab_tune.front import ACCURACY, FAIRNESS, front_points, pareto_front, write_front
+from ab_tune.reporting.pareto import ACCURACY, FAIRNESS, front_points, pareto_front, write_front
 
 
 def dominated(p, q) -> bool:
@@ -68,7 +68,7 @@ def test_write_front_marks_each_methods_front_and_the_overall_one(tmp_path):
 
 
 def test_the_report_shows_group_metrics_and_plots_per_group_parameters(tmp_path):
-    from ab_tune.report import format_table, plot_loss_parameters, write_report
+    from ab_tune.reporting.report import format_table, plot_loss_parameters, write_report
 
     params = {"delta": [[1.0, 1.0]] * 3, "iota": [[0.0, 0.1]] * 3, "omega": [[0.5, 2.0]] * 3,
               "augment_strength": [[0.1, 0.3]] * 3}

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import confusion_matrix as sk_confusion, recall_score
 
-from ab_tune import metrics
-from ab_tune.objectives import (FAIRNESS_TERMS, GROUP_TERMS, ValidationObjective, balanced_cross_entropy,
+from ab_tune.core import metrics
+from ab_tune.core.objectives import (FAIRNESS_TERMS, GROUP_TERMS, ValidationObjective, balanced_cross_entropy,
                                 deo_surrogate, per_cell_loss, smooth_worst_class_loss, smooth_worst_group_loss)
 
 K, G = 5, 3
@@ -289,7 +289,7 @@ def test_group_counts_of_the_wrong_shape_are_rejected():
 
 
 def test_group_balanced_cross_entropy_is_the_mean_over_class_group_pairs_of_their_mean_loss():
-    from ab_tune.objectives import ValidationObjective, balanced_cross_entropy
+    from ab_tune.core.objectives import ValidationObjective, balanced_cross_entropy
 
     g = torch.Generator().manual_seed(3)
     target = torch.tensor([0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 2])

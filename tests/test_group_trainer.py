@@ -9,8 +9,8 @@ import torch
 import ab_tune
 from ab_tune import ConfigError, Trainer
 from ab_tune.data import from_tensors
-from ab_tune.metrics import deo, worst_group_error
-from ab_tune.preflight import check_trial
+from ab_tune.core.metrics import deo, worst_group_error
+from ab_tune.search.preflight import check_trial
 
 # hyper steps from the second epoch, every 3 iterations (see tests/test_trainer.py)
 TINY = {"dataset": "digits", "epochs": 3, "hyper_start_epoch": 1, "hyper_every": 3, "batch_size": 64,
@@ -134,7 +134,7 @@ def test_bad_group_data_settings_fail_before_any_trial(config, message):
 
 
 def test_a_group_metric_on_data_without_groups_fails_before_any_trial():
-    from ab_tune.searchspace import SearchSpaceError, parse_experiment
+    from ab_tune.search.searchspace import SearchSpaceError, parse_experiment
 
     spec = {"config": {"dataset": "digits"}, "space": {"lr": {"choice": [0.05]}},
             "search": {"algorithm": "random", "metric": "val_deo"}}

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from ab_tune.hypergrad import implicit_hypergradient
-from ab_tune.linear_solve import SOLVERS, DivergenceError, make_solver
+from ab_tune.core.hypergrad import implicit_hypergradient
+from ab_tune.core.linear_solve import SOLVERS, DivergenceError, make_solver
 
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from ab_tune.hypergrad import implicit_hypergradient
-from ab_tune.learned_augment import KINDS, LearnedAugmentation, affine_warp, build_learned_augmentation
+from ab_tune.core.hypergrad import implicit_hypergradient
+from ab_tune.core.learned_augment import KINDS, LearnedAugmentation, affine_warp, build_learned_augmentation
 
 
 @pytest.fixture(autouse=True)

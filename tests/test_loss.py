@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ab_tune.loss import PRESETS, ParametricLoss, preset_values
+from ab_tune.core.loss import PRESETS, ParametricLoss, preset_values
 
 COUNTS = torch.tensor([500.0, 200.0, 80.0, 30.0, 5.0])
 

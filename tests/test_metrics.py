@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix as sk_confusion, recall_score
 
-from ab_tune import metrics
-from ab_tune.objectives import (ValidationObjective, balanced_cross_entropy, fairness_blend, per_class_loss,
+from ab_tune.core import metrics
+from ab_tune.core.objectives import (ValidationObjective, balanced_cross_entropy, fairness_blend, per_class_loss,
                                 smooth_worst_class_loss)
 
 

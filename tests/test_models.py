@@ -3,7 +3,7 @@ import pickle
 import pytest
 import torch
 
-from ab_tune.models import MODELS, build_model, digits_cnn, linear, mlp, resnet32
+from ab_tune.core.models import MODELS, build_model, digits_cnn, linear, mlp, resnet32
 
 
 def n_params(model):

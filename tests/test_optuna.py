@@ -10,7 +10,7 @@ import pytest
 import ab_tune
 from ab_tune import ConfigError
 from ab_tune.cli import main
-from ab_tune.searchspace import Domain
+from ab_tune.search.searchspace import Domain
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -192,7 +192,7 @@ def test_cli_bad_file_fails_before_the_storage_is_touched(tmp_path, capsys):
 
 
 def test_the_package_attribute_is_the_function_after_the_module_was_imported():
-    from ab_tune.optuna_study import AutoBalanceObjective
+    from ab_tune.integrations.optuna.study import AutoBalanceObjective
 
     assert isinstance(ab_tune.optuna_objective(BASE, SPACE), AutoBalanceObjective)
 

@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from ab_tune.config import ConfigError, learning_rate, resolve_config
-from ab_tune.preflight import check_trial
-from ab_tune.searchspace import (Domain, SearchSpaceError, bundled_path, load_experiment, parse_experiment,
+from ab_tune.search.preflight import check_trial
+from ab_tune.search.searchspace import (Domain, SearchSpaceError, bundled_path, load_experiment, parse_experiment,
                                  reachable_points, set_nested)
 
 BASE = {"config": {"dataset": "digits", "epochs": 2}, "space": {"fairness_weight": {"uniform": [0.0, 0.5]}}}

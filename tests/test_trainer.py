@@ -6,7 +6,7 @@ import torch
 
 import ab_tune
 from ab_tune import ConfigError, Trainer
-from ab_tune.linear_solve import DivergenceError
+from ab_tune.core.linear_solve import DivergenceError
 
 # small and quick: hyper steps from the second epoch (the first one's Hessian is far from
 # positive definite, so Neumann steps diverge there), every 3 iterations
@@ -89,7 +89,7 @@ def test_a_diverging_hyper_step_is_skipped_and_counted(monkeypatch):
     def diverge(*args, **kwargs):
         raise DivergenceError("boom")
 
-    monkeypatch.setattr("ab_tune.trainer.implicit_hypergradient", diverge)
+    monkeypatch.setattr("ab_tune.training.trainer.implicit_hypergradient", diverge)
     trainer.train_epoch()
     assert trainer.skipped_hyper_steps > 0 and trainer.hyper_steps == 0
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.loss.hparameters()))

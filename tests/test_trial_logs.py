@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pyarrow.fs
 import pytest
 
-from ab_tune.trial_logs import HistoryKeepingCSVLogger, HistoryKeepingJsonLogger, trial_loggers
+from ab_tune.integrations.ray.trial_logs import HistoryKeepingCSVLogger, HistoryKeepingJsonLogger, trial_loggers
 
 
 def fake_trial(tmp_path):

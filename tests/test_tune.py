@@ -23,10 +23,10 @@ import yaml
 from ray import tune
 
 import ab_tune.cli
-import ab_tune.experiment
-from ab_tune.experiment import check_resources, run_experiment
-from ab_tune.searchspace import SearchSpaceError, parse_experiment
-from ab_tune.trainable import TRAINABLE_NAME, AutoBalanceTrainable, register
+import ab_tune.integrations.ray.experiment
+from ab_tune.integrations.ray.experiment import check_resources, run_experiment
+from ab_tune.search.searchspace import SearchSpaceError, parse_experiment
+from ab_tune.integrations.ray.trainable import TRAINABLE_NAME, AutoBalanceTrainable, register
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {"dataset": "digits", "epochs": 3, "hyper_start_epoch": 1, "hyper_every": 3, "solver_alpha": 0.05,
@@ -215,7 +215,7 @@ def test_pbt_exploits_checkpoints(pbt_runs, synch):
     of PBT's two kinds: an exploit, whose config is a perturbed config PBT logged, or a pause (PBT
     pauses trials while others wait), whose config and epoch continue the trial's own previous
     result. Every logged exploit shows up as such a restore, and between restores no result is
-    missing (Ray's own loggers lose them on restarts: ab_tune.trial_logs). Synchronous PBT
+    missing (Ray's own loggers lose them on restarts: ab_tune.integrations.ray.trial_logs). Synchronous PBT
     checkpoints the top trial before the bottom one clones it, so it must exploit; asynchronous PBT
     with two trials exploits only when the top trial happens to report first. (The clone iteration
     PBT logs is not used: Ray's last_result of a paused trial lags, and it logged 0 for a clone
@@ -253,7 +253,7 @@ def test_pbt_perturbations_stay_inside_the_space():
     from ray.tune.schedulers.pbt import _explore
 
     exp = experiment(PBT_SPACE, {"algorithm": "random", "scheduler": "pbt"})
-    scheduler = ab_tune.experiment._scheduler(exp, 3)
+    scheduler = ab_tune.integrations.ray.experiment._scheduler(exp, 3)
     config = exp.trial_config({"fairness_weight": 0.5, "lr": 0.2, "augmentation": "mixup"})
     seen = set()
     for _ in range(200):
@@ -395,10 +395,10 @@ CLUSTER_SCRIPT = textwrap.dedent('''
     os.environ["RAY_AUTH_MODE"] = "disabled"
     import ray
     from ray.cluster_utils import Cluster
-    import ab_tune.experiment
-    from ab_tune.experiment import check_resources, run_experiment
-    from ab_tune.searchspace import SearchSpaceError, parse_experiment
-    from ab_tune.trainable import AutoBalanceTrainable
+    import ab_tune.integrations.ray.experiment
+    from ab_tune.integrations.ray.experiment import check_resources, run_experiment
+    from ab_tune.search.searchspace import SearchSpaceError, parse_experiment
+    from ab_tune.integrations.ray.trainable import AutoBalanceTrainable
 
     storage, = sys.argv[1:]
     TINY = {TINY!r}
@@ -427,7 +427,7 @@ CLUSTER_SCRIPT = textwrap.dedent('''
         return Probe
 
     def run(name, resources):
-        ab_tune.experiment.AutoBalanceTrainable = probe(os.path.join(storage, "rendezvous_" + name))
+        ab_tune.integrations.ray.experiment.AutoBalanceTrainable = probe(os.path.join(storage, "rendezvous_" + name))
         exp = parse_experiment({{"name": name, "config": TINY,
                                  "space": {{"fairness_weight": {{"uniform": [0.0, 0.5]}}}},
                                  "search": {{"algorithm": "random", "num_samples": 2, "max_concurrent": 2}},

@@ -1,8 +1,8 @@
 """Data: splits, long-tailed subsampling, dataset loaders (with group variants) and `build_splits`."""
 
-from .build import build_splits
-from .datasets import DATASETS, GROUP_DATASETS, cifar, cifar10, cifar100, digits, from_dataset, from_tensors, gmm, load_dataset
-from .groups import (
+from ab_tune.data.build import build_splits
+from ab_tune.data.datasets import DATASETS, GROUP_DATASETS, cifar, cifar10, cifar100, digits, from_dataset, from_tensors, gmm, load_dataset
+from ab_tune.data.groups import (
     SHIFTS,
     assign_groups,
     cifar10_groups,
@@ -14,8 +14,8 @@ from .groups import (
     minority_mask,
     rotate,
 )
-from .longtail import balanced_val_counts, long_tailed_counts, long_tailed_indices, proportional_counts, stratified_split
-from .splits import Split, Splits, concat
+from ab_tune.data.longtail import balanced_val_counts, long_tailed_counts, long_tailed_indices, proportional_counts, stratified_split
+from ab_tune.data.splits import Split, Splits, concat
 
 __all__ = [
     "DATASETS",

@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from .datasets import Loaded, load_dataset
-from .longtail import (
+from ab_tune.data.datasets import Loaded, load_dataset
+from ab_tune.data.longtail import (
     PROFILES,
     balanced_val_counts,
     long_tailed_counts,
@@ -18,7 +18,7 @@ from .longtail import (
     proportional_counts,
     stratified_split,
 )
-from .splits import Split, Splits
+from ab_tune.data.splits import Split, Splits
 
 
 def build_splits(

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .groups import cifar10_groups, cifar100_groups, digits_groups, gmm_groups
-from .longtail import long_tailed_indices, stratified_split
-from .splits import Split
+from ab_tune.data.groups import cifar10_groups, cifar100_groups, digits_groups, gmm_groups
+from ab_tune.data.longtail import long_tailed_indices, stratified_split
+from ab_tune.data.splits import Split
 
 Loaded = tuple[Split, Split, dict]
 

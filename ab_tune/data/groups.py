@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .splits import Split
+from ab_tune.data.splits import Split
 
 if TYPE_CHECKING:
-    from .datasets import Loaded
+    from ab_tune.data.datasets import Loaded
 
 # The loaders below import the base loaders from `.datasets` inside the function body, because
 # `datasets.py` imports this module to register them in DATASETS: a top-level import in both
@@ -145,7 +145,7 @@ def digits_groups(
     generator: torch.Generator | None = None,
 ) -> Loaded:
     """sklearn's digits (see `datasets.digits`) with a shifted minority group in every class."""
-    from .datasets import _default_generator, digits
+    from ab_tune.data.datasets import _default_generator, digits
 
     check_params({"minority_fraction": minority_fraction, "test_minority_fraction": test_minority_fraction,
                   "shift": shift})
@@ -171,7 +171,7 @@ def gmm_groups(
     x -> x + group_shift * d_k for minority samples of class k, d_k a random unit vector per
     class; pool and test share the same d_k (the shift is a property of the population).
     """
-    from .datasets import _default_generator, gmm
+    from ab_tune.data.datasets import _default_generator, gmm
 
     check_params({"minority_fraction": minority_fraction, "test_minority_fraction": test_minority_fraction,
                   "group_shift": group_shift})
@@ -197,7 +197,7 @@ def cifar_groups(
     generator: torch.Generator | None = None,
 ) -> Loaded:
     """CIFAR-10 / CIFAR-100 (see `datasets.cifar`) with a shifted minority group in every class."""
-    from .datasets import _default_generator, cifar
+    from ab_tune.data.datasets import _default_generator, cifar
 
     # Check the cheap arguments before reading the files (that takes seconds).
     check_params({"minority_fraction": minority_fraction, "test_minority_fraction": test_minority_fraction,

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .linear_solve import DivergenceError, make_solver
+from ab_tune.core.linear_solve import DivergenceError, make_solver
 
 __all__ = ["implicit_hypergradient", "DivergenceError"]
 

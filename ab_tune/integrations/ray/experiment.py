@@ -8,10 +8,10 @@ import sys
 import ray
 from ray import tune
 
-from .report import format_table, write_report
-from .searchspace import Experiment, SearchSpaceError, set_nested
-from .trainable import AutoBalanceTrainable
-from .trial_logs import trial_loggers
+from ab_tune.reporting.report import format_table, write_report
+from ab_tune.search.searchspace import Experiment, SearchSpaceError, set_nested
+from ab_tune.integrations.ray.trainable import AutoBalanceTrainable
+from ab_tune.integrations.ray.trial_logs import trial_loggers
 
 __all__ = ["run_experiment", "check_resources", "build_tuner", "result_rows", "DEFAULT_STORAGE"]
 
@@ -79,7 +79,7 @@ def _search_algorithm(experiment: Experiment):
 
 
 def build_tuner(experiment: Experiment, storage: str, name: str, stopper=None):
-    from .config import resolve_config
+    from ab_tune.config import resolve_config
 
     probe = resolve_config(experiment.trial_config({k: d.sample_point() for k, d in experiment.space.items()}))
     max_epochs = probe["epochs"] * (2 if probe["retrain"] else 1)

@@ -29,11 +29,11 @@ import os
 import sys
 from typing import Callable
 
-from .config import ConfigError
-from .preflight import check_metrics, check_trial
-from .searchspace import (VALIDATION_METRICS, Domain, Experiment, SearchSpaceError, parse_domain, reachable_points,
+from ab_tune.config import ConfigError
+from ab_tune.search.preflight import check_metrics, check_trial
+from ab_tune.search.searchspace import (VALIDATION_METRICS, Domain, Experiment, SearchSpaceError, parse_domain, reachable_points,
                           set_nested)
-from .trainer import Trainer
+from ab_tune.training.trainer import Trainer
 
 __all__ = ["optuna_objective", "AutoBalanceObjective", "MULTI_OBJECTIVE_METRICS", "GROUP_MULTI_OBJECTIVE_METRICS",
            "study_rows", "run_study"]
@@ -113,7 +113,7 @@ class AutoBalanceObjective:
     @staticmethod
     def _default_pair(config: dict, data) -> tuple[str, str]:
         """Accuracy against fairness: DEO on data with group labels, the worst class otherwise."""
-        from .data.datasets import GROUP_DATASETS
+        from ab_tune.data.datasets import GROUP_DATASETS
 
         grouped = (data[0].group is not None) if data is not None else config.get("dataset") in GROUP_DATASETS
         return GROUP_MULTI_OBJECTIVE_METRICS if grouped else MULTI_OBJECTIVE_METRICS
@@ -213,7 +213,7 @@ def optuna_objective(config: dict | Experiment, space: dict | Experiment | None 
 
 # --- studies -------------------------------------------------------------------------------
 def study_rows(study, objective: AutoBalanceObjective) -> list[dict]:
-    """One plain row per trial (ab_tune.report's format): id, status, config, metrics."""
+    """One plain row per trial (ab_tune.reporting.report's format): id, status, config, metrics."""
     rows = []
     for trial in study.trials:
         attrs = trial.user_attrs
@@ -257,7 +257,7 @@ def run_study(experiment: Experiment, *, storage: str, study_name: str | None = 
     """
     import optuna
 
-    from .report import format_table, write_report
+    from ab_tune.reporting.report import format_table, write_report
 
     out = out or sys.stdout
     if experiment.algorithm != "optuna" or experiment.scheduler == "pbt":

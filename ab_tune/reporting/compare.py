@@ -1,6 +1,6 @@
 """AutoBalance against grid-searched loss baselines on the same data, model and schedule.
 
-    from ab_tune.compare import compare
+    from ab_tune.reporting.compare import compare
     summary = compare(dataset="digits", seeds=3, budget=600)   # 600 trial-seconds per method
 
 Methods: ``autobalance`` (the dataset's search-space file) and every ``searchspaces/baselines/*.yaml``
@@ -29,11 +29,11 @@ import time
 
 import yaml
 
-from .config import OPTIONS, ConfigError
-from .front import front_points, write_front
-from .data.datasets import GROUP_DATASETS
-from .report import _value, best_row, flatten, plot_loss_parameters, ranked
-from .searchspace import Experiment, bundled_path, load_experiment
+from ab_tune.config import OPTIONS, ConfigError
+from ab_tune.reporting.pareto import front_points, write_front
+from ab_tune.data.datasets import GROUP_DATASETS
+from ab_tune.reporting.report import _value, best_row, flatten, plot_loss_parameters, ranked
+from ab_tune.search.searchspace import Experiment, bundled_path, load_experiment
 
 __all__ = ["compare", "ComputeBudget", "DATASETS", "available_methods", "LOSS_KEYS"]
 
@@ -320,7 +320,7 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
     Returns ``{"records", "table", "paths", "result_grids", "curves"}``: one record per
     (method, seed), result grids by (seed, method), seed 0's anytime curves by method.
     """
-    from .experiment import DEFAULT_STORAGE, result_rows, run_experiment
+    from ab_tune.integrations.ray.experiment import DEFAULT_STORAGE, result_rows, run_experiment
 
     out = out or sys.stdout
     overrides = dict(overrides or {})

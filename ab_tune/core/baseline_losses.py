@@ -12,7 +12,7 @@
            (``loss.set_class_weight``), so they follow from the epoch and resume exactly.
 
 ``build_loss(name, class_counts, ...)`` makes any ``loss_init``: a preset of the family
-(``ab_tune.loss.PRESETS``) or a baseline here (``BASELINES``).
+(``ab_tune.core.loss.PRESETS``) or a baseline here (``BASELINES``).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .loss import PRESETS, ParametricLoss, _class_weight, check_params, preset_params
+from ab_tune.core.loss import PRESETS, ParametricLoss, _class_weight, check_params, preset_params
 
 __all__ = ["LDAMLoss", "DeferredReweighting", "ldam_margins", "class_balanced_weights", "BASELINES",
            "LOSSES", "loss_param_names", "check_loss", "build_loss"]

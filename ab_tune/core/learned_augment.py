@@ -1,6 +1,6 @@
 """Personalized augmentation: a per-class (or per-(class, group)) strength tuned by hypergradients.
 
-Augmentation families (``ab_tune.augment``) are discrete and picked by the outer search. On top
+Augmentation families (``ab_tune.core.augment``) are discrete and picked by the outer search. On top
 of them, a *continuous* augmentation whose strength is differentiable lets the upper level tune
 how strongly each class (or each (class, group) pair) is augmented, with the same implicit
 hypergradient that tunes the loss: the training loss depends on the strength through the

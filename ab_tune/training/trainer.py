@@ -20,16 +20,16 @@ import warnings
 import numpy as np
 import torch
 
-from .augment import get_augmentation
-from .baseline_losses import DeferredReweighting, build_loss
-from .config import AUGMENT_STRENGTH, drw_start_epoch, learning_rate, loss_learn, resolve_config
-from .data import Splits, build_splits
-from .hypergrad import DivergenceError, implicit_hypergradient
-from .learned_augment import build_learned_augmentation
-from .metrics import accumulate_group_confusion, group_summary, per_class_error, per_group_error, summary
-from .models import build_model, with_normed_head
-from .objectives import ValidationObjective
-from .preflight import per_group_loss
+from ab_tune.core.augment import get_augmentation
+from ab_tune.core.baseline_losses import DeferredReweighting, build_loss
+from ab_tune.config import AUGMENT_STRENGTH, drw_start_epoch, learning_rate, loss_learn, resolve_config
+from ab_tune.data import Splits, build_splits
+from ab_tune.core.hypergrad import DivergenceError, implicit_hypergradient
+from ab_tune.core.learned_augment import build_learned_augmentation
+from ab_tune.core.metrics import accumulate_group_confusion, group_summary, per_class_error, per_group_error, summary
+from ab_tune.core.models import build_model, with_normed_head
+from ab_tune.core.objectives import ValidationObjective
+from ab_tune.search.preflight import per_group_loss
 
 __all__ = ["Trainer", "train", "select_device"]
 

@@ -155,7 +155,7 @@ def write_report(rows: list[dict], out_dir: str, metric: str, mode: str, searche
         plot = os.path.join(out_dir, "loss_parameters.png")
         if plot_loss_parameters(best, plot, f"{name}: learned loss of the best trial ({best['trial_id']})"):
             paths["plot"] = plot
-    from .front import front_points, write_front
+    from ab_tune.reporting.pareto import front_points, write_front
 
     paths.update(write_front(front_points(name or "trials", rows, searched), out_dir,
                              f"{name}: accuracy-fairness front of the trials"))

@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from .config import ConfigError
+from ab_tune.config import ConfigError
 
 __all__ = ["Experiment", "Domain", "load_experiment", "parse_experiment", "ALGORITHMS", "SCHEDULERS",
            "VALIDATION_METRICS", "DEFAULT_FILE", "set_nested"]
@@ -248,7 +248,7 @@ def parse_experiment(data, source: str = "<dict>") -> Experiment:
         grace_period=s["grace_period"], perturbation_interval=s["perturbation_interval"],
         synch=s["synch"], cpu=r["cpu"], gpu=r["gpu"], source=source, description=str(data.get("description") or ""))
     # every reachable point must make a valid trial config: unknown keys and bad values fail here
-    from .preflight import check_metrics, check_trial
+    from ab_tune.search.preflight import check_metrics, check_trial
 
     for point in reachable_points(space):
         try:
@@ -271,7 +271,7 @@ def reachable_points(space: dict[str, Domain]):
 def bundled_path(name: str) -> str:
     """Path of a shipped search-space file: the repository's ``searchspaces/`` folder, which an
     installed wheel carries as ``ab_tune/searchspaces`` (pyproject.toml's package-dir)."""
-    package = os.path.dirname(os.path.abspath(__file__))
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # ab_tune/
     for folder in (os.path.join(package, "searchspaces"), os.path.join(os.path.dirname(package), "searchspaces")):
         if os.path.isdir(folder):
             return os.path.join(folder, name)

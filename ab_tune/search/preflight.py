@@ -16,14 +16,14 @@ import json
 
 import torch
 
-from .augment import allowed_augmentations
-from .baseline_losses import build_loss
-from .config import AUGMENT_STRENGTH, ConfigError, loss_learn, resolve_config
-from .data import build_splits, datasets, groups
-from .data.datasets import GROUP_DATASETS
-from .learned_augment import build_learned_augmentation
-from .models import build_model
-from .objectives import GROUP_TERMS, ValidationObjective
+from ab_tune.core.augment import allowed_augmentations
+from ab_tune.core.baseline_losses import build_loss
+from ab_tune.config import AUGMENT_STRENGTH, ConfigError, loss_learn, resolve_config
+from ab_tune.data import build_splits, datasets, groups
+from ab_tune.data.datasets import GROUP_DATASETS
+from ab_tune.core.learned_augment import build_learned_augmentation
+from ab_tune.core.models import build_model
+from ab_tune.core.objectives import GROUP_TERMS, ValidationObjective
 
 __all__ = ["check_trial", "check_metrics", "dataset_shape", "per_group_loss", "GROUP_METRICS"]
 

@@ -23,7 +23,7 @@ import ray
 import torch
 from ray import tune
 
-from .trainer import Trainer
+from ab_tune.training.trainer import Trainer
 
 __all__ = ["AutoBalanceTrainable", "register", "TRAINABLE_NAME"]
 

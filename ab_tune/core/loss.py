@@ -14,7 +14,7 @@ so a preset is reproduced bit for bit, Delta and omega stay positive and can rea
 positive value (the official code's sigmoid cannot reach Delta >= 1), and a correction can
 be shared by a band of ``group_size`` classes of similar frequency.
 
-Two optional factors make the family's baselines (``ab_tune.baseline_losses``) compose with any
+Two optional factors make the family's baselines (``ab_tune.core.baseline_losses``) compose with any
 point of it, and leave the loss bit for bit unchanged when off:
 
 - ``focal_gamma`` (focal loss, Lin et al. 2017): each sample's term is multiplied by

@@ -41,7 +41,7 @@ def front_points(method: str, rows: list[dict], searched: list[str]) -> list[dic
     (over seeds, when ``rows`` hold several); rows without group metrics are left out.
 
     ``rows`` are report rows (``config`` with flattened or nested keys, ``metrics``)."""
-    from .report import FINISHED, flatten
+    from ab_tune.reporting.report import FINISHED, flatten
 
     settings: dict[str, list[dict]] = {}
     for row in rows:
