@@ -1,19 +1,21 @@
 """ab_tune: AutoBalance loss design for imbalanced data, as a Ray Tune and Optuna plugin.
 
-The core (loss family, hypergradients, data, models, trainer) imports neither Ray nor Optuna.
+The core (loss family, hypergradients, data, models, trainer) imports neither Ray nor Optuna;
+ARCHITECTURE.md describes the layers.
 """
 from ab_tune import _moved
-from ab_tune.config import ConfigError, resolve_config
+from ab_tune.config import resolve_config
 from ab_tune.core.hypergrad import implicit_hypergradient
 from ab_tune.core.loss import ParametricLoss
+from ab_tune.errors import AbTuneError, ConfigError, SearchSpaceError
 from ab_tune.training.trainer import Trainer, train
 
 __version__ = "0.1.0"
 
 _moved.install()
 
-__all__ = ["ConfigError", "ParametricLoss", "Trainer", "implicit_hypergradient", "optuna_objective",
-           "register", "resolve_config", "train", "trial_loggers"]
+__all__ = ["AbTuneError", "ConfigError", "SearchSpaceError", "ParametricLoss", "Trainer", "implicit_hypergradient",
+           "optuna_objective", "register", "resolve_config", "train", "trial_loggers"]
 
 # the Optuna and Ray adapters are imported on first use, so ``import ab_tune`` imports neither
 _ADAPTERS = {"optuna_objective": "integrations.optuna.study", "register": "integrations.ray.trainable",

@@ -29,8 +29,9 @@ MOVED = {
     "ab_tune.trial_logs": "ab_tune.integrations.ray.trial_logs",
     "ab_tune.optuna_study": "ab_tune.integrations.optuna.study",
     "ab_tune.report": "ab_tune.reporting.report",
-    "ab_tune.compare": "ab_tune.reporting.compare",
+    "ab_tune.compare": "ab_tune.integrations.ray.compare",
     "ab_tune.front": "ab_tune.reporting.pareto",
+    "ab_tune.data.datasets": "ab_tune.data.registry",
 }
 
 

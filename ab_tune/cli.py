@@ -23,11 +23,10 @@ import sys
 
 import yaml
 
+from ab_tune.data.registry import EXPERIMENTS as COMPARED
+from ab_tune.errors import AbTuneError, UsageError
+
 __all__ = ["main", "parse_assignments"]
-
-
-class UsageError(ValueError):
-    pass
 
 
 class _Parser(argparse.ArgumentParser):
@@ -68,9 +67,11 @@ def _load_config(path: str | None) -> dict:
 
 
 def _train(args) -> int:
+    from ab_tune.search.preflight import check_trial
     from ab_tune.training.trainer import train
 
     config = {**_load_config(args.config), **parse_assignments(args.set)}
+    check_trial(config)  # a missing dataset folder or a model that does not fit: one line, before training
 
     def show(metrics):
         print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()),
@@ -109,11 +110,11 @@ def _run(args) -> int:
 
 
 def _compare(args) -> int:
-    from ab_tune.reporting.compare import DATASETS, available_methods, compare
+    from ab_tune.integrations.ray.compare import available_methods, compare
 
     overrides = parse_assignments(args.set)
-    if args.dataset not in DATASETS:
-        raise UsageError(f"--dataset must be one of {sorted(DATASETS)}, got --dataset {args.dataset}")
+    if args.dataset not in COMPARED:
+        raise UsageError(f"--dataset must be one of {sorted(COMPARED)}, got --dataset {args.dataset}")
     if args.seeds < 1:
         raise UsageError(f"--seeds must be a positive integer, got --seeds {args.seeds}")
     if args.budget is not None and not (args.budget > 0 and args.budget != float("inf")):
@@ -177,8 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
 
     comp = commands.add_parser("compare", help="AutoBalance against grid-searched loss baselines, same splits")
-    comp.add_argument("--dataset", default="digits", help="digits (default), gmm, cifar10, cifar100, or group data: "
-                                                             "digits_groups, gmm_groups, cifar10_groups (adds the accuracy-fairness front)")
+    comp.add_argument("--dataset", default="digits",
+                      help=f"one of {', '.join(sorted(COMPARED))} (default digits; a *_groups dataset adds the "
+                           "accuracy-fairness front)")
     comp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="fix a trial config key for every method's trials (repeatable)")
     comp.add_argument("--budget", type=float, metavar="SECONDS",
@@ -214,15 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ab_tune.config import ConfigError
-
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help (0) and argparse's usage errors (2)
         return e.code if isinstance(e.code, int) else 2
     try:
         return args.handler(args)
-    except (UsageError, ConfigError, FileNotFoundError, ValueError) as e:
+    except AbTuneError as e:  # anything else is a bug: its traceback is what to report
         print(f"ab-tune: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -9,20 +9,22 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
+from ab_tune.core.augment import AUGMENTATIONS, allowed_augmentations
 from ab_tune.core.baseline_losses import LOSSES, check_loss
+from ab_tune.core.learned_augment import KINDS
 from ab_tune.core.linear_solve import SOLVERS
 from ab_tune.core.loss import LEARNABLE
+from ab_tune.core.models import MODELS
 from ab_tune.core.objectives import FAIRNESS_TERMS
+from ab_tune.data.registry import DATASETS, trial_defaults
+from ab_tune.errors import ConfigError
 
-__all__ = ["OPTIONS", "DATASET_DEFAULTS", "resolve_config", "ConfigError", "loss_learn", "LEARN_NAMES",
-           "AUGMENT_STRENGTH"]
-
-
-class ConfigError(ValueError):
-    """A config key or value that is not allowed; the message is one line for the user."""
+__all__ = ["OPTIONS", "resolve_config", "ConfigError", "loss_learn", "LEARN_NAMES", "AUGMENT_STRENGTH"]
 
 
 @dataclass(frozen=True)
@@ -78,8 +80,7 @@ NON_NEGATIVE = ("a number >= 0", _number(0))
 
 OPTIONS: dict[str, Option] = {
     # data
-    "dataset": Option("digits", "a dataset name (digits, cifar10, cifar100, gmm, or a group variant: digits_groups, "
-                                "gmm_groups, cifar10_groups, cifar100_groups) or 'module:function'",
+    "dataset": Option("digits", f"a dataset name {sorted(DATASETS)} or 'module:function'",
                       lambda v: isinstance(v, str) and bool(v), "what to train on"),
     "data_root": Option(None, "a directory path or null", _optional(lambda v: isinstance(v, str)),
                         "where file datasets live (CIFAR)"),
@@ -94,8 +95,7 @@ OPTIONS: dict[str, Option] = {
     "data_seed": Option(None, "an integer >= 0 or null", _optional(_number(0, integer=True)),
                         "seed of the data splits (null: the trial's seed)"),
     # model
-    "model": Option("auto", "one of ['auto', 'resnet32', 'digits_cnn', 'mlp', 'linear']",
-                    _one_of("auto", "resnet32", "digits_cnn", "mlp", "linear"), "network"),
+    "model": Option("auto", f"one of {['auto', *MODELS]}", _one_of("auto", *MODELS), "network"),
     # lower level
     "epochs": Option(None, *POSITIVE_INT, "training epochs of the search phase"),
     "batch_size": Option(None, *POSITIVE_INT, "training batch size"),
@@ -124,7 +124,7 @@ OPTIONS: dict[str, Option] = {
                     "[] is a fixed-loss baseline"),
     "per_group_loss": Option(None, "true, false or null", _optional(_is_bool),
                              "loss parameters per (class, group) pair (null: whenever the data has group labels)"),
-    "group_size": Option(1, *POSITIVE_INT, "classes (by frequency) sharing one learned parameter"),
+    "band_size": Option(1, *POSITIVE_INT, "classes (by frequency) sharing one learned parameter: a frequency band"),
     # upper level
     "hyper_optimizer": Option("adam", "one of ['adam', 'sgd']", _one_of("sgd", "adam"),
                               "upper-level optimizer (Adam: its step does not depend on the hypergradient's scale)"),
@@ -142,16 +142,16 @@ OPTIONS: dict[str, Option] = {
     # objective
     "fairness_weight": Option(0.0, "in [0, 1]", _number(0, 1), "blend weight of the fairness term"),
     "fairness": Option("worst_class", f"one of {sorted(FAIRNESS_TERMS)}", _one_of(*FAIRNESS_TERMS), "fairness term"),
-    "learned_augmentation": Option("none", "one of ['affine', 'noise', 'none'] ('affine' for images only)",
-                                   _one_of("none", "noise", "affine"),
+    "learned_augmentation": Option("none", f"one of {sorted(('none', *KINDS))} ('affine' for images only)",
+                                   _one_of("none", *KINDS),
                                    "a per-class (per-(class, group) on group data) augmentation applied after "
                                    "`augmentation`, differentiable in its strength: Gaussian noise or a random affine "
                                    "warp; learn: [..., augment_strength] tunes the strengths by hypergradient"),
     "augment_strength_init": Option(0.1, *POSITIVE, "initial strength of the learned augmentation (noise std in "
                                                     "normalised input units; affine: scale of the random warp)"),
-    "augmentation": Option("none", "one of ['autoaugment', 'flip_crop', 'mixup', 'none', 'randaugment', "
-                           "'trivialaugment'] (all for RGB images >= 16x16, otherwise 'mixup' or 'none')",
-                           _one_of("none", "flip_crop", "autoaugment", "randaugment", "trivialaugment", "mixup"),
+    "augmentation": Option("none", f"one of {sorted(AUGMENTATIONS)} (all for RGB images >= 16x16, otherwise "
+                                   f"{' or '.join(repr(a) for a in allowed_augmentations((1,)))})",
+                           _one_of(*AUGMENTATIONS),
                            "augmentation family of training batches"),
     # protocol and runtime
     "retrain": Option(False, "true or false", _is_bool,
@@ -169,32 +169,6 @@ OPTIONS: dict[str, Option] = {
     "gpus_per_trial": Option(0, *NON_NEGATIVE, "GPUs Ray reserves for a trial; fractions share a GPU"),
 }
 
-# Settings that depend on the data; the upper level uses Adam, whose step does not depend on
-# the hypergradient's scale (tiny once the network fits its training data). The Neumann
-# step must stay below 2 / lambda_max of the training loss's Hessian: about 1-6 for the
-# digits CNN after warm-up (measured); SGD with momentum 0.9 and lr 0.1 lets lambda_max of
-# a ResNet reach 2 (1 + 0.9) / 0.1 = 38, so CIFAR's alpha is 0.05 (the official 1.0 diverges).
-# Small data has few iterations per epoch, so its hyper steps come more often. On CIFAR a
-# hyper step (1 train + 2 validation batches, 5 products) costs about 22 plain steps
-# (benchmarks/README.md), so one every 50 iterations keeps a bilevel epoch near 1.5x a plain one.
-_SMALL = {"batch_size": 32, "lr": 0.05, "weight_decay": 5e-4, "hyper_lr": 0.02,
-          "hyper_every": 5, "hyper_train_batches": 2, "hyper_val_batches": 4, "solver_alpha": 0.5}
-_CIFAR = {"epochs": 300, "batch_size": 128, "lr": 0.1, "weight_decay": 1e-4, "imbalance_ratio": 100.0,
-          "hyper_lr": 0.01, "hyper_every": 50, "hyper_train_batches": 1, "hyper_val_batches": 2,
-          "solver_alpha": 0.05}
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "digits": {**_SMALL, "epochs": 30, "imbalance_ratio": 10.0},
-    "gmm": {**_SMALL, "epochs": 30, "imbalance_ratio": 10.0},
-    "cifar10": _CIFAR,
-    "cifar100": _CIFAR,
-}
-# group variants: the group imbalance (a minority group in every class) is the point, so the
-# classes stay as balanced as loaded unless imbalance_ratio says otherwise
-DATASET_DEFAULTS.update({f"{name}_groups": {**defaults, "imbalance_ratio": 1.0}
-                         for name, defaults in list(DATASET_DEFAULTS.items())})
-_USER_DATA_DEFAULTS = {**_SMALL, "epochs": 30, "imbalance_ratio": 1.0}
-
-
 def _suggest(key: str) -> str:
     close = difflib.get_close_matches(key, OPTIONS, n=1)
     return f"did you mean {close[0]!r}? " if close else ""
@@ -208,6 +182,7 @@ def resolve_config(config: dict, *, user_data: bool = False) -> dict:
     """
     if not isinstance(config, dict):
         raise ConfigError(f"config must be a dict, got {type(config).__name__}")
+    config = _renamed_keys(config)
     for key, value in config.items():
         if key not in OPTIONS:
             raise ConfigError(f"unknown config key {key!r} (got {key}={value!r}); {_suggest(key)}"
@@ -216,7 +191,7 @@ def resolve_config(config: dict, *, user_data: bool = False) -> dict:
     if not OPTIONS["dataset"].check(dataset):
         raise ConfigError(f"dataset must be {OPTIONS['dataset'].allowed}, got dataset={dataset!r}")
     defaults = {key: option.default for key, option in OPTIONS.items()}
-    defaults.update(_USER_DATA_DEFAULTS if user_data else DATASET_DEFAULTS.get(dataset, _USER_DATA_DEFAULTS))
+    defaults.update(trial_defaults(dataset, user_data=user_data))
     resolved = {**defaults, **{k: v for k, v in config.items() if v is not None}}
     for key, option in OPTIONS.items():
         value = resolved[key]
@@ -231,6 +206,23 @@ def resolve_config(config: dict, *, user_data: bool = False) -> dict:
     _check_augmentation(resolved)
     _scale_schedule(resolved)
     return resolved
+
+
+RENAMED = {"group_size": "band_size"}  # old key -> new key; the old one is accepted for one release
+
+
+def _renamed_keys(config: dict) -> dict:
+    """The config with old key names replaced by their new ones (with a DeprecationWarning)."""
+    for old, new in RENAMED.items():
+        if old in config:
+            if new in config:
+                raise ConfigError(f"{old} is the old name of {new}; give only {new}, got {old}={config[old]!r} "
+                                  f"and {new}={config[new]!r}")
+            warnings.warn(f"config key {old!r} is renamed {new!r} ({old} means frequency bands of classes, "
+                          f"not sensitive groups); the old name goes away in the next release",
+                          DeprecationWarning, stacklevel=3)
+            config = {(new if k == old else k): v for k, v in config.items()}
+    return config
 
 
 def _check_loss(c: dict) -> None:
@@ -260,13 +252,6 @@ def loss_learn(config: dict) -> list[str]:
     return [name for name in config["learn"] if name in LEARNABLE]
 
 
-def drw_start_epoch(config: dict) -> int | None:
-    """The phase epoch (from 0) at which deferred re-weighting switches on, or None when off."""
-    if config["drw_start"] is None:
-        return None
-    return round(config["drw_start"] * config["epochs"])
-
-
 def _scale_schedule(c: dict) -> None:
     epochs = c["epochs"]
     if c["warmup_epochs"] is None:
@@ -280,10 +265,6 @@ def _scale_schedule(c: dict) -> None:
         c["data_seed"] = c["seed"]
 
 
-def learning_rate(config: dict, epoch: int) -> float:
-    """Linear warm-up, then a step decay at each of lr_decay_epochs (epoch counted from 0)."""
-    lr = config["lr"]
-    warmup = config["warmup_epochs"]
-    if epoch < warmup:
-        return lr * (epoch + 1) / warmup
-    return lr * config["lr_decay"] ** sum(epoch >= e for e in config["lr_decay_epochs"])
+def trial_threads(config: dict) -> int:
+    """Torch CPU threads of a trial run by an adapter: ``num_threads``, else one per CPU it reserves."""
+    return config.get("num_threads") or max(1, int(config.get("cpus_per_trial", 1)))

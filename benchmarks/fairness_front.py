@@ -81,14 +81,14 @@ def main() -> None:
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     from ab_tune.cli import parse_assignments
-    from ab_tune.reporting.compare import compare
+    from ab_tune.integrations.ray.compare import compare
 
     storage = args.storage or tempfile.mkdtemp(prefix="ab_tune_front_")
     name, autobalance_file = f"front_{args.dataset}", None
     if args.autobalance_set:
         import yaml
 
-        from ab_tune.reporting.compare import DATASETS
+        from ab_tune.integrations.ray.compare import DATASETS
         from ab_tune.search.searchspace import bundled_path
 
         with open(bundled_path(DATASETS[args.dataset])) as f:

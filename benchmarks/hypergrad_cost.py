@@ -129,11 +129,11 @@ def child_step(spec: dict) -> dict:
     """One measurement (``plain`` or ``hyper``) of one setup, in this fresh process."""
     import torch
 
-    from ab_tune.data.longtail import long_tailed_counts
     from ab_tune.core.hypergrad import DivergenceError, implicit_hypergradient
     from ab_tune.core.loss import ParametricLoss
     from ab_tune.core.models import build_model
     from ab_tune.core.objectives import ValidationObjective
+    from ab_tune.data.longtail import long_tailed_counts
     from ab_tune.training.trainer import select_device
 
     torch.set_num_threads(spec["threads"])
@@ -238,7 +238,7 @@ def _breakdown(train_loss, val_loss, params, hparams, steps, device) -> dict:
         lambda: torch.autograd.grad(train_loss(), params, create_graph=True))
     total = 0.0
     for _ in range(steps):
-        v, seconds = timed(lambda: grad(train_grads, params, grad_outputs=v, retain_graph=True))
+        v, seconds = timed(lambda: grad(train_grads, params, grad_outputs=v, retain_graph=True))  # noqa: B023 (called at once)
         total += seconds
     out["hessian_vector_products_total"] = total
     out["hessian_vector_product_each"] = total / max(steps, 1)
@@ -302,7 +302,7 @@ def child_epoch(spec: dict) -> dict:
     return {
         "setup": spec["setup"], "kind": spec["kind"], "device": str(trainer.device),
         "solver_alpha_override": spec.get("solver_alpha"),
-        "train_size": len(trainer.train_y), "val_size": len(trainer.val_y), "test_size": len(trainer.test_y),
+        "train_size": len(trainer.train_data.y), "val_size": len(trainer.val_data.y), "test_size": len(trainer.test_data.y),
         "schedule": {k: c[k] for k in ("batch_size", "hyper_every", "hyper_train_batches", "hyper_val_batches",
                                        "solver", "solver_steps", "solver_alpha", "learn", "epochs")},
         "epochs": epochs, "train_s_mean": mean("train_s"), "evaluate_s_mean": mean("evaluate_s"),
@@ -461,7 +461,7 @@ def render(results: dict) -> str:
         ]
         for h in rows:
             b, step = h["breakdown_s"], by[(h["setup"], "plain")]["median_s"]
-            cell = lambda sec: f"{_ms(sec)} ({sec / step:.1f})"  # noqa: E731
+            cell = lambda sec: f"{_ms(sec)} ({sec / step:.1f})"  # noqa: E731, B023
             parts = ("val_forward_backward", "train_forward_backward_create_graph",
                      "hessian_vector_products_total", "mixed_product")
             lines.append(f"| {h['setup']} | {cell(b['val_forward_backward'])} | "

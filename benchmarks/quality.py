@@ -5,7 +5,7 @@
 
 Every method is the same trainer on the same splits (data_seed = seed), differing only in
 the loss: CE and logit adjustment (fixed), and AutoBalance learning Delta and iota, iota
-alone, iota shared by two frequency bands (group_size 5), or iota starting from LA.
+alone, iota shared by two frequency bands (band_size 5), or iota starting from LA.
 Prints a Markdown table of test errors (mean +- std over seeds, in %).
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ METHODS = {
     "LA (tau=1)": {"learn": [], "loss_init": "la"},
     "AutoBalance Delta+iota (defaults, from CE)": {},
     "AutoBalance iota (from CE)": {"learn": ["iota"]},
-    "AutoBalance iota, 2 frequency bands (from CE)": {"learn": ["iota"], "group_size": 5},
+    "AutoBalance iota, 2 frequency bands (from CE)": {"learn": ["iota"], "band_size": 5},
     "AutoBalance iota (from LA)": {"learn": ["iota"], "loss_init": "la"},
 }
 METRICS = ("test_balanced_error", "test_worst_class_error", "test_error")

@@ -20,7 +20,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print("| method | seed | val objective at hyper start | val objective at end | val balanced error % | test balanced error % |")
+    print("| method | seed | val objective at hyper start | val objective at end | val balanced error % | test balanced error % |")  # noqa: E501
     print("|---|---|---|---|---|---|")
     for name, method in (("CE", {"learn": []}), ("AutoBalance Delta+iota", {})):
         for seed in range(args.seeds):

@@ -1,7 +1,6 @@
 """Baseline losses against their papers' formulas (LDAM, DRW, focal), their config errors, the
 baseline search-space files, and that a baseline trial is the plain fixed-loss training path."""
 import glob
-import io
 import os
 
 import pytest
@@ -10,12 +9,19 @@ import torch.nn.functional as F
 
 import ab_tune
 from ab_tune import ConfigError, Trainer
-from ab_tune.core.baseline_losses import (LOSSES, DeferredReweighting, LDAMLoss, build_loss, class_balanced_weights,
-                                     ldam_margins)
-from ab_tune.config import drw_start_epoch, resolve_config
+from ab_tune.config import resolve_config
+from ab_tune.core.baseline_losses import (
+    LOSSES,
+    DeferredReweighting,
+    LDAMLoss,
+    build_loss,
+    class_balanced_weights,
+    ldam_margins,
+)
 from ab_tune.core.loss import ParametricLoss
 from ab_tune.search.preflight import check_trial
 from ab_tune.search.searchspace import load_experiment
+from ab_tune.training.schedule import drw_start_epoch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COUNTS = torch.tensor([500.0, 200.0, 80.0, 30.0, 5.0])
@@ -25,13 +31,6 @@ TINY = {"dataset": "digits", "epochs": 4, "batch_size": 64, "num_threads": 1, "l
 def _batch(seed=0, n=64, k=5, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
     return 3 * torch.randn(n, k, generator=g, dtype=dtype), torch.randint(0, k, (n,), generator=g)
-
-
-def _roundtrip(state):
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
 
 
 # --- LDAM (Cao et al. 2019) -----------------------------------------------------------------
@@ -116,7 +115,7 @@ def test_drw_weights_multiply_omega_in_the_weighted_mean():
     assert loss.values()["class_weight"] == pytest.approx(weight.tolist())
 
 
-def test_trainer_switches_drw_on_at_its_epoch_and_resumes_bit_exactly_across_it():
+def test_trainer_switches_drw_on_at_its_epoch_and_resumes_bit_exactly_across_it(roundtrip):
     config = {**TINY, "loss_init": "ldam", "drw_start": 0.5}  # epochs 4: weights from epoch 2
     straight = Trainer(config)
     seen = []
@@ -131,7 +130,7 @@ def test_trainer_switches_drw_on_at_its_epoch_and_resumes_bit_exactly_across_it(
     for _ in range(2):
         first.train_epoch()  # the checkpoint is taken just before the switch
     resumed = Trainer(config)
-    resumed.load_state_dict(_roundtrip(first.state_dict()))
+    resumed.load_state_dict(roundtrip(first.state_dict()))
     for _ in range(2):
         metrics = resumed.train_epoch()
     assert metrics == expected
@@ -207,10 +206,10 @@ def test_focal_gradient_is_finite_when_a_sample_is_certain():
 # --- every loss has the trainer's interface -------------------------------------------------
 
 @pytest.mark.parametrize("name", LOSSES)
-def test_every_loss_has_the_trainer_interface(name):
+def test_every_loss_has_the_trainer_interface(name, roundtrip):
     z, y = _batch()
     loss = build_loss(name, COUNTS)
-    state = _roundtrip(loss.state_dict())
+    state = roundtrip(loss.state_dict())
     twin = build_loss(name, COUNTS)
     twin.load_state_dict(state)
     assert torch.equal(loss(z, y, None), twin(z, y))
@@ -314,7 +313,7 @@ def test_ldam_trains_on_a_cosine_head_and_learns():
     trainer = Trainer({"dataset": "digits", "epochs": 8, "learn": [], "loss_init": "ldam",
                        "loss_params": {"s": 30, "max_margin": 0.5}, "drw_start": 0.5, "num_threads": 1})
     assert isinstance(list(trainer.model.modules())[-1], NormedLinear)
-    x = trainer.splits.prepare(trainer.val_x)
+    x = trainer.splits.prepare(trainer.val_data.x)
     with torch.no_grad():
         logits = trainer.model.eval()(x)
     assert logits.abs().max() <= 1.0 + 1e-6

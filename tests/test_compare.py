@@ -16,19 +16,14 @@ import ray
 
 import ab_tune.cli
 import ab_tune.integrations.ray.experiment
-from ab_tune.reporting.compare import ComputeBudget, anytime_curve, compare, load_methods
+from ab_tune.integrations.ray.compare import ComputeBudget, anytime_curve, compare, load_methods
 from ab_tune.integrations.ray.experiment import result_rows
 from ab_tune.reporting.report import ranked
 
+pytestmark = pytest.mark.ray  # each starts a local Ray instance
+
 TINY = ["--set", "epochs=2", "--set", "hyper_start_epoch=1", "--set", "solver_alpha=0.05", "--set", "num_threads=1"]
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024**2, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -90,13 +90,13 @@ def make_fake_cifar(root, name, per_file=20, str_keys=False):
     rng = np.random.default_rng(0)
     if name == "cifar10":
         folder, files, key, k = "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], "labels", 10
-        meta_name, meta = "batches.meta", {b"label_names": [f"c{i}".encode() for i in range(10)], b"num_cases_per_batch": per_file}
+        meta_name, meta = "batches.meta", {b"label_names": [f"c{i}".encode() for i in range(10)], b"num_cases_per_batch": per_file}  # noqa: E501
     else:
         folder, files, key, k = "cifar-100-python", ["train", "test"], "fine_labels", 100
         meta_name, meta = "meta", {b"fine_label_names": [f"c{i}".encode() for i in range(100)]}
     os.makedirs(os.path.join(root, folder))
     written = {}
-    for i, f in enumerate(files):
+    for _i, f in enumerate(files):
         data = rng.integers(0, 256, size=(per_file, 3072), dtype=np.uint8)
         labels = [int(v) for v in rng.integers(0, k, size=per_file)]
         _write_batch(os.path.join(root, folder, f), data, labels, key, str_keys)
@@ -213,7 +213,7 @@ def test_from_dataset_materialises_with_groups():
 
 
 def test_load_dataset_errors():
-    with pytest.raises(ValueError, match=r"unknown dataset 'mnist'; known datasets: \['cifar10', 'cifar100', 'cifar100_groups', 'cifar10_groups', 'digits', 'digits_groups', 'gmm', 'gmm_groups'\].*module:function"):
+    with pytest.raises(ValueError, match=r"unknown dataset 'mnist'; known datasets: \['cifar10', 'cifar100', 'cifar100_groups', 'cifar10_groups', 'digits', 'digits_groups', 'gmm', 'gmm_groups'\].*module:function"):  # noqa: E501
         load_dataset("mnist")
     with pytest.raises(ValueError, match=r"dataset 'gmm' got unknown param 'classes'; allowed params: \['num_classes', 'dim'"):
         load_dataset("gmm", classes=3)

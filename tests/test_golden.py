@@ -10,7 +10,6 @@ import pathlib
 import sys
 
 import pytest
-import torch
 
 from ab_tune import Trainer
 
@@ -25,7 +24,7 @@ TRIALS = {
     "autobalance": {"dataset": "digits", "epochs": 4, "learn": ["delta", "iota"], "hyper_start_epoch": 1,
                     "hyper_every": 3, "fairness_weight": 0.3, "augmentation": "mixup", "retrain": True},
     "autobalance_bands": {"dataset": "gmm", "epochs": 4, "learn": ["iota", "omega"], "hyper_start_epoch": 1,
-                             "group_size": 2, "loss_init": "la"},
+                             "band_size": 2, "loss_init": "la"},
     "group": {"dataset": "digits_groups", "epochs": 4, "learn": ["omega"], "loss_init": "reweight",
               "hyper_start_epoch": 1, "fairness": "deo", "fairness_weight": 0.5},
     "learned_augmentation": {"dataset": "digits", "epochs": 4, "learn": ["iota", "augment_strength"],

@@ -65,7 +65,7 @@ def test_group_counts_match_a_hand_count():
     assert sub.num_groups == 3 and sub.group_counts.shape == (4, 3)
     small = Split(torch.zeros(2, 2), torch.tensor([0, 1]), 4, torch.tensor([0, 1]))
     assert small.num_groups == 2 and concat(small, s).num_groups == 3
-    assert Split(torch.zeros(2, 2), torch.tensor([0, 1]), 2, torch.tensor([0, 0]), num_groups=2).group_counts.tolist() == [[1, 0], [1, 0]]
+    assert Split(torch.zeros(2, 2), torch.tensor([0, 1]), 2, torch.tensor([0, 0]), num_groups=2).group_counts.tolist() == [[1, 0], [1, 0]]  # noqa: E501
     plain = Split(torch.zeros(2, 2), torch.tensor([0, 1]), 2)
     assert not plain.has_groups and plain.num_groups is None
     assert "no" in message(lambda: plain.group_counts) and "group" in message(lambda: plain.group_counts)

@@ -7,11 +7,20 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import confusion_matrix as sk_confusion, recall_score
+from sklearn.metrics import confusion_matrix as sk_confusion
+from sklearn.metrics import recall_score
 
 from ab_tune.core import metrics
-from ab_tune.core.objectives import (FAIRNESS_TERMS, GROUP_TERMS, ValidationObjective, balanced_cross_entropy,
-                                deo_surrogate, per_cell_loss, smooth_worst_class_loss, smooth_worst_group_loss)
+from ab_tune.core.objectives import (
+    FAIRNESS_TERMS,
+    GROUP_TERMS,
+    ValidationObjective,
+    balanced_cross_entropy,
+    deo_surrogate,
+    per_cell_loss,
+    smooth_worst_class_loss,
+    smooth_worst_group_loss,
+)
 
 K, G = 5, 3
 
@@ -60,7 +69,7 @@ def test_group_confusion_sums_to_the_confusion_matrix_and_matches_sklearn_per_gr
 
 def test_accumulated_group_confusion_over_batches_equals_the_whole():
     gen = torch.Generator().manual_seed(0)
-    x, y, g = torch.randn(50, 4, generator=gen), torch.randint(0, 4, (50,), generator=gen), torch.randint(0, 2, (50,), generator=gen)
+    x, y, g = torch.randn(50, 4, generator=gen), torch.randint(0, 4, (50,), generator=gen), torch.randint(0, 2, (50,), generator=gen)  # noqa: E501
     batches = [(x[i:i + 7], y[i:i + 7], g[i:i + 7]) for i in range(0, 50, 7)]
     total = metrics.accumulate_group_confusion(lambda t: t, batches, 4, 2)
     assert torch.equal(total, metrics.group_confusion(y, x.argmax(1), g, 4, 2))

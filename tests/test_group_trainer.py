@@ -1,6 +1,5 @@
 """The trainer on group data: per-(class, group) losses, group objectives and metrics, the
 learned augmentation, and the errors for group input that cannot work."""
-import io
 import math
 
 import pytest
@@ -8,21 +7,14 @@ import torch
 
 import ab_tune
 from ab_tune import ConfigError, Trainer
-from ab_tune.data import from_tensors
 from ab_tune.core.metrics import deo, worst_group_error
+from ab_tune.data import from_tensors
 from ab_tune.search.preflight import check_trial
 
 # hyper steps from the second epoch, every 3 iterations (see tests/test_trainer.py)
 TINY = {"dataset": "digits", "epochs": 3, "hyper_start_epoch": 1, "hyper_every": 3, "batch_size": 64,
         "num_threads": 1, "solver_alpha": 0.05}
 GROUPS = {**TINY, "dataset": "digits_groups", "dataset_params": {"minority_fraction": 0.3}}
-
-
-def _roundtrip(state):
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
 
 
 def test_group_data_learns_per_class_group_parameters_and_reports_group_metrics():
@@ -59,7 +51,7 @@ def test_group_reweighting_weighs_each_class_group_pair_by_its_inverse_count():
     assert torch.allclose(product, product[0, 0].expand_as(product), rtol=1e-6)
 
 
-def test_the_learned_augmentation_strengths_move_and_resume_bit_for_bit():
+def test_the_learned_augmentation_strengths_move_and_resume_bit_for_bit(roundtrip):
     config = {**GROUPS, "epochs": 4, "learn": ["iota", "augment_strength"], "learned_augmentation": "noise",
               "augment_strength_init": 0.2}
     straight = Trainer(config)
@@ -72,7 +64,7 @@ def test_the_learned_augmentation_strengths_move_and_resume_bit_for_bit():
     for _ in range(2):
         first.train_epoch()
     resumed = Trainer(config)
-    resumed.load_state_dict(_roundtrip(first.state_dict()))
+    resumed.load_state_dict(roundtrip(first.state_dict()))
     for _ in range(2):
         resumed_metrics = resumed.train_epoch()
     assert resumed_metrics == straight_metrics

@@ -6,7 +6,6 @@ from ab_tune.core.hypergrad import implicit_hypergradient
 from ab_tune.core.linear_solve import SOLVERS, DivergenceError, make_solver
 
 
-
 @pytest.fixture(autouse=True)
 def float64():
     previous = torch.get_default_dtype()
@@ -73,7 +72,8 @@ def test_neumann_converges_to_ridge_closed_form_below_two_over_lambda_max():
     alpha = 1.0 / _lambda_max(a, x, group)
     few, exact = ridge_hypergradient("neumann", steps=5, alpha=alpha)
     many, _ = ridge_hypergradient("neumann", steps=3000, alpha=alpha)
-    err = lambda h: float(torch.linalg.norm(h - exact) / torch.linalg.norm(exact))
+    def err(h):
+        return float(torch.linalg.norm(h - exact) / torch.linalg.norm(exact))
     assert err(many) < 1e-6
     assert err(many) < err(few)
 
@@ -93,7 +93,8 @@ def test_identity_solver_is_alpha_times_the_validation_gradient():
                                   [w], [a], solver="identity", alpha=0.3)
     v = torch.autograd.grad(ridge_val(w, a, xv, yv), w)[0]
     # d/da of grad_w L_T . u  with u = 0.3 v, by autograd on the explicit gradient formula
-    gw = lambda a_: x.T @ (torch.exp(a_)[group] * (x @ w.detach() - y)) + LAM * w.detach()
+    def gw(a_):
+        return x.T @ (torch.exp(a_)[group] * (x @ w.detach() - y)) + LAM * w.detach()
     mixed = torch.autograd.functional.vjp(gw, a.detach(), 0.3 * v)[1]
     assert torch.allclose(h, REG * a.detach() - mixed, rtol=1e-10, atol=1e-12)
 

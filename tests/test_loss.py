@@ -31,7 +31,7 @@ def test_loss_matches_the_definition_and_cross_entropy_with_weights():
     assert torch.allclose(loss(z, y), F.cross_entropy(delta * z + iota, y, weight=omega), rtol=1e-6)
 
 
-# each preset written independently from DESIGN.md, pi_k = n_k / n
+# each preset written independently from its paper (README.md lists them), pi_k = n_k / n
 pi = COUNTS / COUNTS.sum()
 rel = COUNTS / COUNTS.max()
 ones, zeros = torch.ones(5), torch.zeros(5)
@@ -111,9 +111,9 @@ def test_only_the_learned_parameters_are_hyperparameters():
     assert ParametricLoss.from_preset("ce", COUNTS).hparameters() == []
 
 
-def test_group_size_shares_a_correction_among_classes_of_similar_frequency():
+def test_band_size_shares_a_correction_among_classes_of_similar_frequency():
     counts = torch.tensor([5.0, 500.0, 30.0, 200.0, 80.0])  # frequency order: 1, 3, 4, 2, 0
-    loss = ParametricLoss.from_preset("la", counts, learn=["iota"], group_size=2)
+    loss = ParametricLoss.from_preset("la", counts, learn=["iota"], band_size=2)
     assert loss.iota_correction.shape == (3, 1)
     with torch.no_grad():
         loss.iota_correction.copy_(torch.tensor([[1.0], [2.0], [3.0]]))
@@ -167,8 +167,8 @@ def test_group_presets_use_the_counts_of_each_class_and_group_pair():
     assert torch.allclose(reweight(z, y, group), (w * nll).sum() / w.sum(), rtol=1e-6)
 
 
-def test_bad_learn_and_group_size_are_rejected():
+def test_bad_learn_and_band_size_are_rejected():
     with pytest.raises(ValueError, match="learn must be a subset"):
         ParametricLoss.from_preset("ce", COUNTS, learn=["scale"])
-    with pytest.raises(ValueError, match=r"group_size must be an integer in \[1, 5\], got group_size=9"):
-        ParametricLoss.from_preset("ce", COUNTS, group_size=9)
+    with pytest.raises(ValueError, match=r"band_size must be an integer in \[1, 5\], got band_size=9"):
+        ParametricLoss.from_preset("ce", COUNTS, band_size=9)

@@ -4,11 +4,17 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix as sk_confusion, recall_score
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, recall_score
+from sklearn.metrics import confusion_matrix as sk_confusion
 
 from ab_tune.core import metrics
-from ab_tune.core.objectives import (ValidationObjective, balanced_cross_entropy, fairness_blend, per_class_loss,
-                                smooth_worst_class_loss)
+from ab_tune.core.objectives import (
+    ValidationObjective,
+    balanced_cross_entropy,
+    fairness_blend,
+    per_class_loss,
+    smooth_worst_class_loss,
+)
 
 
 def _labels(seed, n=300, k=6):

@@ -57,7 +57,7 @@ def test_build_model_by_name():
 
 
 def test_build_model_errors():
-    with pytest.raises(ValueError, match=r"unknown model 'vgg'; allowed models: \['auto', 'digits_cnn', 'linear', 'mlp', 'resnet32'\]"):
+    with pytest.raises(ValueError, match=r"unknown model 'vgg'; allowed models: \['auto', 'digits_cnn', 'linear', 'mlp', 'resnet32'\]"):  # noqa: E501
         build_model("vgg", (3, 32, 32), 10)
     with pytest.raises(ValueError, match=r"model 'resnet32' needs image inputs of shape \(C, H, W\), got input_shape=\(5,\)"):
         build_model("resnet32", (5,), 10)

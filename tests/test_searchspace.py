@@ -5,10 +5,18 @@ import os
 import pytest
 import yaml
 
-from ab_tune.config import ConfigError, learning_rate, resolve_config
+from ab_tune.config import ConfigError, resolve_config
 from ab_tune.search.preflight import check_trial
-from ab_tune.search.searchspace import (Domain, SearchSpaceError, bundled_path, load_experiment, parse_experiment,
-                                 reachable_points, set_nested)
+from ab_tune.search.searchspace import (
+    Domain,
+    SearchSpaceError,
+    bundled_path,
+    load_experiment,
+    parse_experiment,
+    reachable_points,
+    set_nested,
+)
+from ab_tune.training.schedule import learning_rate
 
 BASE = {"config": {"dataset": "digits", "epochs": 2}, "space": {"fairness_weight": {"uniform": [0.0, 0.5]}}}
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,7 +68,7 @@ def test_grid_algorithm_defaults_to_one_pass_over_the_grid():
     ({"config": {"dataset": "digits", "loss_init": "la", "loss_params": {"tua": 1}}}, "got tua=1"),
     ({"config": {"dataset": "gmm", "dataset_params": {"dimm": 3}}}, "unknown param 'dimm'"),
     ({"config": {"dataset": "mnist"}}, "unknown dataset 'mnist'"),
-    ({"config": {"dataset": "digits", "group_size": 50}}, "group_size must be at most the 10 classes"),
+    ({"config": {"dataset": "digits", "band_size": 50}}, "band_size must be at most the 10 classes"),
     ({"config": {"dataset": "cifar10", "data_root": "/nonexistent"}}, "looked for the folder /nonexistent"),
     ({"config": {"dataset": "gmm", "model": "resnet32"}}, "needs image inputs"),
     ({"space": {"augmentation": {"choice": ["none", "trivialaugment"]}}}, "augmentation 'trivialaugment'"),
@@ -68,7 +76,7 @@ def test_grid_algorithm_defaults_to_one_pass_over_the_grid():
     ({"search": {"metric": ["val_error"]}}, "search.metric must be a name"),
     ({"search": {"metric": "test_balanced_error"}}, "the test split never selects"),
     ({"search": {"algorithm": "optuna", "scheduler": "pbt"}}, "needs search.algorithm 'random'"),
-    ({"search": {"scheduler": "pbt", "algorithm": "random", "synch": "yes"}}, "search.synch must be true or false, got synch='yes'"),
+    ({"search": {"scheduler": "pbt", "algorithm": "random", "synch": "yes"}}, "search.synch must be true or false, got synch='yes'"),  # noqa: E501
     ({"resources": {"gpu": -1}}, "resources.gpu must be a number >= 0"),
 ])
 def test_combinations_that_cannot_train_fail_before_anything_runs(change, message):
@@ -84,8 +92,8 @@ def test_set_nested_refuses_to_descend_into_a_value():
 
 
 def test_check_trial_accepts_a_valid_config_and_returns_it_resolved():
-    c = check_trial({"dataset": "gmm", "dataset_params": {"dim": 4, "num_classes": 5}, "group_size": 5})
-    assert c["group_size"] == 5 and c["model"] == "auto"
+    c = check_trial({"dataset": "gmm", "dataset_params": {"dim": 4, "num_classes": 5}, "band_size": 5})
+    assert c["band_size"] == 5 and c["model"] == "auto"
 
 
 # --- the schedule scaled from the official 300-epoch CIFAR one ---------------------------------

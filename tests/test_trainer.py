@@ -1,11 +1,10 @@
 """The trainer end to end on tiny digits runs: resume, retraining, baselines, guards, errors."""
-import io
 
 import pytest
 import torch
 
 import ab_tune
-from ab_tune import ConfigError, Trainer
+from ab_tune import Trainer
 from ab_tune.core.linear_solve import DivergenceError
 
 # small and quick: hyper steps from the second epoch (the first one's Hessian is far from
@@ -14,15 +13,7 @@ TINY = {"dataset": "digits", "epochs": 4, "hyper_start_epoch": 1, "hyper_every":
         "num_threads": 1, "solver_alpha": 0.05}
 
 
-def _roundtrip(state):
-    """Through torch.save / torch.load(weights_only=True), as a checkpoint goes."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
-
-
-def test_two_epochs_save_load_two_epochs_equals_four_straight_bit_for_bit():
+def test_two_epochs_save_load_two_epochs_equals_four_straight_bit_for_bit(roundtrip):
     straight = Trainer(TINY)
     for _ in range(4):
         straight_metrics = straight.train_epoch()
@@ -30,7 +21,7 @@ def test_two_epochs_save_load_two_epochs_equals_four_straight_bit_for_bit():
     first = Trainer(TINY)
     for _ in range(2):
         first.train_epoch()
-    state = _roundtrip(first.state_dict())
+    state = roundtrip(first.state_dict())
     resumed = Trainer(TINY)
     resumed.load_state_dict(state)
     for _ in range(2):
@@ -89,7 +80,7 @@ def test_a_diverging_hyper_step_is_skipped_and_counted(monkeypatch):
     def diverge(*args, **kwargs):
         raise DivergenceError("boom")
 
-    monkeypatch.setattr("ab_tune.training.trainer.implicit_hypergradient", diverge)
+    monkeypatch.setattr("ab_tune.training.bilevel.implicit_hypergradient", diverge)
     trainer.train_epoch()
     assert trainer.skipped_hyper_steps > 0 and trainer.hyper_steps == 0
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.loss.hparameters()))
@@ -114,7 +105,7 @@ def test_retraining_trains_a_fresh_model_on_train_and_validation_with_the_loss_f
     # validation now trains the model: its metrics stay those of the searched model
     for name in ("val_objective", "val_balanced_error", "val_worst_class_error"):
         assert metrics[name] == searched[name]
-    assert len(trainer.train_y) == len(trainer.splits.train) + len(trainer.splits.val)
+    assert len(trainer.train_data.y) == len(trainer.splits.train) + len(trainer.splits.val)
     trainer.train_epoch()
     assert trainer.done and trainer.loss.values() == learned
 
@@ -166,18 +157,18 @@ def test_users_own_tensors_train_without_long_tailed_subsampling():
     assert trainer.train_epoch()["epoch"] == 1
 
 
-def test_a_loaded_checkpoint_keeps_the_new_configs_optimizer_settings():
+def test_a_loaded_checkpoint_keeps_the_new_configs_optimizer_settings(roundtrip):
     """PBT loads another trial's checkpoint, then runs it with perturbed hyperparameters."""
     donor = Trainer(TINY)
     donor.train_epoch()
     receiver = Trainer({**TINY, "hyper_lr": 0.123, "weight_decay": 0.0})
-    receiver.load_state_dict(_roundtrip(donor.state_dict()))
+    receiver.load_state_dict(roundtrip(donor.state_dict()))
     assert receiver.hyper_optimizer.param_groups[0]["lr"] == 0.123
     assert receiver.optimizer.param_groups[0]["weight_decay"] == 0.0
     assert torch.equal(receiver.loss.iota_correction, donor.loss.iota_correction)
 
 
-def test_resume_inside_the_retraining_phase_is_exact():
+def test_resume_inside_the_retraining_phase_is_exact(roundtrip):
     config = {**TINY, "epochs": 2, "retrain": True}
     straight = Trainer(config)
     for _ in range(4):
@@ -186,7 +177,7 @@ def test_resume_inside_the_retraining_phase_is_exact():
     for _ in range(3):
         first.train_epoch()
     resumed = Trainer(config)
-    resumed.load_state_dict(_roundtrip(first.state_dict()))
+    resumed.load_state_dict(roundtrip(first.state_dict()))
     assert resumed.train_epoch() == expected
 
 

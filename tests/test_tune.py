@@ -25,21 +25,16 @@ from ray import tune
 import ab_tune.cli
 import ab_tune.integrations.ray.experiment
 from ab_tune.integrations.ray.experiment import check_resources, run_experiment
-from ab_tune.search.searchspace import SearchSpaceError, parse_experiment
 from ab_tune.integrations.ray.trainable import TRAINABLE_NAME, AutoBalanceTrainable, register
+from ab_tune.search.searchspace import SearchSpaceError, parse_experiment
+
+pytestmark = pytest.mark.ray  # each starts a local Ray instance
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {"dataset": "digits", "epochs": 3, "hyper_start_epoch": 1, "hyper_every": 3, "solver_alpha": 0.05,
         "num_threads": 1}
 FINAL_KEYS = ("epoch", "training_iteration", "val_objective", "val_balanced_error", "test_error",
               "test_balanced_error", "test_worst_class_error", "loss_parameters")
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024**2, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def experiment(space: dict, search: dict, config: dict | None = None, resources: dict | None = None):

@@ -21,7 +21,7 @@ Families and where they apply (``allowed_augmentations``):
 from __future__ import annotations
 
 import contextlib
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

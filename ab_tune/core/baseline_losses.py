@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ab_tune.core.loss import PRESETS, ParametricLoss, _class_weight, check_params, preset_params
+from ab_tune.core.loss import PRESETS, ParametricLoss, check_params, checked_class_weight, preset_params
 
 __all__ = ["LDAMLoss", "DeferredReweighting", "ldam_margins", "class_balanced_weights", "BASELINES",
            "LOSSES", "loss_param_names", "check_loss", "build_loss"]
@@ -74,7 +74,7 @@ class LDAMLoss(nn.Module):
 
     def set_class_weight(self, weight: torch.Tensor | None) -> None:
         """Per-class weights (K,) of the weighted mean (deferred re-weighting), or None."""
-        self.class_weight = _class_weight(weight, self.num_classes, self.margin)
+        self.class_weight = checked_class_weight(weight, self.num_classes, self.margin)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor,
                 group: torch.Tensor | None = None) -> torch.Tensor:
@@ -122,11 +122,11 @@ class DeferredReweighting:
 
 # --- the registry -------------------------------------------------------------------------------
 
-def _focal(class_counts, *, learn=(), group_size=1, gamma: float = 2.0) -> ParametricLoss:
-    return ParametricLoss.from_preset("ce", class_counts, learn=learn, group_size=group_size, focal_gamma=gamma)
+def _focal(class_counts, *, learn=(), band_size=1, gamma: float = 2.0) -> ParametricLoss:
+    return ParametricLoss.from_preset("ce", class_counts, learn=learn, band_size=band_size, focal_gamma=gamma)
 
 
-def _ldam(class_counts, *, learn=(), group_size=1, max_margin: float = 0.5, s: float = 30.0) -> LDAMLoss:
+def _ldam(class_counts, *, learn=(), band_size=1, max_margin: float = 0.5, s: float = 30.0) -> LDAMLoss:
     _check_learn("ldam", learn)
     return LDAMLoss(class_counts, max_margin=max_margin, s=s)
 
@@ -142,7 +142,7 @@ def loss_param_names(name: str) -> list[str]:
         return preset_params(name)
     keyword_only = inspect.Parameter.KEYWORD_ONLY
     return [p for p, spec in inspect.signature(BASELINES[name]).parameters.items()
-            if spec.kind == keyword_only and p not in ("learn", "group_size")]
+            if spec.kind == keyword_only and p not in ("learn", "band_size")]
 
 
 def _check_learn(name: str, learn: Sequence[str]) -> None:
@@ -160,7 +160,7 @@ def check_loss(name: str, params: dict, learn: Sequence[str] = ()) -> None:
     _check_learn(name, learn)
 
 
-def build_loss(name: str, class_counts, *, learn: Sequence[str] = (), group_size: int = 1,
+def build_loss(name: str, class_counts, *, learn: Sequence[str] = (), band_size: int = 1,
                **params) -> nn.Module:
     """The ``loss_init`` loss from training counts: a ``ParametricLoss`` preset, focal or LDAM.
 
@@ -169,6 +169,6 @@ def build_loss(name: str, class_counts, *, learn: Sequence[str] = (), group_size
     """
     check_loss(name, params, learn)
     if name in PRESETS:
-        return ParametricLoss.from_preset(name, class_counts, learn=learn, group_size=group_size, **params)
-    return BASELINES[name](class_counts, learn=learn, group_size=group_size, **params)
+        return ParametricLoss.from_preset(name, class_counts, learn=learn, band_size=band_size, **params)
+    return BASELINES[name](class_counts, learn=learn, band_size=band_size, **params)
 

@@ -12,7 +12,7 @@ learnable correction that starts at zero:
 
 so a preset is reproduced bit for bit, Delta and omega stay positive and can reach any
 positive value (the official code's sigmoid cannot reach Delta >= 1), and a correction can
-be shared by a band of ``group_size`` classes of similar frequency.
+be shared by a band of ``band_size`` classes of similar frequency.
 
 Two optional factors make the family's baselines (``ab_tune.core.baseline_losses``) compose with any
 point of it, and leave the loss bit for bit unchanged when off:
@@ -151,7 +151,7 @@ class ParametricLoss(nn.Module):
     Args:
         delta, iota, omega: initial per-class values, shaped (K,) or (K, G) for G groups.
         learn: which of "delta", "iota", "omega" the upper level tunes (others stay fixed).
-        group_size: classes sharing one learnable correction; bands of classes are formed
+        band_size: classes sharing one learnable correction; bands of classes are formed
             in order of ``class_counts`` (most frequent first), as the official code does for
             100+ classes. The fixed preset part stays per class.
         class_counts: training counts, used to sort classes into bands.
@@ -159,7 +159,7 @@ class ParametricLoss(nn.Module):
             ``p = softmax(Delta * z + iota)``. 0 (the default) is the plain loss, bit for bit.
     """
 
-    def __init__(self, delta, iota, omega, *, learn: Sequence[str] = (), group_size: int = 1,
+    def __init__(self, delta, iota, omega, *, learn: Sequence[str] = (), band_size: int = 1,
                  class_counts=None, focal_gamma: float = 0.0):
         super().__init__()
         check_params("focal", ["gamma"], {"gamma": focal_gamma}, what="loss")
@@ -176,14 +176,14 @@ class ParametricLoss(nn.Module):
         if (delta <= 0).any() or (omega <= 0).any():
             raise ValueError("delta and omega must be positive")
         num_classes = delta.shape[0]
-        if not isinstance(group_size, int) or not 1 <= group_size <= num_classes:
-            raise ValueError(f"group_size must be an integer in [1, {num_classes}], got group_size={group_size!r}")
+        if not isinstance(band_size, int) or not 1 <= band_size <= num_classes:
+            raise ValueError(f"band_size must be an integer in [1, {num_classes}], got band_size={band_size!r}")
         self.grouped = delta.dim() == 2
         shape = delta.shape if self.grouped else delta.shape + (1,)
         self.register_buffer("delta0", delta.reshape(shape).clone())
         self.register_buffer("iota0", iota.reshape(shape).clone())
         self.register_buffer("omega0", omega.reshape(shape).clone())
-        self.register_buffer("band", _frequency_bands(num_classes, group_size, class_counts))
+        self.register_buffer("band", _frequency_bands(num_classes, band_size, class_counts))
         num_bands = int(self.band.max()) + 1
         for name in LEARNABLE:
             correction = nn.Parameter(torch.zeros(num_bands, shape[1]), requires_grad=name in learn)
@@ -192,18 +192,18 @@ class ParametricLoss(nn.Module):
         self.register_buffer("class_weight", None, persistent=False)
 
     @classmethod
-    def from_preset(cls, name: str, class_counts, *, learn: Sequence[str] = (), group_size: int = 1,
-                    focal_gamma: float = 0.0, **params) -> "ParametricLoss":
+    def from_preset(cls, name: str, class_counts, *, learn: Sequence[str] = (), band_size: int = 1,
+                    focal_gamma: float = 0.0, **params) -> ParametricLoss:
         """A preset (``ce``, ``la``, ``balanced_softmax``, ``cdt``, ``vs``, ``cb``, ``reweight``) from counts
         shaped (classes,), or (classes, groups) for per-(class, group) parameters."""
         delta, iota, omega = preset_values(name, class_counts, **params)
         counts = torch.as_tensor(class_counts, dtype=torch.float64)
-        return cls(delta, iota, omega, learn=learn, group_size=group_size, focal_gamma=focal_gamma,
+        return cls(delta, iota, omega, learn=learn, band_size=band_size, focal_gamma=focal_gamma,
                    class_counts=counts if counts.dim() == 1 else counts.sum(dim=1))
 
     def set_class_weight(self, weight: torch.Tensor | None) -> None:
         """Per-class weights (K,) multiplying omega (deferred re-weighting), or None for none."""
-        self.class_weight = _class_weight(weight, self.delta0.shape[0], self.delta0)
+        self.class_weight = checked_class_weight(weight, self.delta0.shape[0], self.delta0)
 
     # per-class values, expanded from bands: (K,) or (K, G)
     def _expand(self, correction: torch.Tensor) -> torch.Tensor:
@@ -273,7 +273,7 @@ class ParametricLoss(nn.Module):
                 f"learn={list(self.learn)}{focal}")
 
 
-def _class_weight(weight, num_classes: int, like: torch.Tensor) -> torch.Tensor | None:
+def checked_class_weight(weight, num_classes: int, like: torch.Tensor) -> torch.Tensor | None:
     """A (K,) positive weight tensor on ``like``'s device and dtype, or None."""
     if weight is None:
         return None
@@ -283,13 +283,13 @@ def _class_weight(weight, num_classes: int, like: torch.Tensor) -> torch.Tensor 
     return weight
 
 
-def _frequency_bands(num_classes: int, group_size: int, class_counts) -> torch.Tensor:
-    """Band index of each class: classes sorted by count (most frequent first), in runs of group_size."""
+def _frequency_bands(num_classes: int, band_size: int, class_counts) -> torch.Tensor:
+    """Band index of each class: classes sorted by count (most frequent first), in runs of band_size."""
     if class_counts is None:
         order = torch.arange(num_classes)
     else:
         counts = torch.as_tensor(class_counts, dtype=torch.float64)
         order = torch.argsort(-counts, stable=True)
     band = torch.empty(num_classes, dtype=torch.long)
-    band[order] = torch.arange(num_classes) // group_size
+    band[order] = torch.arange(num_classes) // band_size
     return band

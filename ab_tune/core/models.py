@@ -9,7 +9,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-
 # --------------------------------------------------------------------------- CIFAR ResNet-32
 
 

@@ -4,7 +4,8 @@
 
 The balanced loss is a class-reweighted cross-entropy: every class counts equally whatever
 its number of validation samples; on group data every (class, group) pair does, so a minority
-group weighs as much as its majority (the group-balanced test sets of the group datasets). The fairness term is one of ``FAIRNESS_TERMS``:
+group weighs as much as its majority (the group-balanced test sets of the group datasets).
+The fairness term is one of ``FAIRNESS_TERMS``:
 
 - ``worst_class``: a smooth maximum of the per-class losses (a soft worst-class loss);
 - ``worst_group``: a smooth maximum of the per-(class, group) losses (soft group-DRO);

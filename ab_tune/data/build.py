@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
 import torch
 
-from ab_tune.data.datasets import Loaded, load_dataset
+from ab_tune.data.loaded import Loaded, absolute_root
 from ab_tune.data.longtail import (
     PROFILES,
     balanced_val_counts,
@@ -18,6 +17,7 @@ from ab_tune.data.longtail import (
     proportional_counts,
     stratified_split,
 )
+from ab_tune.data.registry import load_dataset
 from ab_tune.data.splits import Split, Splits
 
 
@@ -60,9 +60,8 @@ def build_splits(
     generator = torch.Generator().manual_seed(int(seed))
 
     if data is None:
-        # Absolute path: Ray trials run in another working directory.
-        root = None if data_root is None else os.path.abspath(os.path.expanduser(data_root))
-        data = load_dataset(dataset, data_root=root, download=download, generator=generator, **dict(dataset_params or {}))
+        data = load_dataset(dataset, data_root=absolute_root(data_root), download=download, generator=generator,
+                            **dict(dataset_params or {}))
     if not (isinstance(data, tuple) and len(data) == 3 and isinstance(data[0], Split) and isinstance(data[1], Split)):
         raise ValueError("data must be a (pool: Split, test: Split, info: dict) tuple")
     pool, test, info = data

@@ -3,7 +3,7 @@
 The minority group carries a visible distribution shift: its images are inverted or rotated
 (`SHIFTS`), or, for the Gaussian mixture, its samples are translated along one random direction
 per class. Each class keeps its minority fraction, so worst-group error and DEO can be measured
-on every class. The loaders return `(pool, test, info)` like those in `datasets.py`; the test
+on every class. The loaders return `(pool, test, info)` like the base loaders; the test
 set gets its own minority fraction (0.5 by default, so both groups are measured well).
 
 All randomness comes from an explicit `torch.Generator`.
@@ -13,18 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from numbers import Real
-from typing import TYPE_CHECKING
 
 import torch
 
+from ab_tune.data.cifar import cifar
+from ab_tune.data.digits import digits
+from ab_tune.data.gmm import gmm
+from ab_tune.data.loaded import Loaded, default_generator
 from ab_tune.data.splits import Split
-
-if TYPE_CHECKING:
-    from ab_tune.data.datasets import Loaded
-
-# The loaders below import the base loaders from `.datasets` inside the function body, because
-# `datasets.py` imports this module to register them in DATASETS: a top-level import in both
-# directions would fail for whichever module is imported first.
 
 Shift = Callable[[torch.Tensor], torch.Tensor]
 
@@ -145,11 +141,9 @@ def digits_groups(
     generator: torch.Generator | None = None,
 ) -> Loaded:
     """sklearn's digits (see `datasets.digits`) with a shifted minority group in every class."""
-    from ab_tune.data.datasets import _default_generator, digits
-
     check_params({"minority_fraction": minority_fraction, "test_minority_fraction": test_minority_fraction,
                   "shift": shift})
-    g = _default_generator(generator)
+    g = default_generator(generator)
     return _image_groups(digits(test_per_class, generator=g), minority_fraction, test_minority_fraction, shift, g)
 
 
@@ -171,11 +165,9 @@ def gmm_groups(
     x -> x + group_shift * d_k for minority samples of class k, d_k a random unit vector per
     class; pool and test share the same d_k (the shift is a property of the population).
     """
-    from ab_tune.data.datasets import _default_generator, gmm
-
     check_params({"minority_fraction": minority_fraction, "test_minority_fraction": test_minority_fraction,
                   "group_shift": group_shift})
-    g = _default_generator(generator)
+    g = default_generator(generator)
     pool, test, info = gmm(num_classes, dim, separation, n_max, test_per_class, noise, generator=g)
     directions = torch.randn(num_classes, dim, generator=g)
     directions = directions / directions.norm(dim=1, keepdim=True)
@@ -197,12 +189,10 @@ def cifar_groups(
     generator: torch.Generator | None = None,
 ) -> Loaded:
     """CIFAR-10 / CIFAR-100 (see `datasets.cifar`) with a shifted minority group in every class."""
-    from ab_tune.data.datasets import _default_generator, cifar
-
     # Check the cheap arguments before reading the files (that takes seconds).
     check_params({"minority_fraction": minority_fraction, "test_minority_fraction": test_minority_fraction,
                   "shift": shift})
-    g = _default_generator(generator)
+    g = default_generator(generator)
     return _image_groups(cifar(name, data_root, download), minority_fraction, test_minority_fraction, shift, g)
 
 

@@ -13,10 +13,14 @@ import json
 import math
 import os
 
+from ab_tune.names import TEST_BALANCED_ERROR, TEST_DEO, TEST_WORST_GROUP_ERROR
+from ab_tune.reporting.plots import pyplot
+from ab_tune.reporting.rows import FINISHED, flatten
+
 __all__ = ["ACCURACY", "FAIRNESS", "pareto_front", "front_points", "write_front"]
 
-ACCURACY = "test_balanced_error"
-FAIRNESS = ("test_deo", "test_worst_group_error")
+ACCURACY = TEST_BALANCED_ERROR
+FAIRNESS = (TEST_DEO, TEST_WORST_GROUP_ERROR)
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -41,8 +45,6 @@ def front_points(method: str, rows: list[dict], searched: list[str]) -> list[dic
     (over seeds, when ``rows`` hold several); rows without group metrics are left out.
 
     ``rows`` are report rows (``config`` with flattened or nested keys, ``metrics``)."""
-    from ab_tune.reporting.report import FINISHED, flatten
-
     settings: dict[str, list[dict]] = {}
     for row in rows:
         if row.get("status") not in FINISHED or not all(k in row["metrics"] for k in (ACCURACY, *FAIRNESS)):
@@ -92,10 +94,7 @@ def write_front(points: list[dict], out_dir: str, title: str = "") -> dict:
         for p in sorted(points, key=lambda p: (p["method"], p[ACCURACY])):
             writer.writerow({k: p[k] for k in columns})
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     methods = list(dict.fromkeys(p["method"] for p in points))

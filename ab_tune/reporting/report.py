@@ -6,23 +6,23 @@ ResultGrid and an Optuna study report the same way.
 from __future__ import annotations
 
 import json
-import math
 import os
 
-__all__ = ["flatten", "write_results_csv", "best_row", "write_best", "format_table", "plot_loss_parameters",
+from ab_tune.names import (
+    CLASS_COUNTS,
+    GROUP_COUNTS,
+    LOSS_PARAMETERS,
+    TEST_BALANCED_ERROR,
+    TEST_DEO,
+    TEST_WORST_CLASS_ERROR,
+    TEST_WORST_GROUP_ERROR,
+)
+from ab_tune.reporting.pareto import front_points, write_front
+from ab_tune.reporting.plots import pyplot
+from ab_tune.reporting.rows import FINISHED, best_row, flatten, ranked
+
+__all__ = ["FINISHED", "flatten", "ranked", "write_results_csv", "best_row", "write_best", "format_table", "plot_loss_parameters",
            "write_report"]
-
-
-def flatten(mapping: dict, prefix: str = "") -> dict:
-    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values."""
-    flat = {}
-    for key, value in mapping.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
 
 
 def _scalar(value) -> bool:
@@ -42,31 +42,12 @@ def write_results_csv(rows: list[dict], path: str) -> None:
     pd.DataFrame(table).to_csv(path, index=False)
 
 
-def _value(row: dict, metric: str) -> float:
-    value = row["metrics"].get(metric)
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else math.nan
-
-
-FINISHED = ("OK", "COMPLETE")  # Ray Tune's trials without error; Optuna's complete trials
-
-
-def ranked(rows: list[dict], metric: str, mode: str) -> list[dict]:
-    """Finished trials that reported ``metric``, best first (failed and pruned ones never win)."""
-    scored = [r for r in rows if r.get("status") in FINISHED and not math.isnan(_value(r, metric))]
-    return sorted(scored, key=lambda r: _value(r, metric), reverse=mode == "max")
-
-
-def best_row(rows: list[dict], metric: str, mode: str) -> dict | None:
-    order = ranked(rows, metric, mode)
-    return order[0] if order else None
-
-
 def write_best(row: dict, path: str, metric: str) -> None:
     """The best config with its learned loss parameters and final metrics."""
     metrics = row["metrics"]
     best = {"trial_id": row["trial_id"], "selected_by": metric, "config": row["config"],
-            "loss_parameters": metrics.get("loss_parameters"), "class_counts": metrics.get("class_counts"),
-            **({"group_counts": metrics["group_counts"]} if "group_counts" in metrics else {}),
+            LOSS_PARAMETERS: metrics.get(LOSS_PARAMETERS), CLASS_COUNTS: metrics.get(CLASS_COUNTS),
+            **({GROUP_COUNTS: metrics[GROUP_COUNTS]} if GROUP_COUNTS in metrics else {}),
             "metrics": {k: v for k, v in metrics.items() if _scalar(v)}}
     with open(path, "w") as f:
         json.dump(best, f, indent=2)
@@ -76,8 +57,8 @@ def format_table(rows: list[dict], metric: str, mode: str, searched: list[str], 
                  selected_by: list[str] | None = None) -> str:
     """Markdown table of the best trials by ``metric``: searched values, the selection
     metric(s) (``selected_by``, default ``[metric]``), test errors and epochs."""
-    group = [k for k in ("test_worst_group_error", "test_deo") if any(k in r["metrics"] for r in rows)]
-    shown = [*(selected_by or [metric]), "test_balanced_error", "test_worst_class_error", *group, "epoch"]
+    group = [k for k in (TEST_WORST_GROUP_ERROR, TEST_DEO) if any(k in r["metrics"] for r in rows)]
+    shown = [*(selected_by or [metric]), TEST_BALANCED_ERROR, TEST_WORST_CLASS_ERROR, *group, "epoch"]
     lines = ["| " + " | ".join(["trial", *searched, *shown]) + " |", "|" + "---|" * (1 + len(searched) + len(shown))]
     for row in ranked(rows, metric, mode)[:top]:
         config = flatten(row["config"])
@@ -105,13 +86,10 @@ def plot_loss_parameters(row: dict, path: str, title: str = "") -> bool:
     against training class frequency, one series per group for per-(class, group) values;
     False if nothing to plot."""
     metrics = row["metrics"]
-    params, counts = metrics.get("loss_parameters"), metrics.get("class_counts")
+    params, counts = metrics.get(LOSS_PARAMETERS), metrics.get(CLASS_COUNTS)
     if not params or not counts:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     # Delta and iota always; omega when it is not all ones (learned or a weighted preset)
     panels = [(name, label) for name, label in _PANELS if params.get(name)
@@ -121,7 +99,7 @@ def plot_loss_parameters(row: dict, path: str, title: str = "") -> bool:
         values = params[name]
         columns = [[v[g] for v in values] for g in range(len(values[0]))] if isinstance(values[0], list) else [values]
         # per-(class, group) values against their pair's count, when the result has those counts
-        pair_counts = metrics.get("group_counts") if len(columns) > 1 else None
+        pair_counts = metrics.get(GROUP_COUNTS) if len(columns) > 1 else None
         for g, column in enumerate(columns):
             xs = [row[g] for row in pair_counts] if pair_counts else counts
             ax.scatter(xs, column, label=f"group {g}" if len(columns) > 1 else None)
@@ -155,8 +133,6 @@ def write_report(rows: list[dict], out_dir: str, metric: str, mode: str, searche
         plot = os.path.join(out_dir, "loss_parameters.png")
         if plot_loss_parameters(best, plot, f"{name}: learned loss of the best trial ({best['trial_id']})"):
             paths["plot"] = plot
-    from ab_tune.reporting.pareto import front_points, write_front
-
     paths.update(write_front(front_points(name or "trials", rows, searched), out_dir,
                              f"{name}: accuracy-fairness front of the trials"))
     return paths

@@ -29,11 +29,13 @@ import difflib
 import math
 import os
 from dataclasses import dataclass
-from typing import Any
 
 import yaml
 
-from ab_tune.config import ConfigError
+from ab_tune import names
+from ab_tune.data import absolute_root
+from ab_tune.errors import ConfigError, SearchSpaceError
+from ab_tune.search.preflight import check_metrics, check_trial
 
 __all__ = ["Experiment", "Domain", "load_experiment", "parse_experiment", "ALGORITHMS", "SCHEDULERS",
            "VALIDATION_METRICS", "DEFAULT_FILE", "set_nested"]
@@ -41,19 +43,14 @@ __all__ = ["Experiment", "Domain", "load_experiment", "parse_experiment", "ALGOR
 ALGORITHMS = ("optuna", "random", "grid")
 SCHEDULERS = ("fifo", "asha", "pbt")
 # the test split never selects: only these may be the experiment's metric
-VALIDATION_METRICS = {"val_objective": "min", "val_balanced_error": "min", "val_error": "min",
-                      "val_worst_class_error": "min", "val_worst_group_error": "min", "val_deo": "min"}
+VALIDATION_METRICS = {name: "min" for name in names.VALIDATION_METRICS}
 DOMAIN_KINDS = ("choice", "uniform", "loguniform", "int", "grid")
 TOP_LEVEL = ("name", "description", "config", "space", "search", "resources")
 SEARCH_KEYS = {"algorithm": "optuna", "scheduler": "fifo", "num_samples": 8, "max_concurrent": 2,
-               "metric": "val_balanced_error", "mode": "min", "grace_period": 1, "perturbation_interval": 2,
+               "metric": names.VAL_BALANCED_ERROR, "mode": "min", "grace_period": 1, "perturbation_interval": 2,
                "synch": False}
 RESOURCE_KEYS = {"cpu": 1, "gpu": 0}
 DEFAULT_FILE = "digits_lt.yaml"
-
-
-class SearchSpaceError(ConfigError):
-    """A search-space file that is not valid; one line naming the file, key and value."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +101,7 @@ class Experiment:
     scheduler: str = "fifo"
     num_samples: int = 8
     max_concurrent: int = 2
-    metric: str = "val_balanced_error"
+    metric: str = names.VAL_BALANCED_ERROR
     mode: str = "min"
     grace_period: int = 1
     perturbation_interval: int = 2
@@ -248,8 +245,6 @@ def parse_experiment(data, source: str = "<dict>") -> Experiment:
         grace_period=s["grace_period"], perturbation_interval=s["perturbation_interval"],
         synch=s["synch"], cpu=r["cpu"], gpu=r["gpu"], source=source, description=str(data.get("description") or ""))
     # every reachable point must make a valid trial config: unknown keys and bad values fail here
-    from ab_tune.search.preflight import check_metrics, check_trial
-
     for point in reachable_points(space):
         try:
             trial = check_trial(experiment.trial_config(point))
@@ -303,5 +298,5 @@ def load_experiment(path: str | None = None, overrides: dict | None = None) -> E
     config = data.get("config") if isinstance(data, dict) else None
     if isinstance(config, dict) and isinstance(config.get("data_root"), str):
         # trials run in their own working directory: resolve against the driver's
-        config["data_root"] = os.path.abspath(os.path.expanduser(config["data_root"]))
+        config["data_root"] = absolute_root(config["data_root"])
     return parse_experiment(data, source=path)

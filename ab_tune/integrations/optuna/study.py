@@ -7,7 +7,7 @@
         {"fairness_weight": {"uniform": [0.0, 0.5]}, "lr": {"loguniform": [0.02, 0.1]}})
     study = optuna.create_study(directions=objective.directions, pruner=optuna.pruners.MedianPruner())
     study.optimize(objective, n_trials=20)
-    study.best_trial.user_attrs["loss_parameters"]
+    study.best_trial.user_attrs[LOSS_PARAMETERS]
 
 The space maps (dotted) config keys to ``Domain``s or to the domain specs of search-space
 files (``{"uniform": [0, 0.5]}``); an ``Experiment`` (``load_experiment(path)``) gives config,
@@ -27,27 +27,46 @@ from __future__ import annotations
 import copy
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
-from ab_tune.config import ConfigError
+from ab_tune.config import trial_threads
+from ab_tune.data import GROUP_DATASETS
+from ab_tune.errors import ConfigError
+from ab_tune.names import (
+    CLASS_COUNTS,
+    GROUP_COUNTS,
+    LOSS_PARAMETERS,
+    TEST_PER_CLASS_ERROR,
+    TEST_PER_GROUP_ERROR,
+    VAL_BALANCED_ERROR,
+    VAL_DEO,
+    VAL_WORST_CLASS_ERROR,
+)
 from ab_tune.search.preflight import check_metrics, check_trial
-from ab_tune.search.searchspace import (VALIDATION_METRICS, Domain, Experiment, SearchSpaceError, parse_domain, reachable_points,
-                          set_nested)
+from ab_tune.search.searchspace import (
+    VALIDATION_METRICS,
+    Domain,
+    Experiment,
+    SearchSpaceError,
+    parse_domain,
+    reachable_points,
+    set_nested,
+)
 from ab_tune.training.trainer import Trainer
 
 __all__ = ["optuna_objective", "AutoBalanceObjective", "MULTI_OBJECTIVE_METRICS", "GROUP_MULTI_OBJECTIVE_METRICS",
            "study_rows", "run_study"]
 
 # both validation-side: the test split never selects
-MULTI_OBJECTIVE_METRICS = ("val_balanced_error", "val_worst_class_error")
-GROUP_MULTI_OBJECTIVE_METRICS = ("val_balanced_error", "val_deo")
+MULTI_OBJECTIVE_METRICS = (VAL_BALANCED_ERROR, VAL_WORST_CLASS_ERROR)
+GROUP_MULTI_OBJECTIVE_METRICS = (VAL_BALANCED_ERROR, VAL_DEO)
 _SOURCE = "optuna_objective"
 
 
 def _direction(value) -> str:
     name = str(getattr(value, "name", value)).lower()
     if name not in ("minimize", "maximize"):
-        raise ValueError(f"directions must hold 'minimize' or 'maximize', got directions=[..., {value!r}, ...]")
+        raise ConfigError(f"directions must hold 'minimize' or 'maximize', got directions=[..., {value!r}, ...]")
     return name
 
 
@@ -58,7 +77,7 @@ class AutoBalanceObjective:
         experiment = None
         if isinstance(config, Experiment):
             if space is not None:
-                raise ValueError("pass either an Experiment or (config, space), got an Experiment and space="
+                raise ConfigError("pass either an Experiment or (config, space), got an Experiment and space="
                                  f"{space!r}")
             experiment, config = config, {}
         elif isinstance(space, Experiment):
@@ -82,29 +101,29 @@ class AutoBalanceObjective:
         # objectives and directions
         if directions is not None:
             if isinstance(directions, str) or not 1 <= len(directions) <= 2:
-                raise ValueError("directions must be a list of one or two of 'minimize'/'maximize', "
+                raise ConfigError("directions must be a list of one or two of 'minimize'/'maximize', "
                                  f"got directions={directions!r}")
             directions = [_direction(d) for d in directions]
             multi_objective = multi_objective or len(directions) == 2
         if multi_objective:
             metrics = tuple(metric) if isinstance(metric, (list, tuple)) else self._default_pair(fixed, data)
             if isinstance(metric, str):
-                raise ValueError(f"multi-objective mode optimizes {list(MULTI_OBJECTIVE_METRICS)} (or a list of "
+                raise ConfigError(f"multi-objective mode optimizes {list(MULTI_OBJECTIVE_METRICS)} (or a list of "
                                  f"metrics given as metric), got metric={metric!r}")
         else:
-            metrics = (metric or (experiment.metric if experiment else "val_balanced_error"),)
+            metrics = (metric or (experiment.metric if experiment else VAL_BALANCED_ERROR),)
             if not isinstance(metrics[0], str):
-                raise ValueError(f"metric must be one validation metric name, got metric={metric!r} "
+                raise ConfigError(f"metric must be one validation metric name, got metric={metric!r} "
                                  "(pass multi_objective=True for several)")
         for name in metrics:
             if name not in VALIDATION_METRICS:
-                raise ValueError(f"metric must be a validation metric {sorted(VALIDATION_METRICS)} "
+                raise ConfigError(f"metric must be a validation metric {sorted(VALIDATION_METRICS)} "
                                  f"(the test split never selects), got metric={name!r}")
         if directions is None:
             mode = experiment.mode if experiment and not multi_objective else None
             directions = [{"min": "minimize", "max": "maximize"}[mode or VALIDATION_METRICS[m]] for m in metrics]
         if len(directions) != len(metrics):
-            raise ValueError(f"directions must have one entry per objective {list(metrics)}, "
+            raise ConfigError(f"directions must have one entry per objective {list(metrics)}, "
                              f"got directions={directions!r}")
         self.metrics, self.directions = metrics, directions
         self.multi_objective = len(metrics) > 1
@@ -113,8 +132,6 @@ class AutoBalanceObjective:
     @staticmethod
     def _default_pair(config: dict, data) -> tuple[str, str]:
         """Accuracy against fairness: DEO on data with group labels, the worst class otherwise."""
-        from ab_tune.data.datasets import GROUP_DATASETS
-
         grouped = (data[0].group is not None) if data is not None else config.get("dataset") in GROUP_DATASETS
         return GROUP_MULTI_OBJECTIVE_METRICS if grouped else MULTI_OBJECTIVE_METRICS
 
@@ -125,8 +142,7 @@ class AutoBalanceObjective:
             experiment = copy.copy(self.experiment)
             experiment.config = self.config
             config = experiment.trial_config(point)  # adds the experiment's cpus/gpus_per_trial
-            if config.get("num_threads") is None:  # as under Ray: torch threads from the trial's CPUs
-                config["num_threads"] = max(1, int(experiment.cpu))
+            config["num_threads"] = trial_threads(config)  # as under Ray: torch threads from the trial's CPUs
             return config
         config = copy.deepcopy(self.config)
         for key, value in point.items():
@@ -153,12 +169,12 @@ class AutoBalanceObjective:
 
         study = getattr(trial, "study", None)
         if study is not None and len(study.directions) != len(self.metrics):
-            raise ValueError(f"the study has {len(study.directions)} direction(s) but the objective returns "
+            raise ConfigError(f"the study has {len(study.directions)} direction(s) but the objective returns "
                              f"{len(self.metrics)} value(s) {list(self.metrics)}: create the study with "
                              "directions=objective.directions")
         point = {key: domain.suggest(trial, key) for key, domain in self.space.items()}
         trainer = Trainer(self.trial_config(point), data=self.data)
-        trial.set_user_attr("class_counts", trainer.train_counts.tolist())
+        trial.set_user_attr(CLASS_COUNTS, trainer.train_counts.tolist())
         while not trainer.done:
             metrics = trainer.train_epoch()
             if self.multi_objective:
@@ -176,10 +192,10 @@ class AutoBalanceObjective:
 
     @staticmethod
     def _store(trial, trainer: Trainer, metrics: dict) -> None:
-        trial.set_user_attr("loss_parameters", trainer.learned_values())
+        trial.set_user_attr(LOSS_PARAMETERS, trainer.learned_values())
         trial.set_user_attr("metrics", {k: _plain(v) for k, v in metrics.items()
                                         if isinstance(v, (int, float, str, bool))})
-        for key in ("test_per_class_error", "test_per_group_error", "group_counts"):
+        for key in (TEST_PER_CLASS_ERROR, TEST_PER_GROUP_ERROR, GROUP_COUNTS):
             if key in metrics:  # the per-(class, group) ones only on group data
                 trial.set_user_attr(key, metrics[key])
 
@@ -218,7 +234,7 @@ def study_rows(study, objective: AutoBalanceObjective) -> list[dict]:
     for trial in study.trials:
         attrs = trial.user_attrs
         metrics = dict(attrs.get("metrics") or {})
-        for key in ("loss_parameters", "class_counts", "test_per_class_error", "test_per_group_error", "group_counts"):
+        for key in (LOSS_PARAMETERS, CLASS_COUNTS, TEST_PER_CLASS_ERROR, TEST_PER_GROUP_ERROR, GROUP_COUNTS):
             if key in attrs:
                 metrics[key] = attrs[key]
         config = objective.trial_config(dict(trial.params))
@@ -236,11 +252,11 @@ def _open_study(storage: str, study_name: str, directions: list[str], seed: int,
                                     load_if_exists=True)
     except Exception as e:  # sqlalchemy's URL, driver and file errors: one line
         message = " ".join(str(e).split("(Background on this error")[0].split())
-        raise ValueError(f"--storage {storage!r} is not a usable Optuna storage ({type(e).__name__}: "
+        raise ConfigError(f"--storage {storage!r} is not a usable Optuna storage ({type(e).__name__}: "
                          f"{message}); expected a database URL such as sqlite:///path/study.db") from None
     found = [d.name.lower() for d in study.directions]
     if found != directions:
-        raise ValueError(f"study {study_name!r} in {storage} has directions {found}, but this run needs "
+        raise ConfigError(f"study {study_name!r} in {storage} has directions {found}, but this run needs "
                          f"{directions}: use another --study-name")
     # a resumed study must not replay the first run's random start-up points
     study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
@@ -267,7 +283,7 @@ def run_study(experiment: Experiment, *, storage: str, study_name: str | None = 
     objective = AutoBalanceObjective(experiment, multi_objective=multi_objective)
     n_trials = experiment.num_samples if n_trials is None else n_trials
     if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 0:
-        raise ValueError(f"n_trials must be a non-negative integer, got n_trials={n_trials!r}")
+        raise ConfigError(f"n_trials must be a non-negative integer, got n_trials={n_trials!r}")
     study_name = study_name or (f"{experiment.name}_multi" if objective.multi_objective else experiment.name)
     pruner = (optuna.pruners.NopPruner() if objective.multi_objective
               else optuna.pruners.MedianPruner(n_warmup_steps=experiment.grace_period))

@@ -8,10 +8,10 @@ import sys
 import ray
 from ray import tune
 
-from ab_tune.reporting.report import format_table, write_report
-from ab_tune.search.searchspace import Experiment, SearchSpaceError, set_nested
 from ab_tune.integrations.ray.trainable import AutoBalanceTrainable
 from ab_tune.integrations.ray.trial_logs import trial_loggers
+from ab_tune.reporting.report import format_table, write_report
+from ab_tune.search.searchspace import Experiment, SearchSpaceError, set_nested
 
 __all__ = ["run_experiment", "check_resources", "build_tuner", "result_rows", "DEFAULT_STORAGE"]
 

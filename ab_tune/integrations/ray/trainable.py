@@ -23,6 +23,8 @@ import ray
 import torch
 from ray import tune
 
+from ab_tune.config import trial_threads
+from ab_tune.data import absolute_root
 from ab_tune.training.trainer import Trainer
 
 __all__ = ["AutoBalanceTrainable", "register", "TRAINABLE_NAME"]
@@ -53,14 +55,12 @@ class AutoBalanceTrainable(tune.Trainable):
 
     def _build(self, config: dict):
         config = dict(config)
-        root = config.get("data_root")
-        if isinstance(root, str) and not os.path.isabs(os.path.expanduser(root)):
+        if isinstance(config.get("data_root"), str):
             # trials run in their own folder: a relative path means the driver's working directory
-            origin = os.environ.get("TUNE_ORIG_WORKING_DIR", os.getcwd())
-            config["data_root"] = os.path.join(origin, root)
+            config["data_root"] = absolute_root(config["data_root"],
+                                                os.environ.get("TUNE_ORIG_WORKING_DIR", os.getcwd()))
         config["device"] = _trial_device(config)
-        if not config.get("num_threads"):
-            config["num_threads"] = max(1, int(config.get("cpus_per_trial", 1)))
+        config["num_threads"] = trial_threads(config)
         self.trainer = Trainer(config)
 
     def step(self) -> dict:

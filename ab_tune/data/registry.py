@@ -1,0 +1,177 @@
+"""One registry of the built-in datasets, which config, preflight, compare and the CLI all read.
+
+A ``DatasetSpec`` says how to load a dataset, its input shape and classes without loading it,
+the trial settings sized for it, and its bundled AutoBalance experiment. A dataset name not in
+the registry may be ``"package.module:function"``, a user's loader.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ab_tune.data import cifar, groups
+from ab_tune.data.digits import digits
+from ab_tune.data.gmm import gmm
+from ab_tune.data.loaded import Loaded, default_generator
+from ab_tune.data.user import normalise_result
+
+__all__ = ["DatasetSpec", "DATASETS", "GROUP_DATASETS", "EXPERIMENTS", "USER_DATA_DEFAULTS", "dataset_spec", "dataset_loader",
+           "dataset_shape", "load_dataset", "trial_defaults"]
+
+# Keyword arguments `load_dataset` fills in itself (from top-level config keys), never via params.
+_PLUMBING = ("data_root", "download", "generator")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    loader: Callable[..., Loaded]
+    shape: Callable[[dict], tuple[tuple[int, ...], int]]  # (input shape, classes) from dataset_params, unloaded
+    defaults: dict[str, Any]  # trial settings sized for this data; the config's own defaults fill the rest
+    experiment: str | None = None  # bundled AutoBalance experiment: what `ab-tune compare --dataset NAME` runs
+    base: str | None = None  # a group variant: the dataset it adds a sensitive attribute to
+    files: Callable[[str | None], Any] | None = field(default=None)  # checks the files are there, unread
+
+    @property
+    def has_groups(self) -> bool:
+        return self.base is not None
+
+
+def _loader_defaults(loader: Callable) -> dict:
+    return {k: p.default for k, p in inspect.signature(loader).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def _gmm_shape(loader):
+    def shape(params: dict) -> tuple[tuple[int, ...], int]:
+        merged = {**_loader_defaults(loader), **params}
+        return (int(merged["dim"]),), int(merged["num_classes"])
+    return shape
+
+
+def _fixed_shape(input_shape, num_classes):
+    return lambda params: (input_shape, num_classes)
+
+
+# Settings that depend on the data; the upper level uses Adam, whose step does not depend on
+# the hypergradient's scale (tiny once the network fits its training data). The Neumann
+# step must stay below 2 / lambda_max of the training loss's Hessian: about 1-6 for the
+# digits CNN after warm-up (measured); SGD with momentum 0.9 and lr 0.1 lets lambda_max of
+# a ResNet reach 2 (1 + 0.9) / 0.1 = 38, so CIFAR's alpha is 0.05 (the official 1.0 diverges).
+# Small data has few iterations per epoch, so its hyper steps come more often. On CIFAR a
+# hyper step (1 train + 2 validation batches, 5 products) costs about 22 plain steps
+# (benchmarks/README.md), so one every 50 iterations keeps a bilevel epoch near 1.5x a plain one.
+_SMALL = {"batch_size": 32, "lr": 0.05, "weight_decay": 5e-4, "hyper_lr": 0.02,
+          "hyper_every": 5, "hyper_train_batches": 2, "hyper_val_batches": 4, "solver_alpha": 0.5}
+_CIFAR = {"epochs": 300, "batch_size": 128, "lr": 0.1, "weight_decay": 1e-4, "imbalance_ratio": 100.0,
+          "hyper_lr": 0.01, "hyper_every": 50, "hyper_train_batches": 1, "hyper_val_batches": 2,
+          "solver_alpha": 0.05}
+USER_DATA_DEFAULTS = {**_SMALL, "epochs": 30, "imbalance_ratio": 1.0}
+
+
+def _cifar_files(name):
+    return lambda data_root: cifar.cifar_folder(name, data_root)
+
+
+_BASE = [
+    DatasetSpec("digits", digits, _fixed_shape((1, 8, 8), 10), {**_SMALL, "epochs": 30, "imbalance_ratio": 10.0},
+                "digits_lt.yaml"),
+    DatasetSpec("cifar10", cifar.cifar10, _fixed_shape((3, 32, 32), 10), _CIFAR, "cifar10_lt.yaml",
+                files=_cifar_files("cifar10")),
+    DatasetSpec("cifar100", cifar.cifar100, _fixed_shape((3, 32, 32), 100), _CIFAR, "cifar100_lt.yaml",
+                files=_cifar_files("cifar100")),
+    DatasetSpec("gmm", gmm, _gmm_shape(gmm), {**_SMALL, "epochs": 30, "imbalance_ratio": 10.0}, "gmm.yaml"),
+]
+_GROUP_LOADERS = {"digits": groups.digits_groups, "gmm": groups.gmm_groups, "cifar10": groups.cifar10_groups,
+                  "cifar100": groups.cifar100_groups}
+_GROUP_EXPERIMENTS = {"digits": "digits_groups.yaml", "gmm": "gmm_groups.yaml", "cifar10": "cifar10_groups.yaml"}
+# group variants: the group imbalance (a minority group in every class) is the point, so the
+# classes stay as balanced as loaded unless imbalance_ratio says otherwise
+_GROUPS = [
+    DatasetSpec(f"{spec.name}_groups", _GROUP_LOADERS[spec.name],
+                _gmm_shape(groups.gmm_groups) if spec.name == "gmm" else spec.shape,
+                {**spec.defaults, "imbalance_ratio": 1.0}, _GROUP_EXPERIMENTS.get(spec.name), base=spec.name,
+                files=spec.files)
+    for spec in _BASE
+]
+DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in _BASE + _GROUPS}
+GROUP_DATASETS = tuple(name for name, spec in DATASETS.items() if spec.has_groups)
+# the datasets with a bundled AutoBalance experiment: what `ab-tune compare --dataset` accepts
+EXPERIMENTS = {name: spec.experiment for name, spec in DATASETS.items() if spec.experiment}
+
+
+def dataset_spec(name: str) -> DatasetSpec | None:
+    """The built-in dataset's spec; None for a user's ``module:function`` loader."""
+    return DATASETS.get(name)
+
+
+def trial_defaults(name: str, *, user_data: bool = False) -> dict:
+    """The trial settings sized for a dataset (a user's loader or data: those for small data)."""
+    spec = None if user_data else dataset_spec(name)
+    return dict(spec.defaults if spec is not None else USER_DATA_DEFAULTS)
+
+
+def dataset_shape(name: str, params: dict) -> tuple[tuple[int, ...], int] | None:
+    """(input shape, number of classes) of a built-in dataset; None for a user's loader."""
+    spec = dataset_spec(name)
+    return None if spec is None else spec.shape(params)
+
+
+def _resolve(name: str) -> Callable[..., Any]:
+    if name in DATASETS:
+        return DATASETS[name].loader
+    if isinstance(name, str) and name.count(":") == 1:
+        module_name, attr = name.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as err:
+            raise ValueError(f"dataset {name!r}: cannot import module {module_name!r} ({err})") from None
+        fn = getattr(module, attr, None)
+        if not callable(fn):
+            raise ValueError(f"dataset {name!r}: module {module_name!r} has no function {attr!r}")
+        return fn
+    raise ValueError(
+        f"unknown dataset {name!r}; known datasets: {sorted(DATASETS)}, "
+        "or 'package.module:function' for a function returning (pool, test, info) or (x, y[, x_test, y_test])"
+    )
+
+
+def dataset_loader(name: str, params: dict) -> Callable[..., Any]:
+    """The loader function of `name`, after checking `params` against its signature."""
+    fn = _resolve(name)
+    signature = inspect.signature(fn)
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+    allowed = [
+        p for p, spec in signature.parameters.items()
+        if p not in _PLUMBING and spec.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    ]
+    if not takes_any:
+        for key in params:
+            if key not in allowed:
+                raise ValueError(f"dataset {name!r} got unknown param {key!r}; allowed params: {allowed}")
+    return fn
+
+
+def load_dataset(
+    name: str,
+    *,
+    data_root: str | None = None,
+    download: bool = False,
+    generator: torch.Generator | None = None,
+    **params: Any,
+) -> Loaded:
+    """Load a registered dataset or a user 'package.module:function' with its `params`.
+
+    `data_root`, `download` and `generator` are passed only to loaders that take them.
+    """
+    fn = dataset_loader(name, params)
+    signature = inspect.signature(fn)
+    g = default_generator(generator)
+    plumbing = {"data_root": data_root, "download": download, "generator": g}
+    kwargs = {k: v for k, v in plumbing.items() if k in signature.parameters}
+    return normalise_result(fn(**kwargs, **params), name, g)

@@ -1,0 +1,38 @@
+"""Plain result rows, one dict per trial (``trial_id``, ``status``, ``config``, ``metrics``), which
+Ray Tune's ResultGrid and an Optuna study both become, so every report reads them the same way."""
+from __future__ import annotations
+
+import math
+
+__all__ = ["FINISHED", "flatten", "metric_value", "ranked", "best_row"]
+
+FINISHED = ("OK", "COMPLETE")  # Ray Tune's trials without error; Optuna's complete trials
+
+
+def flatten(mapping: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values."""
+    flat = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def metric_value(row: dict, metric: str) -> float:
+    """The row's finite number for ``metric``, else nan."""
+    value = row["metrics"].get(metric)
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else math.nan
+
+
+def ranked(rows: list[dict], metric: str, mode: str) -> list[dict]:
+    """Finished trials that reported ``metric``, best first (failed and pruned ones never win)."""
+    scored = [r for r in rows if r.get("status") in FINISHED and not math.isnan(metric_value(r, metric))]
+    return sorted(scored, key=lambda r: metric_value(r, metric), reverse=mode == "max")
+
+
+def best_row(rows: list[dict], metric: str, mode: str) -> dict | None:
+    order = ranked(rows, metric, mode)
+    return order[0] if order else None

@@ -1,0 +1,54 @@
+"""The upper level's step: an implicit hypergradient of the validation objective, applied to
+the loss parameters by their optimizer, or skipped (never applied) when its solve diverges."""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import torch
+
+from ab_tune.core.hypergrad import DivergenceError, implicit_hypergradient
+from ab_tune.training.components import DeviceSplit
+
+__all__ = ["sample_batches", "frozen_buffers", "hyper_step"]
+
+
+def sample_batches(data: DeviceSplit, batch_size: int, batches: int, rng: torch.Generator):
+    """``batches`` random batches (with replacement across batches) of (x, y, g)."""
+    size = min(batch_size, len(data.y))
+    index = torch.randint(0, len(data.y), (batches, size), generator=rng).to(data.y.device)
+    return [(data.x[i], data.y[i], data.g[i]) for i in index]
+
+
+@contextlib.contextmanager
+def frozen_buffers(model: torch.nn.Module):
+    """Extra forward passes of a hyper step must not move BatchNorm's running statistics."""
+    saved = [b.clone() for b in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in zip(model.buffers(), saved):
+                buffer.copy_(value)
+
+
+def hyper_step(model: torch.nn.Module, train_loss: Callable[[], torch.Tensor], val_loss: Callable[[], torch.Tensor],
+               hparams: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer, config: dict) -> bool:
+    """One upper-level step; True when applied, False when skipped because the solve diverged.
+
+    ``train_loss`` puts the model in training mode itself, ``val_loss`` in evaluation mode;
+    the model is back in training mode afterwards, its BatchNorm statistics untouched.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    try:
+        with frozen_buffers(model):
+            grads = implicit_hypergradient(train_loss, val_loss, params, hparams, solver=config["solver"],
+                                           steps=config["solver_steps"], alpha=config["solver_alpha"])
+    except DivergenceError:
+        return False
+    finally:
+        model.train()
+    for h, g in zip(hparams, grads):
+        h.grad = g
+    optimizer.step()
+    return True

@@ -1,0 +1,77 @@
+"""Build a trial's pieces from its resolved config: the network, the loss, the augmentations,
+the upper level's optimizer. The trainer builds them for real; preflight builds them on
+sizes alone to check a config before any training."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from ab_tune.config import AUGMENT_STRENGTH, loss_learn
+from ab_tune.core.baseline_losses import DeferredReweighting, build_loss
+from ab_tune.core.learned_augment import build_learned_augmentation
+from ab_tune.core.models import build_model, with_normed_head
+from ab_tune.data import GROUP_DATASETS
+from ab_tune.training.schedule import drw_start_epoch
+
+__all__ = ["DeviceSplit", "on_device", "per_group_loss", "no_groups_message", "make_loss", "make_model",
+           "make_learned_augmentation", "make_hyper_optimizer", "make_reweighting"]
+
+
+class DeviceSplit(NamedTuple):
+    """A split's inputs, labels and group labels (zeros when the data has none) on the device."""
+    x: torch.Tensor
+    y: torch.Tensor
+    g: torch.Tensor
+
+
+def on_device(split, device: torch.device) -> DeviceSplit:
+    group = split.group if split.has_groups else torch.zeros_like(split.y)
+    return DeviceSplit(split.x.to(device), split.y.to(device), group.to(device))
+
+
+def no_groups_message(dataset: str) -> str:
+    return (f"dataset {dataset!r} has no group labels: use one of {list(GROUP_DATASETS)} "
+            "or pass group labels with your data")
+
+
+def per_group_loss(wanted: bool | None, has_groups: bool, dataset: str) -> bool:
+    """Whether the loss is per (class, group): ``per_group_loss`` (null: when the data has groups);
+    ValueError when it is asked of data without group labels."""
+    if wanted and not has_groups:
+        raise ValueError(f"per_group_loss=true needs group labels, but {no_groups_message(dataset)}")
+    return has_groups if wanted is None else wanted
+
+
+def make_loss(c: dict, counts: torch.Tensor) -> torch.nn.Module:
+    """The loss of ``loss_init`` for these class (or (class, group)) counts, learning ``learn``."""
+    return build_loss(c["loss_init"], counts, learn=loss_learn(c), band_size=c["band_size"], **c["loss_params"])
+
+
+def make_model(c: dict, input_shape: tuple[int, ...], num_classes: int) -> torch.nn.Module:
+    model = build_model(c["model"], input_shape, num_classes)
+    if c["loss_init"] == "ldam":
+        model = with_normed_head(model)  # LDAM's scale s is meant for cosine logits
+    return model
+
+
+def make_learned_augmentation(c: dict, input_shape: tuple[int, ...], num_classes: int, num_groups: int):
+    """The learned per-class (or per-(class, group)) augmentation, or None."""
+    return build_learned_augmentation(c["learned_augmentation"], input_shape, num_classes, num_groups,
+                                      init=c["augment_strength_init"], learn=AUGMENT_STRENGTH in c["learn"])
+
+
+def make_reweighting(c: dict, train_counts: torch.Tensor) -> DeferredReweighting | None:
+    start = drw_start_epoch(c)
+    return None if start is None else DeferredReweighting(train_counts.clamp(min=1), start, beta=c["drw_beta"])
+
+
+def make_hyper_optimizer(c: dict, hparams: list[torch.nn.Parameter]) -> torch.optim.Optimizer | None:
+    """The upper level's optimizer over the learnable loss (and augmentation) parameters; None when
+    there is nothing to learn (a fixed-loss baseline)."""
+    if not hparams:
+        return None
+    if c["hyper_optimizer"] == "adam":
+        return torch.optim.Adam(hparams, lr=c["hyper_lr"], weight_decay=c["hyper_weight_decay"])
+    return torch.optim.SGD(hparams, lr=c["hyper_lr"], momentum=c["hyper_momentum"],
+                           weight_decay=c["hyper_weight_decay"])

@@ -1,0 +1,30 @@
+"""Shared test helpers: a checkpoint round trip and one local Ray instance per module (the modules
+that start Ray mark themselves ``pytestmark = pytest.mark.ray``; ``pytest -m "not ray"`` skips them)."""
+import io
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local test cluster needs no token
+
+
+@pytest.fixture
+def roundtrip():
+    """Through torch.save / torch.load(weights_only=True), as a checkpoint goes."""
+    def through_a_file(state):
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        buffer.seek(0)
+        return torch.load(buffer, weights_only=True)
+    return through_a_file
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A small local Ray instance shared by the tests of one module."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024**2, log_to_driver=False)
+    yield
+    ray.shutdown()
