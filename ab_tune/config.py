@@ -138,7 +138,9 @@ OPTIONS: dict[str, Option] = {
     "hyper_val_batches": Option(None, *POSITIVE_INT, "validation batches in a hyper step's objective"),
     "solver": Option("neumann", f"one of {sorted(SOLVERS)}", _one_of(*SOLVERS), "inverse-Hessian solver"),
     "solver_steps": Option(5, *NON_NEGATIVE_INT, "Hessian-vector products per hyper step"),
-    "solver_alpha": Option(1.0, *POSITIVE, "Neumann step size (below 2 / lambda_max of the Hessian)"),
+    "solver_alpha": Option("auto", "'auto' or a number > 0", lambda v: v == "auto" or _number(0, low_open=True)(v),
+                           "Neumann step size, below 2 / lambda_max of the training loss's Hessian; auto: "
+                           "1 / lambda_max by power iteration at the first hyper step and every 10 after"),
     # objective
     "fairness_weight": Option(0.0, "in [0, 1]", _number(0, 1), "blend weight of the fairness term"),
     "fairness": Option("worst_class", f"one of {sorted(FAIRNESS_TERMS)}", _one_of(*FAIRNESS_TERMS), "fairness term"),
@@ -202,6 +204,9 @@ def resolve_config(config: dict, *, user_data: bool = False) -> dict:
     for key in ("dataset_params", "loss_params"):
         resolved[key] = dict(resolved[key])
     resolved["learn"] = list(resolved["learn"])
+    spec = None if user_data else DATASETS.get(resolved["dataset"])
+    if resolved["model"] == "auto" and spec is not None and spec.model:
+        resolved["model"] = spec.model  # the dataset's own network (MNIST-1D's 1D CNN)
     _check_loss(resolved)
     _check_augmentation(resolved)
     _scale_schedule(resolved)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from ab_tune.core.hypergrad import implicit_hypergradient
+from ab_tune.core.hypergrad import AutoNeumannStep, implicit_hypergradient, top_eigenvalue
 from ab_tune.core.linear_solve import SOLVERS, DivergenceError, make_solver
 
 
@@ -172,3 +172,43 @@ def test_hyperparameter_unused_by_both_losses_gets_a_zero_gradient():
     # at w = (1, 1): H = 2 I, grad_w L_V = 2 w, and d/da grad_w L_T = -2 per entry, so
     # the hypergradient is 0 - (-2) * sum(H^-1 grad_w L_V) = 2 * 2 = 4
     assert torch.allclose(hs[0], torch.tensor([4.0]))
+
+
+# --- the automatic Neumann step ------------------------------------------------------------
+def test_power_iteration_finds_the_top_eigenvalue_of_a_known_spectrum():
+    eigenvalues = torch.tensor([7.0, 3.0, 1.0, 0.5, 0.1])
+    q, _ = torch.linalg.qr(torch.randn(5, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64))
+    h = q @ torch.diag(eigenvalues) @ q.T
+    start = [torch.ones(5)]
+    assert top_eigenvalue(lambda v: [h @ v[0]], start, 60) == pytest.approx(7.0, rel=1e-6)
+    assert top_eigenvalue(lambda v: [h @ v[0]], start, 3) <= 7.0 + 1e-9  # from below: a Rayleigh quotient
+
+
+def test_auto_step_on_a_quadratic_picks_a_convergent_step_and_solves_it():
+    """On the ridge problem (Hessian known in closed form) the automatic step is 1/lambda_max to
+    within the power iteration's error, so the Neumann series converges to the closed form, where a
+    fixed step above 2/lambda_max diverges."""
+    x, _, group, _, _, a = _problem()
+    lam = _lambda_max(a, x, group)
+    step = AutoNeumannStep(iterations=30)
+    many, exact = ridge_hypergradient("neumann", steps=3000, alpha=step)
+    assert 0 < step.alpha < 2.0 / lam  # within the convergent range
+    assert step.alpha == pytest.approx(1.0 / lam, rel=0.05)
+    assert torch.linalg.norm(many - exact) / torch.linalg.norm(exact) < 1e-6
+    with pytest.raises(DivergenceError):
+        ridge_hypergradient("neumann", steps=50, alpha=2.5 / lam)
+
+
+def test_auto_step_measures_again_after_refresh_steps_and_after_a_divergence():
+    calls = []
+
+    def hvp(v):
+        calls.append(1)
+        return [4.0 * v[0]]
+
+    step = AutoNeumannStep(iterations=2, refresh=3)
+    alphas = [step(hvp, [torch.ones(3)]) for _ in range(4)]
+    assert alphas == pytest.approx([0.25] * 4) and len(calls) == 4  # measured at calls 0 and 3
+    step.diverged()
+    step(hvp, [torch.ones(3)])
+    assert len(calls) == 6

@@ -16,7 +16,7 @@ import torch
 
 from ab_tune.core.linear_solve import DivergenceError, make_solver
 
-__all__ = ["implicit_hypergradient", "DivergenceError"]
+__all__ = ["implicit_hypergradient", "DivergenceError", "top_eigenvalue", "AutoNeumannStep"]
 
 
 def _grads(outputs, inputs, grad_outputs=None, **kwargs) -> tuple[torch.Tensor, ...]:
@@ -33,7 +33,7 @@ def implicit_hypergradient(
     *,
     solver: str = "neumann",
     steps: int = 5,
-    alpha: float = 1.0,
+    alpha: float | Callable = 1.0,
 ) -> list[torch.Tensor]:
     """Total derivative of ``val_loss()`` with respect to each of ``hparams``.
 
@@ -43,13 +43,14 @@ def implicit_hypergradient(
         params: the lower-level weights, at (approximately) a minimum of ``train_loss``.
         hparams: the upper-level parameters.
         solver: "neumann", "cg" or "identity" for H^-1 v.
-        steps, alpha: number of Hessian-vector products, and the Neumann step / identity scale.
+        steps, alpha: number of Hessian-vector products, and the Neumann step / identity scale;
+            ``alpha`` may be a callable ``alpha(hessian_vector_product, v) -> float`` that
+            measures the curvature on this step's own Hessian (``AutoNeumannStep``).
 
     Raises:
         DivergenceError: the solver diverged or produced non-finite values.
     """
     params, hparams = list(params), list(hparams)
-    solve = make_solver(solver, steps=steps, alpha=alpha)
 
     # grad_w L_V and the direct term dL_V/da from one backward pass
     val_grads = _grads(val_loss(), params + hparams)
@@ -64,6 +65,9 @@ def implicit_hypergradient(
         # a gradient that depends on no weight (a constant) contributes a zero block of H
         return _grads(outputs, params, grad_outputs=_select(vector, params, linked), retain_graph=True)
 
+    if callable(alpha):
+        alpha = alpha(hessian_vector_product, v) if outputs else 1.0
+    solve = make_solver(solver, steps=steps, alpha=alpha)
     x = solve(hessian_vector_product, v) if outputs else tuple(torch.zeros_like(p) for p in params)
     if not all(torch.isfinite(t).all() for t in x):
         raise DivergenceError("the inverse-Hessian-vector product is not finite")
@@ -81,3 +85,60 @@ def _select(vector, params, linked):
     """The entries of a per-parameter vector that belong to gradients with a graph."""
     position = {id(p): i for i, p in enumerate(params)}
     return [vector[position[id(p)]] for _, p in linked]
+
+
+def top_eigenvalue(hessian_vector_product: Callable, start: Sequence[torch.Tensor], iterations: int) -> float:
+    """The largest-magnitude eigenvalue of H by power iteration from ``start`` (Rayleigh quotient of
+    the last iterate); 0.0 when H maps ``start`` to zero."""
+    v = [t.detach() for t in start]
+    norm = torch.sqrt(sum((t * t).sum() for t in v))
+    if not norm > 0 or not torch.isfinite(norm):
+        return 0.0
+    v = [t / norm for t in v]
+    value = 0.0
+    for _ in range(iterations):
+        hv = [t.detach() for t in hessian_vector_product(v)]
+        value = float(sum((a * b).sum() for a, b in zip(v, hv)))
+        norm = torch.sqrt(sum((t * t).sum() for t in hv))
+        if not norm > 0 or not torch.isfinite(norm):
+            break
+        v = [t / norm for t in hv]
+    return value
+
+
+class AutoNeumannStep:
+    """The Neumann step from the curvature: alpha = 1 / lambda_max of the training loss's Hessian.
+
+    The Neumann series converges when 0 < alpha * lambda < 2 for every eigenvalue lambda of H;
+    alpha = 1 / lambda_max puts the top one at 1, the middle of that range, so an estimate up to
+    2x too low still converges. lambda_max comes from ``iterations`` power-iteration products on
+    the hyper step's own Hessian (started from grad_w L_V, no randomness), at the first hyper
+    step, every ``refresh`` steps after it (the curvature moves as training goes on), and again
+    right after a step whose solve diverged.
+    """
+
+    def __init__(self, iterations: int = 10, refresh: int = 10):
+        self.iterations, self.refresh = iterations, refresh
+        self.lambda_max: float | None = None
+        self.calls = 0
+
+    @property
+    def alpha(self) -> float | None:
+        return None if self.lambda_max is None else 1.0 / self.lambda_max
+
+    def __call__(self, hessian_vector_product: Callable, v: Sequence[torch.Tensor]) -> float:
+        if self.lambda_max is None or self.calls % self.refresh == 0:
+            estimate = abs(top_eigenvalue(hessian_vector_product, v, self.iterations))
+            self.lambda_max = estimate if estimate > 0 else 1.0  # a flat Hessian: any step converges
+        self.calls += 1
+        return self.alpha
+
+    def diverged(self) -> None:
+        """The last solve diverged: measure again at the next step."""
+        self.lambda_max = None
+
+    def state_dict(self) -> dict:
+        return {"lambda_max": self.lambda_max, "calls": self.calls}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.lambda_max, self.calls = state["lambda_max"], state["calls"]

@@ -97,6 +97,33 @@ def digits_cnn(num_classes: int, in_channels: int = 1) -> nn.Module:
     )
 
 
+def mnist1d_cnn(num_classes: int, length: int = 40, channels: int = 25) -> nn.Module:
+    """The small 1D CNN of the MNIST-1D paper (Greydanus 2020): three stride-2 convolutions of
+    25 channels with ReLU, then a linear head (about 5k parameters for length 40)."""
+    out = length
+    for kernel, padding in ((5, 1), (3, 1), (3, 1)):
+        out = (out + 2 * padding - kernel) // 2 + 1
+    if out < 1:
+        raise ValueError(f"model 'mnist1d_cnn' needs sequences of length >= 5, got length={length}")
+    return nn.Sequential(
+        nn.Unflatten(1, (1, length)),  # (N, L) -> (N, 1, L)
+        nn.Conv1d(1, channels, 5, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv1d(channels, channels, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv1d(channels, channels, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(channels * out, num_classes),
+    )
+
+
+def _sequence_length(name: str, input_shape: tuple[int, ...]) -> int:
+    if len(input_shape) != 1:
+        raise ValueError(f"model {name!r} needs 1-D inputs of shape (L,), got input_shape={input_shape}")
+    return input_shape[0]
+
+
 def mlp(in_features: int, num_classes: int, hidden: Sequence[int] = (128, 128)) -> nn.Module:
     """Flatten, then Linear + ReLU per hidden width, then a linear head."""
     layers: list[nn.Module] = [nn.Flatten()]
@@ -128,6 +155,7 @@ MODELS: dict[str, Callable[[tuple[int, ...], int], nn.Module]] = {
     "digits_cnn": lambda shape, k: digits_cnn(k, _image_channels("digits_cnn", shape)),
     "mlp": lambda shape, k: mlp(math.prod(shape), k),
     "linear": lambda shape, k: linear(math.prod(shape), k),
+    "mnist1d_cnn": lambda shape, k: mnist1d_cnn(k, _sequence_length("mnist1d_cnn", shape)),
 }
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ab_tune.data import cifar, groups
+from ab_tune.data import mnist1d as mnist1d_module
 from ab_tune.data.digits import digits
 from ab_tune.data.gmm import gmm
 from ab_tune.data.loaded import Loaded, default_generator
@@ -36,6 +37,8 @@ class DatasetSpec:
     experiment: str | None = None  # bundled AutoBalance experiment: what `ab-tune compare --dataset NAME` runs
     base: str | None = None  # a group variant: the dataset it adds a sensitive attribute to
     files: Callable[[str | None], Any] | None = field(default=None)  # checks the files are there, unread
+    model: str | None = None  # what `model: auto` builds for it (None: chosen from the input shape)
+    check_params: Callable[[dict], None] | None = None  # checks dataset_params' values without loading
 
     @property
     def has_groups(self) -> bool:
@@ -62,16 +65,20 @@ def _fixed_shape(input_shape, num_classes):
 # the hypergradient's scale (tiny once the network fits its training data). The Neumann
 # step must stay below 2 / lambda_max of the training loss's Hessian: about 1-6 for the
 # digits CNN after warm-up (measured); SGD with momentum 0.9 and lr 0.1 lets lambda_max of
-# a ResNet reach 2 (1 + 0.9) / 0.1 = 38, so CIFAR's alpha is 0.05 (the official 1.0 diverges).
+# a ResNet reach 2 (1 + 0.9) / 0.1 = 38 (the official alpha 1.0 diverges). So the step is not a
+# per-dataset constant: solver_alpha `auto` measures lambda_max by power iteration.
 # Small data has few iterations per epoch, so its hyper steps come more often. On CIFAR a
 # hyper step (1 train + 2 validation batches, 5 products) costs about 22 plain steps
 # (benchmarks/README.md), so one every 50 iterations keeps a bilevel epoch near 1.5x a plain one.
 _SMALL = {"batch_size": 32, "lr": 0.05, "weight_decay": 5e-4, "hyper_lr": 0.02,
-          "hyper_every": 5, "hyper_train_batches": 2, "hyper_val_batches": 4, "solver_alpha": 0.5}
+          "hyper_every": 5, "hyper_train_batches": 2, "hyper_val_batches": 4}
 _CIFAR = {"epochs": 300, "batch_size": 128, "lr": 0.1, "weight_decay": 1e-4, "imbalance_ratio": 100.0,
-          "hyper_lr": 0.01, "hyper_every": 50, "hyper_train_batches": 1, "hyper_val_batches": 2,
-          "solver_alpha": 0.05}
+          "hyper_lr": 0.01, "hyper_every": 50, "hyper_train_batches": 1, "hyper_val_batches": 2}
 USER_DATA_DEFAULTS = {**_SMALL, "epochs": 30, "imbalance_ratio": 1.0}
+# MNIST-1D-LT, the CIFAR-10-LT analogue: rho 100 on a 5000-per-class pool (4000 to 40 training
+# samples), about 155 iterations of batch 64 per epoch
+_MNIST1D = {"epochs": 40, "batch_size": 64, "lr": 0.05, "weight_decay": 5e-4, "imbalance_ratio": 100.0,
+            "hyper_lr": 0.01, "hyper_every": 10, "hyper_train_batches": 2, "hyper_val_batches": 4}
 
 
 def _cifar_files(name):
@@ -86,6 +93,8 @@ _BASE = [
     DatasetSpec("cifar100", cifar.cifar100, _fixed_shape((3, 32, 32), 100), _CIFAR, "cifar100_lt.yaml",
                 files=_cifar_files("cifar100")),
     DatasetSpec("gmm", gmm, _gmm_shape(gmm), {**_SMALL, "epochs": 30, "imbalance_ratio": 10.0}, "gmm.yaml"),
+    DatasetSpec("mnist1d", mnist1d_module.mnist1d, _fixed_shape((40,), 10), _MNIST1D, "mnist1d_lt.yaml",
+                model="mnist1d_cnn", check_params=mnist1d_module.check_params),
 ]
 _GROUP_LOADERS = {"digits": groups.digits_groups, "gmm": groups.gmm_groups, "cifar10": groups.cifar10_groups,
                   "cifar100": groups.cifar100_groups}
@@ -96,8 +105,8 @@ _GROUPS = [
     DatasetSpec(f"{spec.name}_groups", _GROUP_LOADERS[spec.name],
                 _gmm_shape(groups.gmm_groups) if spec.name == "gmm" else spec.shape,
                 {**spec.defaults, "imbalance_ratio": 1.0}, _GROUP_EXPERIMENTS.get(spec.name), base=spec.name,
-                files=spec.files)
-    for spec in _BASE
+                files=spec.files, check_params=groups.check_params)
+    for spec in _BASE if spec.name in _GROUP_LOADERS
 ]
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in _BASE + _GROUPS}
 GROUP_DATASETS = tuple(name for name, spec in DATASETS.items() if spec.has_groups)

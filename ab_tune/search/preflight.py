@@ -20,7 +20,7 @@ import torch
 from ab_tune.config import resolve_config
 from ab_tune.core.augment import allowed_augmentations
 from ab_tune.core.objectives import GROUP_TERMS, ValidationObjective
-from ab_tune.data import GROUP_DATASETS, build_splits, dataset_spec, groups
+from ab_tune.data import GROUP_DATASETS, build_splits, dataset_spec
 from ab_tune.data.registry import dataset_loader
 from ab_tune.errors import ConfigError
 from ab_tune.names import GROUP_METRICS
@@ -46,6 +46,8 @@ def check_trial(config: dict, *, user_data: bool = False) -> dict:
     try:
         dataset_loader(c["dataset"], c["dataset_params"])
         spec = dataset_spec(c["dataset"])
+        if spec is not None and spec.check_params is not None:
+            spec.check_params(c["dataset_params"])
         if spec is not None and spec.files is not None and not c["download"]:
             spec.files(c["data_root"])
         shape = spec.shape(c["dataset_params"]) if spec is not None else None
@@ -74,7 +76,6 @@ def _check_groups(c: dict) -> None:
     group dataset, its parameters and (for the small ones) its validation (class, group) pairs."""
     spec = dataset_spec(c["dataset"])
     if spec.has_groups:
-        groups.check_params(c["dataset_params"])
         if spec.base in ("digits", "gmm") and c["fairness"] in GROUP_TERMS and c["fairness_weight"] > 0:
             val = _validation_split(json.dumps({k: c[k] for k in _SPLIT_KEYS}, sort_keys=True))
             ValidationObjective(val.class_counts, fairness_weight=c["fairness_weight"], fairness=c["fairness"],

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from ab_tune.core.hypergrad import DivergenceError, implicit_hypergradient
+from ab_tune.core.hypergrad import AutoNeumannStep, DivergenceError, implicit_hypergradient
 from ab_tune.training.components import DeviceSplit
 
 __all__ = ["sample_batches", "frozen_buffers", "hyper_step"]
@@ -33,18 +33,23 @@ def frozen_buffers(model: torch.nn.Module):
 
 
 def hyper_step(model: torch.nn.Module, train_loss: Callable[[], torch.Tensor], val_loss: Callable[[], torch.Tensor],
-               hparams: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer, config: dict) -> bool:
+               hparams: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer, config: dict,
+               auto_step: AutoNeumannStep | None = None) -> bool:
     """One upper-level step; True when applied, False when skipped because the solve diverged.
 
     ``train_loss`` puts the model in training mode itself, ``val_loss`` in evaluation mode;
     the model is back in training mode afterwards, its BatchNorm statistics untouched.
+    ``auto_step`` sets the Neumann step from the curvature when ``solver_alpha`` is ``auto``.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     try:
         with frozen_buffers(model):
             grads = implicit_hypergradient(train_loss, val_loss, params, hparams, solver=config["solver"],
-                                           steps=config["solver_steps"], alpha=config["solver_alpha"])
+                                           steps=config["solver_steps"],
+                                           alpha=auto_step if auto_step is not None else config["solver_alpha"])
     except DivergenceError:
+        if auto_step is not None:
+            auto_step.diverged()
         return False
     finally:
         model.train()

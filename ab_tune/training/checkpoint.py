@@ -23,6 +23,7 @@ def trainer_state(trainer) -> dict:
         "hyper_optimizer": trainer.hyper_optimizer.state_dict() if trainer.hyper_optimizer else None,
         "rng": {name: getattr(trainer, name).get_state().tolist() for name in RNG_STREAMS},
         "torch_rng": torch.get_rng_state().tolist(),
+        "auto_step": trainer.auto_step.state_dict() if trainer.auto_step is not None else None,
     }
 
 
@@ -57,3 +58,5 @@ def restore_trainer(trainer, state: dict) -> None:
     for name, value in state["rng"].items():
         getattr(trainer, name).set_state(torch.tensor(value, dtype=torch.uint8))
     torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+    if trainer.auto_step is not None and state.get("auto_step") is not None:
+        trainer.auto_step.load_state_dict(state["auto_step"])

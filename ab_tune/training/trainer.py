@@ -22,6 +22,7 @@ import torch
 
 from ab_tune.config import AUGMENT_STRENGTH, resolve_config
 from ab_tune.core.augment import get_augmentation
+from ab_tune.core.hypergrad import AutoNeumannStep
 from ab_tune.core.metrics import per_class_error, per_group_error
 from ab_tune.core.objectives import ValidationObjective
 from ab_tune.data import Splits, build_splits
@@ -97,6 +98,7 @@ class Trainer:
             val.class_counts.to(self.device), fairness_weight=c["fairness_weight"], fairness=c["fairness"],
             group_counts=val.group_counts.to(self.device) if val.has_groups else None)
         self.hyper_optimizer = make_hyper_optimizer(c, self._hparameters())
+        self.auto_step = AutoNeumannStep() if c["solver_alpha"] == "auto" else None
         # separate streams, so that batch order does not depend on how many hyper steps ran
         self.order_rng = _generator(c["seed"] + 1, torch.device("cpu"))
         self.hyper_rng = _generator(c["seed"] + 2, torch.device("cpu"))
@@ -187,7 +189,8 @@ class Trainer:
             x, y, g = (torch.cat(parts) for parts in zip(*val_batches))
             return self.objective(self.model(self._inputs(x)), y, g if self.num_groups is not None else None)
 
-        if bilevel.hyper_step(self.model, train_loss, val_loss, self._hparameters(), self.hyper_optimizer, c):
+        if bilevel.hyper_step(self.model, train_loss, val_loss, self._hparameters(), self.hyper_optimizer, c,
+                              self.auto_step):
             self.hyper_steps += 1
         else:
             self.skipped_hyper_steps += 1  # a diverged solve is skipped, never applied
@@ -265,10 +268,23 @@ class Trainer:
             CLASS_COUNTS: self.train_counts.tolist(),
             LOSS_PARAMETERS: self.learned_values(),
         }
+        if self.auto_step is not None and self.auto_step.alpha is not None:
+            result["neumann_alpha"] = self.auto_step.alpha  # the step of the last curvature estimate
+        self._warn_if_skipping()
         if self.num_groups is not None:
             result[TEST_PER_GROUP_ERROR] = per_group_error(self.test_group_confusion).tolist()
             result[GROUP_COUNTS] = self.splits.train.group_counts.tolist()
         return result
+
+    def _warn_if_skipping(self) -> None:
+        """More than 10% of the hyper steps skipped: the learned loss barely moved; say what to change."""
+        total = self.hyper_steps + self.skipped_hyper_steps
+        if total and self.skipped_hyper_steps > 0.1 * total:
+            advice = ("use solver_alpha: auto (the step from the measured curvature)" if self.auto_step is None
+                      else "lower lr or raise solver_steps' stability with solver: cg")
+            warnings.warn(f"{self.skipped_hyper_steps} of {total} hyper steps were skipped because the "
+                          f"inverse-Hessian solve diverged (solver={self.config['solver']}, "
+                          f"solver_alpha={self.config['solver_alpha']}): {advice}", stacklevel=2)
 
     # --- checkpoints ---------------------------------------------------------------------
     def state_dict(self) -> dict:
