@@ -91,11 +91,18 @@ OPTIONS: dict[str, Option] = {
     "imbalance_profile": Option("exp", "one of ['exp', 'step']", _one_of("exp", "step"), "long-tailed profile"),
     "val_fraction": Option(0.2, "a number in (0, 1)", lambda v: _number(0, 1, low_open=True)(v) and v < 1,
                            "fraction of the training pool held out for the upper level"),
+    "selection_fraction": Option(0.0, "a number in [0, 1)", lambda v: _number(0, 1)(v) and v < 1,
+                                 "fraction of the validation split held out of the hypergradient; the val_* "
+                                 "metrics the outer search selects by come from it (0: the paper's method, "
+                                 "the whole validation split serves both)"),
     "balanced_val": Option(False, "true or false", _is_bool, "balanced validation split instead of long-tailed"),
     "data_seed": Option(None, "an integer >= 0 or null", _optional(_number(0, integer=True)),
                         "seed of the data splits (null: the trial's seed)"),
     # model
     "model": Option("auto", f"one of {['auto', *MODELS]}", _one_of("auto", *MODELS), "network"),
+    "head": Option("auto", "one of ['auto', 'linear', 'cosine']", _one_of("auto", "linear", "cosine"),
+                   "classifier head: linear, or cosine (normalised features and weights, as LDAM's code); "
+                   "auto: cosine for loss_init ldam, linear otherwise"),
     # lower level
     "epochs": Option(None, *POSITIVE_INT, "training epochs of the search phase"),
     "batch_size": Option(None, *POSITIVE_INT, "training batch size"),

@@ -52,14 +52,17 @@ def test_build_model_auto(shape, expected):
 
 def test_build_model_by_name():
     for name in MODELS:
-        shape = (3, 32, 32) if name == "resnet32" else (1, 8, 8)
+        shape = {"resnet32": (3, 32, 32), "mnist1d_cnn": (40,)}.get(name, (1, 8, 8))
         assert build_model(name, shape, 4)(torch.randn(2, *shape)).shape == (2, 4)
 
 
 def test_build_model_errors():
-    with pytest.raises(ValueError, match=r"unknown model 'vgg'; allowed models: \['auto', 'digits_cnn', 'linear', 'mlp', 'resnet32'\]"):  # noqa: E501
+    with pytest.raises(ValueError, match=r"unknown model 'vgg'; allowed models: "
+                                         r"\['auto', 'digits_cnn', 'linear', 'mlp', 'mnist1d_cnn', 'resnet32'\]"):
         build_model("vgg", (3, 32, 32), 10)
     with pytest.raises(ValueError, match=r"model 'resnet32' needs image inputs of shape \(C, H, W\), got input_shape=\(5,\)"):
         build_model("resnet32", (5,), 10)
     with pytest.raises(ValueError, match="num_classes must be >= 2"):
         build_model("mlp", (5,), 1)
+    with pytest.raises(ValueError, match=r"model 'mnist1d_cnn' needs 1-D inputs of shape \(L,\), got input_shape=\(1, 8, 8\)"):
+        build_model("mnist1d_cnn", (1, 8, 8), 10)

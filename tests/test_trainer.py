@@ -200,3 +200,42 @@ def test_hyper_steps_leave_the_training_augmentation_stream_alone():
         baseline.train_epoch()
     assert bilevel.hyper_steps > 0
     assert torch.equal(bilevel.augment_rng.get_state(), baseline.augment_rng.get_state())
+
+
+def test_the_selection_split_never_reaches_the_hypergradient(monkeypatch):
+    """With selection_fraction, the hyper steps sample from the rest of the validation split only,
+    and the val_* metrics are computed on the held-out part."""
+    import ab_tune.training.bilevel as bilevel
+
+    trainer = Trainer({**TINY, "selection_fraction": 0.5, "epochs": 2, "hyper_start_epoch": 0})
+    selection_x = {tuple(x.tolist()) for x in trainer.selection_data.x.flatten(1)}
+    hyper_x = {tuple(x.tolist()) for x in trainer.val_data.x.flatten(1)}
+    assert selection_x and hyper_x and not selection_x & hyper_x
+    assert len(trainer.selection_data.y) + len(trainer.val_data.y) == len(trainer.splits.val)
+    seen = []
+    real = bilevel.sample_batches
+
+    def recording(data, *args):
+        seen.append(data)
+        return real(data, *args)
+
+    monkeypatch.setattr(bilevel, "sample_batches", recording)
+    metrics = trainer.train_epoch()
+    assert seen and all(d is trainer.train_data or d is trainer.val_data for d in seen)
+    assert any(d is trainer.val_data for d in seen)
+    # the reported validation error is the selection part's: its confusion has that many samples
+    from sklearn.metrics import balanced_accuracy_score
+
+    with torch.no_grad():
+        predictions = trainer.model.eval()(trainer.splits.prepare(trainer.selection_data.x)).argmax(1)
+    expected = 1 - balanced_accuracy_score(trainer.selection_data.y.numpy(), predictions.numpy())
+    assert metrics["val_balanced_error"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("loss_init, head, cosine", [("ce", "auto", False), ("ce", "cosine", True),
+                                                     ("ldam", "auto", True), ("ldam", "linear", False)])
+def test_the_head_is_a_choice_of_every_loss(loss_init, head, cosine):
+    from ab_tune.core.models import NormedLinear
+
+    trainer = Trainer({**TINY, "learn": [], "loss_init": loss_init, "head": head, "epochs": 1})
+    assert isinstance(list(trainer.model.modules())[-1], NormedLinear) == cosine

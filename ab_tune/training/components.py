@@ -11,10 +11,12 @@ from ab_tune.config import AUGMENT_STRENGTH, loss_learn
 from ab_tune.core.baseline_losses import DeferredReweighting, build_loss
 from ab_tune.core.learned_augment import build_learned_augmentation
 from ab_tune.core.models import build_model, with_normed_head
-from ab_tune.data import GROUP_DATASETS
+from ab_tune.core.objectives import ValidationObjective
+from ab_tune.data import GROUP_DATASETS, stratified_split
 from ab_tune.training.schedule import drw_start_epoch
 
-__all__ = ["DeviceSplit", "on_device", "per_group_loss", "no_groups_message", "make_loss", "make_model",
+__all__ = ["DeviceSplit", "on_device", "selection_split", "make_objective", "per_group_loss", "no_groups_message",
+           "make_loss", "make_model",
            "make_learned_augmentation", "make_hyper_optimizer", "make_reweighting"]
 
 
@@ -28,6 +30,24 @@ class DeviceSplit(NamedTuple):
 def on_device(split, device: torch.device) -> DeviceSplit:
     group = split.group if split.has_groups else torch.zeros_like(split.y)
     return DeviceSplit(split.x.to(device), split.y.to(device), group.to(device))
+
+
+def selection_split(val, fraction: float, seed: int):
+    """(hyper_val, selection): ``fraction`` of the validation split (stratified by class, or by
+    (class, group) cell) held out of the hypergradient, so the outer search selects by a metric
+    the upper level never optimized; with fraction 0 both are the whole validation split."""
+    if fraction == 0:
+        return val, val
+    labels = val.y * val.num_groups + val.group.long() if val.has_groups else val.y
+    hyper, selection = stratified_split(labels, val_fraction=fraction, generator=torch.Generator().manual_seed(seed))
+    return val.subset(hyper), val.subset(selection)
+
+
+def make_objective(c: dict, split, device: torch.device) -> ValidationObjective:
+    """The upper level's objective, balanced over the classes (or (class, group) cells) of ``split``."""
+    return ValidationObjective(
+        split.class_counts.to(device), fairness_weight=c["fairness_weight"], fairness=c["fairness"],
+        group_counts=split.group_counts.to(device) if split.has_groups else None)
 
 
 def no_groups_message(dataset: str) -> str:
@@ -50,9 +70,15 @@ def make_loss(c: dict, counts: torch.Tensor) -> torch.nn.Module:
 
 def make_model(c: dict, input_shape: tuple[int, ...], num_classes: int) -> torch.nn.Module:
     model = build_model(c["model"], input_shape, num_classes)
-    if c["loss_init"] == "ldam":
-        model = with_normed_head(model)  # LDAM's scale s is meant for cosine logits
+    if uses_cosine_head(c):
+        model = with_normed_head(model)
     return model
+
+
+def uses_cosine_head(c: dict) -> bool:
+    """``head: cosine`` for any loss; ``auto`` is cosine for LDAM only (its scale s is meant for
+    cosine logits, on a linear head s * z explodes) and linear for every other loss."""
+    return c["head"] == "cosine" or (c["head"] == "auto" and c["loss_init"] == "ldam")
 
 
 def make_learned_augmentation(c: dict, input_shape: tuple[int, ...], num_classes: int, num_groups: int):

@@ -24,7 +24,6 @@ from ab_tune.config import AUGMENT_STRENGTH, resolve_config
 from ab_tune.core.augment import get_augmentation
 from ab_tune.core.hypergrad import AutoNeumannStep
 from ab_tune.core.metrics import per_class_error, per_group_error
-from ab_tune.core.objectives import ValidationObjective
 from ab_tune.data import Splits, build_splits
 from ab_tune.names import (
     CLASS_COUNTS,
@@ -41,9 +40,11 @@ from ab_tune.training.components import (
     make_learned_augmentation,
     make_loss,
     make_model,
+    make_objective,
     make_reweighting,
     on_device,
     per_group_loss,
+    selection_split,
 )
 from ab_tune.training.evaluation import Evaluator
 from ab_tune.training.schedule import learning_rate
@@ -93,10 +94,10 @@ class Trainer:
             self.learned_augment.to(self.device)
         self.drw = make_reweighting(c, self.train_counts)
         self._reweight(0)
-        val = self.splits.val
-        self.objective = ValidationObjective(
-            val.class_counts.to(self.device), fairness_weight=c["fairness_weight"], fairness=c["fairness"],
-            group_counts=val.group_counts.to(self.device) if val.has_groups else None)
+        # the hypergradient sees hyper_val only; the reported val_* metrics come from the selection part
+        hyper_val, selection = selection_split(self.splits.val, c["selection_fraction"], c["data_seed"] + 1)
+        self.objective = make_objective(c, hyper_val, self.device)
+        selection_objective = self.objective if selection is hyper_val else make_objective(c, selection, self.device)
         self.hyper_optimizer = make_hyper_optimizer(c, self._hparameters())
         self.auto_step = AutoNeumannStep() if c["solver_alpha"] == "auto" else None
         # separate streams, so that batch order does not depend on how many hyper steps ran
@@ -113,8 +114,9 @@ class Trainer:
         self.last_metrics = None
         self.seconds = 0.0
         self.train_data, self.val_data, self.test_data = (on_device(split, self.device) for split in
-                                                          (self.splits.train, self.splits.val, self.splits.test))
-        self.evaluator = Evaluator(self.splits.prepare, self.splits.num_classes, self.num_groups, self.objective,
+                                                          (self.splits.train, hyper_val, self.splits.test))
+        self.selection_data = self.val_data if selection is hyper_val else on_device(selection, self.device)
+        self.evaluator = Evaluator(self.splits.prepare, self.splits.num_classes, self.num_groups, selection_objective,
                                    c["eval_batch_size"])
         self._new_model()
 
@@ -132,7 +134,7 @@ class Trainer:
 
     def start_retraining(self):
         """Fresh model on train+validation; the learned loss is frozen from here on."""
-        self.search_validation = self.evaluator.validation(self.model, self.val_data)
+        self.search_validation = self.evaluator.validation(self.model, self.selection_data)
         self.phase = "retrain"
         self.loss.requires_grad_(False)
         if self.learned_augment is not None:
@@ -235,7 +237,7 @@ class Trainer:
         those of the searched model: a selection by them never sees training data.
         """
         validation = (self.search_validation if self.phase == "retrain" else
-                      self.evaluator.validation(self.model, self.val_data))
+                      self.evaluator.validation(self.model, self.selection_data))
         test_cm = self.evaluator.test_confusion(self.model, self.test_data)
         self.test_group_confusion = test_cm  # (groups, K, K); one group without group labels
         self.test_confusion = test_cm.sum(dim=0)
