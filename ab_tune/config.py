@@ -144,6 +144,11 @@ OPTIONS: dict[str, Option] = {
     "hyper_train_batches": Option(None, *POSITIVE_INT, "training batches in a hyper step's Hessian"),
     "hyper_val_batches": Option(None, *POSITIVE_INT, "validation batches in a hyper step's objective"),
     "solver": Option("neumann", f"one of {sorted(SOLVERS)}", _one_of(*SOLVERS), "inverse-Hessian solver"),
+    "hessian": Option("exact", "one of ['exact', 'last_layer', 'finite_difference']",
+                      _one_of("exact", "last_layer", "finite_difference"),
+                      "Hessian products of the hyper step: exact (double backward, the paper's method), "
+                      "last_layer (the implicit system on the classifier head only) or finite_difference "
+                      "(central differences of the training gradient, as Betty's DARTS/SAMA)"),
     "solver_steps": Option(5, *NON_NEGATIVE_INT, "Hessian-vector products per hyper step"),
     "solver_alpha": Option("auto", "'auto' or a number > 0", lambda v: v == "auto" or _number(0, low_open=True)(v),
                            "Neumann step size, below 2 / lambda_max of the training loss's Hessian; auto: "

@@ -239,3 +239,24 @@ def test_the_head_is_a_choice_of_every_loss(loss_init, head, cosine):
 
     trainer = Trainer({**TINY, "learn": [], "loss_init": loss_init, "head": head, "epochs": 1})
     assert isinstance(list(trainer.model.modules())[-1], NormedLinear) == cosine
+
+
+def test_last_layer_mode_is_exact_when_only_the_head_has_parameters():
+    """A linear model is all head: the last-layer system is the whole system, step for step."""
+    runs = {}
+    for hessian in ("exact", "last_layer"):
+        trainer = Trainer({**TINY, "model": "linear", "hessian": hessian, "epochs": 2, "hyper_start_epoch": 0})
+        trainer.train_epoch()
+        runs[hessian] = trainer
+    assert runs["exact"].hyper_steps > 0
+    for name, value in runs["exact"].loss.state_dict().items():
+        assert torch.equal(value, runs["last_layer"].loss.state_dict()[name]), name
+
+
+def test_last_layer_and_finite_difference_modes_train_a_cnn():
+    for hessian in ("last_layer", "finite_difference"):
+        trainer = Trainer({**TINY, "hessian": hessian, "epochs": 2})
+        start = trainer.learned_values()
+        trainer.train_epoch()
+        trainer.train_epoch()
+        assert trainer.hyper_steps > 0 and trainer.learned_values() != start

@@ -34,6 +34,8 @@ def implicit_hypergradient(
     solver: str = "neumann",
     steps: int = 5,
     alpha: float | Callable = 1.0,
+    products: str = "autograd",
+    radius: float = 0.01,
 ) -> list[torch.Tensor]:
     """Total derivative of ``val_loss()`` with respect to each of ``hparams``.
 
@@ -46,6 +48,11 @@ def implicit_hypergradient(
         steps, alpha: number of Hessian-vector products, and the Neumann step / identity scale;
             ``alpha`` may be a callable ``alpha(hessian_vector_product, v) -> float`` that
             measures the curvature on this step's own Hessian (``AutoNeumannStep``).
+        products: "autograd" (exact: double backward through one graph of grad_w L_T) or
+            "finite_difference" (central differences of grad L_T at w +- eps u, eps = radius / |u|,
+            as Betty's DARTS/SAMA hypergradients: two gradient evaluations per product and no
+            second-order graph). ``train_loss`` must then give the same loss on every call
+            (the same batches and augmentations).
 
     Raises:
         DivergenceError: the solver diverged or produced non-finite values.
@@ -55,6 +62,11 @@ def implicit_hypergradient(
     # grad_w L_V and the direct term dL_V/da from one backward pass
     val_grads = _grads(val_loss(), params + hparams)
     v, direct = val_grads[: len(params)], val_grads[len(params):]
+
+    if products == "finite_difference":
+        return _finite_difference_hypergradient(train_loss, params, hparams, v, direct, solver, steps, alpha, radius)
+    if products != "autograd":
+        raise ValueError(f"products must be one of ['autograd', 'finite_difference'], got products={products!r}")
 
     # grad_w L_T with its graph kept: every product below differentiates it once more
     train_grads = torch.autograd.grad(train_loss(), params, create_graph=True)
@@ -75,6 +87,45 @@ def implicit_hypergradient(
         mixed = _grads(outputs, hparams, grad_outputs=_select(x, params, linked))
     else:
         mixed = tuple(torch.zeros_like(h) for h in hparams)
+    hypergrads = [d - m for d, m in zip(direct, mixed)]
+    if not all(torch.isfinite(h).all() for h in hypergrads):
+        raise DivergenceError("the hypergradient is not finite")
+    return hypergrads
+
+
+def _finite_difference_hypergradient(train_loss, params, hparams, v, direct, solver, steps, alpha, radius):
+    """The implicit hypergradient with Hessian-vector and mixed products by central differences of
+    the training gradient (no second-order graph)."""
+    def gradients_at(vector, scale):
+        saved = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            for p, t in zip(params, vector):
+                p.add_(t, alpha=scale)
+        try:
+            return _grads(train_loss(), params + hparams)
+        finally:
+            with torch.no_grad():
+                for p, s in zip(params, saved):
+                    p.copy_(s)
+
+    def central_difference(vector):
+        """(d/d(w, a)) of grad L_T(w, a) . u, both blocks, by (g(w + eps u) - g(w - eps u)) / 2 eps."""
+        size = float(torch.sqrt(sum((t * t).sum() for t in vector)))
+        if not size > 0:
+            return [torch.zeros_like(p) for p in params + hparams]
+        eps = radius / size
+        plus, minus = gradients_at(vector, eps), gradients_at(vector, -eps)
+        return [(a - b) / (2 * eps) for a, b in zip(plus, minus)]
+
+    def hessian_vector_product(vector):
+        return tuple(central_difference(vector)[: len(params)])
+
+    if callable(alpha):
+        alpha = alpha(hessian_vector_product, v)
+    x = make_solver(solver, steps=steps, alpha=alpha)(hessian_vector_product, v)
+    if not all(torch.isfinite(t).all() for t in x):
+        raise DivergenceError("the inverse-Hessian-vector product is not finite")
+    mixed = central_difference(x)[len(params):]
     hypergrads = [d - m for d, m in zip(direct, mixed)]
     if not all(torch.isfinite(h).all() for h in hypergrads):
         raise DivergenceError("the hypergradient is not finite")

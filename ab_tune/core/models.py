@@ -192,9 +192,18 @@ class NormedLinear(nn.Module):
         return F.normalize(x, dim=1) @ F.normalize(self.weight, dim=0)
 
 
+def classifier_head(model: nn.Module) -> tuple[str, nn.Module]:
+    """(name, module) of the model's classifier head: its last ``nn.Linear`` or ``NormedLinear``."""
+    heads = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, NormedLinear))]
+    if not heads:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear classifier head: the cosine head and "
+                         "hessian: last_layer need the model's last layer to be an nn.Linear")
+    return heads[-1]
+
+
 def with_normed_head(model: nn.Module) -> nn.Module:
     """The model with its last ``nn.Linear`` replaced by a ``NormedLinear`` of the same shape."""
-    name, last = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+    name, last = classifier_head(model)
     parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
     setattr(parent, name.rpartition(".")[2], NormedLinear(last.in_features, last.out_features))
     return model

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 
 from ab_tune.core.hypergrad import AutoNeumannStep, DivergenceError, implicit_hypergradient
+from ab_tune.core.models import classifier_head
 from ab_tune.training.components import DeviceSplit
 
 __all__ = ["sample_batches", "frozen_buffers", "hyper_step"]
@@ -41,12 +42,17 @@ def hyper_step(model: torch.nn.Module, train_loss: Callable[[], torch.Tensor], v
     the model is back in training mode afterwards, its BatchNorm statistics untouched.
     ``auto_step`` sets the Neumann step from the curvature when ``solver_alpha`` is ``auto``.
     """
-    params = [p for p in model.parameters() if p.requires_grad]
+    # last_layer: the implicit system on the classifier head only (the backbone held fixed), so the
+    # products never backpropagate into the backbone
+    source = classifier_head(model)[1] if config["hessian"] == "last_layer" else model
+    params = [p for p in source.parameters() if p.requires_grad]
     try:
         with frozen_buffers(model):
             grads = implicit_hypergradient(train_loss, val_loss, params, hparams, solver=config["solver"],
                                            steps=config["solver_steps"],
-                                           alpha=auto_step if auto_step is not None else config["solver_alpha"])
+                                           alpha=auto_step if auto_step is not None else config["solver_alpha"],
+                                           products="finite_difference" if config["hessian"] == "finite_difference"
+                                           else "autograd")
     except DivergenceError:
         if auto_step is not None:
             auto_step.diverged()

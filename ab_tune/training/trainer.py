@@ -181,8 +181,11 @@ class Trainer:
                                                self.hyper_rng)
         val_batches = bilevel.sample_batches(self.val_data, c["batch_size"], c["hyper_val_batches"], self.hyper_rng)
 
-        def train_loss():
+        replay = self.hyper_augment_rng.get_state()
+
+        def train_loss():  # the same batches and augmentations on every call (finite differences call it often)
             self.model.train()
+            self.hyper_augment_rng.set_state(replay)
             return sum(self._train_loss(x, y, g, self.hyper_augment_rng)
                        for x, y, g in train_batches) / len(train_batches)
 

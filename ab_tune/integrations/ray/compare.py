@@ -56,7 +56,7 @@ GROUP_ONLY = ("reweight",)  # a baseline for group data; on class-imbalanced dat
 # what makes a method a method: every other config key of the AutoBalance file is shared
 LOSS_KEYS = frozenset({"learn", "loss_init", "loss_params", "band_size", "per_group_loss", "drw_start", "drw_beta",
                        "fairness", "fairness_weight", "hyper_optimizer", "hyper_lr", "hyper_momentum", "hyper_weight_decay",
-                       "hyper_start_epoch", "hyper_every", "hyper_train_batches", "hyper_val_batches", "solver",
+                       "hyper_start_epoch", "hyper_every", "hyper_train_batches", "hyper_val_batches", "solver", "hessian",
                        "solver_steps", "solver_alpha"})
 
 class ComputeBudget:
