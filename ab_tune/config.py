@@ -99,7 +99,13 @@ OPTIONS: dict[str, Option] = {
     "data_seed": Option(None, "an integer >= 0 or null", _optional(_number(0, integer=True)),
                         "seed of the data splits (null: the trial's seed)"),
     # model
-    "model": Option("auto", f"one of {['auto', *MODELS]}", _one_of("auto", *MODELS), "network"),
+    "model": Option("auto", f"one of {['auto', *MODELS]}, 'torchvision:NAME' or 'package.module:function'",
+                    lambda v: _one_of("auto", *MODELS)(v) or (isinstance(v, str) and v.count(":") == 1
+                                                              and all(v.split(":"))),
+                    "network: built-in, any torchvision classification model (its head replaced), or a "
+                    "function (input_shape, num_classes, **model_params) -> nn.Module"),
+    "model_params": Option({}, "a mapping like {weights: path/to/state_dict.pt}", _str_dict,
+                           "arguments of a factory or torchvision model; weights: a local state-dict file"),
     "head": Option("auto", "one of ['auto', 'linear', 'cosine']", _one_of("auto", "linear", "cosine"),
                    "classifier head: linear, or cosine (normalised features and weights, as LDAM's code); "
                    "auto: cosine for loss_init ldam, linear otherwise"),
@@ -213,7 +219,7 @@ def resolve_config(config: dict, *, user_data: bool = False) -> dict:
             continue  # filled in below from the epochs
         if not option.check(value):
             raise ConfigError(f"{key} must be {option.allowed}, got {key}={value!r}")
-    for key in ("dataset_params", "loss_params"):
+    for key in ("dataset_params", "loss_params", "model_params"):
         resolved[key] = dict(resolved[key])
     resolved["learn"] = list(resolved["learn"])
     spec = None if user_data else DATASETS.get(resolved["dataset"])

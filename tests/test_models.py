@@ -66,3 +66,69 @@ def test_build_model_errors():
         build_model("mlp", (5,), 1)
     with pytest.raises(ValueError, match=r"model 'mnist1d_cnn' needs 1-D inputs of shape \(L,\), got input_shape=\(1, 8, 8\)"):
         build_model("mnist1d_cnn", (1, 8, 8), 10)
+
+
+# --- your own models: factories, torchvision by name, local weights --------------------------
+FACTORY = '''
+import torch
+
+def small(input_shape, num_classes, width=8):
+    size = 1
+    for s in input_shape:
+        size *= s
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(size, width), torch.nn.ReLU(),
+                               torch.nn.Linear(width, num_classes))
+
+def not_a_module(input_shape, num_classes):
+    return "a string"
+'''
+
+
+@pytest.fixture
+def factory_module(tmp_path, monkeypatch):
+    (tmp_path / "my_models.py").write_text(FACTORY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def test_a_factory_model_trains_with_its_params(factory_module):
+    import ab_tune
+
+    trainer = ab_tune.Trainer({"model": "my_models:small", "model_params": {"width": 16}, "epochs": 1,
+                               "num_threads": 1, "learn": []})
+    assert trainer.model[1].out_features == 16 and trainer.model[-1].out_features == 10
+    assert 0 <= trainer.train_epoch()["test_balanced_error"] <= 1
+
+
+def test_a_torchvision_model_by_name_gets_a_head_for_the_classes():
+    model = build_model("torchvision:resnet18", (3, 32, 32), 7)
+    assert model.fc.out_features == 7 and model(torch.randn(2, 3, 32, 32)).shape == (2, 7)
+
+
+def test_local_weights_are_loaded_and_the_cosine_head_finds_a_factory_head(factory_module, tmp_path):
+    from ab_tune.core.models import NormedLinear, with_normed_head
+
+    donor = build_model("my_models:small", (1, 8, 8), 10)
+    torch.save(donor.state_dict(), tmp_path / "w.pt")
+    loaded = build_model("my_models:small", (1, 8, 8), 10, {"weights": str(tmp_path / "w.pt")})
+    for name, value in donor.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[name])
+    assert isinstance(with_normed_head(loaded)[-1], NormedLinear)
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"model": "no_such_module_xyz:f"}, "model 'no_such_module_xyz:f': cannot import module 'no_such_module_xyz'"),
+    ({"model": "my_models:missing"}, "model 'my_models:missing': module 'my_models' has no function 'missing'"),
+    ({"model": "my_models:not_a_module"}, "model 'my_models:not_a_module' must return a torch.nn.Module, got str"),
+    ({"model": "my_models:small", "model_params": {"weights": "/no/such/w.pt"}},
+     "model_params.weights: no such file '/no/such/w.pt'"),
+    ({"model": "torchvision:not_a_net"}, "model 'torchvision:not_a_net': no such torchvision classification model"),
+    ({"model": "mlp", "model_params": {"width": 3}}, "built-in model 'mlp' takes none"),
+])
+def test_bad_models_are_one_line_errors_before_training(factory_module, config, message):
+    from ab_tune import ConfigError
+    from ab_tune.search.preflight import check_trial
+
+    with pytest.raises(ConfigError) as error:
+        check_trial(config)
+    assert message in str(error.value) and "\n" not in str(error.value)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import math
+import os
 from collections.abc import Callable, Sequence
 
 import torch
@@ -166,16 +168,91 @@ def _auto(input_shape: tuple[int, ...]) -> str:
     return "mlp"
 
 
-def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """A model by name for inputs of `input_shape` (per sample); "auto" picks one from the shape."""
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, params: dict | None = None) -> nn.Module:
+    """A model for inputs of `input_shape` (per sample) and `num_classes` outputs:
+
+    - a built-in name (``MODELS``), or "auto" (picked from the shape);
+    - ``"torchvision:NAME"``: any torchvision classification builder, its classifier head replaced
+      for ``num_classes``;
+    - ``"package.module:function"``: ``function(input_shape, num_classes, **params)`` returning an
+      ``nn.Module``, imported here (so inside a Ray worker too).
+
+    ``params`` (the config's ``model_params``) go to a factory or a torchvision builder; its key
+    ``weights`` is a local state-dict file loaded into the model (never downloaded).
+    """
     input_shape = tuple(int(s) for s in input_shape)
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got num_classes={num_classes}")
-    if name == "auto":
-        name = _auto(input_shape)
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; allowed models: {['auto', *sorted(MODELS)]}")
-    return MODELS[name](input_shape, num_classes)
+    params = dict(params or {})
+    weights = params.pop("weights", None)
+    if weights is not None and not isinstance(weights, str):
+        raise ValueError(f"model_params.weights must be a file path, got weights={weights!r}")
+    if weights is not None and not os.path.isfile(os.path.expanduser(weights)):
+        raise FileNotFoundError(f"model_params.weights: no such file {weights!r}")
+    if name.startswith("torchvision:"):
+        return _torchvision_model(name.removeprefix("torchvision:"), num_classes, params, weights)
+    if ":" in name:
+        model = _factory_model(name, input_shape, num_classes, params)
+    else:
+        if params:
+            raise ValueError(f"model_params are for factory and torchvision models; built-in model {name!r} "
+                             f"takes none, got model_params={params}")
+        if name == "auto":
+            name = _auto(input_shape)
+        if name not in MODELS:
+            raise ValueError(f"unknown model {name!r}; allowed models: {['auto', *sorted(MODELS)]}, "
+                             "'torchvision:NAME' or 'package.module:function'")
+        model = MODELS[name](input_shape, num_classes)
+    if weights is not None:
+        _load_weights(model, weights)
+    return model
+
+
+def _load_weights(model: nn.Module, path: str) -> None:
+    if any(p.is_meta for p in model.parameters()):
+        return  # a shape check (preflight): the file exists, which is all it needs
+    state = torch.load(os.path.expanduser(path), map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError) as err:
+        first = str(err).strip().splitlines()[0]
+        raise ValueError(f"model_params.weights {path!r} does not fit the model: {first}") from None
+
+
+def _factory_model(name: str, input_shape, num_classes: int, params: dict) -> nn.Module:
+    module_name, _, attr = name.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(f"model {name!r}: cannot import module {module_name!r} ({err})") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ValueError(f"model {name!r}: module {module_name!r} has no function {attr!r}")
+    model = factory(input_shape, num_classes, **params)
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model {name!r} must return a torch.nn.Module, got {type(model).__name__}")
+    return model
+
+
+def _torchvision_model(name: str, num_classes: int, params: dict, weights: str | None) -> nn.Module:
+    import torchvision
+
+    try:
+        builder = torchvision.models.get_model_builder(name)
+    except ValueError:
+        allowed = torchvision.models.list_models(module=torchvision.models)
+        raise ValueError(f"model 'torchvision:{name}': no such torchvision classification model; "
+                         f"e.g. {allowed[:6]} (torchvision.models.list_models())") from None
+    model = builder(weights=None, **params)  # nothing is downloaded: weights come from a local file
+    if weights is not None:
+        _load_weights(model, weights)
+    head_name, head = classifier_head(model)
+    if head.out_features != num_classes:
+        parent = model.get_submodule(head_name.rpartition(".")[0]) if "." in head_name else model
+        setattr(parent, head_name.rpartition(".")[2], nn.Linear(head.in_features, num_classes))
+    return model
 
 
 class NormedLinear(nn.Module):

@@ -69,7 +69,7 @@ def make_loss(c: dict, counts: torch.Tensor) -> torch.nn.Module:
 
 
 def make_model(c: dict, input_shape: tuple[int, ...], num_classes: int) -> torch.nn.Module:
-    model = build_model(c["model"], input_shape, num_classes)
+    model = build_model(c["model"], input_shape, num_classes, c["model_params"])
     if uses_cosine_head(c):
         model = with_normed_head(model)
     return model
