@@ -132,3 +132,11 @@ def test_bad_models_are_one_line_errors_before_training(factory_module, config, 
     with pytest.raises(ConfigError) as error:
         check_trial(config)
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("shape, expected", [((3, 32, 32), "CifarResNet"), ((1, 28, 28), "Sequential"),
+                                             ((3, 16, 16), "Sequential"), ((40,), "Sequential")])
+def test_auto_picks_the_resnet_only_for_cifar_sized_rgb_images(shape, expected):
+    model = build_model("auto", shape, 10)
+    assert type(model).__name__ == expected
+    assert model(torch.randn(2, *shape)).shape == (2, 10)
