@@ -8,13 +8,14 @@ from ab_tune.config import resolve_config
 from ab_tune.core.hypergrad import implicit_hypergradient
 from ab_tune.core.loss import ParametricLoss
 from ab_tune.errors import AbTuneError, ConfigError, SearchSpaceError
+from ab_tune.training.loss_tuner import LossTuner
 from ab_tune.training.trainer import Trainer, train
 
 __version__ = "0.1.0"
 
 _moved.install()
 
-__all__ = ["AbTuneError", "ConfigError", "SearchSpaceError", "ParametricLoss", "Trainer", "implicit_hypergradient",
+__all__ = ["AbTuneError", "ConfigError", "SearchSpaceError", "LossTuner", "ParametricLoss", "Trainer", "implicit_hypergradient",
            "optuna_objective", "register", "resolve_config", "train", "trial_loggers"]
 
 # the Optuna and Ray adapters are imported on first use, so ``import ab_tune`` imports neither

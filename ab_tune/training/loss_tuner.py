@@ -1,0 +1,104 @@
+"""AutoBalance inside your own PyTorch loop: the learned loss, and a hyper step when one is due.
+
+    tuner = ab_tune.LossTuner(model, class_counts, val_loader, learn=["delta", "iota"], hyper_every=10)
+    for x, y in train_loader:
+        loss = tuner.loss(model(x), y)
+        optimizer.zero_grad(); loss.backward(); optimizer.step()
+        tuner.step((x, y))            # every hyper_every calls: one implicit-hypergradient step
+
+The hyper step is ``training.bilevel.hyper_step``, the one ``Trainer`` runs: the implicit
+hypergradient of the validation objective (balanced loss, blended with a worst-class term) on
+this training batch and the next validation batch, applied to the loss's parameters by Adam, or
+skipped (never applied) when its solve diverges.
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+
+import torch
+
+from ab_tune.config import resolve_config
+from ab_tune.core.hypergrad import AutoNeumannStep
+from ab_tune.core.objectives import ValidationObjective
+from ab_tune.training import bilevel
+from ab_tune.training.components import make_hyper_optimizer, make_loss
+
+__all__ = ["LossTuner"]
+
+# the config keys a LossTuner takes, as keyword arguments (the same names, defaults and checks)
+KEYS = ("loss_init", "loss_params", "learn", "band_size", "hyper_optimizer", "hyper_lr", "hyper_momentum",
+        "hyper_weight_decay", "hyper_every", "solver", "solver_steps", "solver_alpha", "hessian",
+        "fairness_weight", "fairness")
+
+
+class LossTuner:
+    """The learned loss of one model, and its upper level (see the module's docstring).
+
+    Args:
+        model: your network; its parameters are the lower level.
+        class_counts: training samples per class (K,).
+        val_data: the validation data: an iterable of ``(x, y)`` batches (a DataLoader, cycled),
+            or one ``(x, y)`` pair of tensors.
+        val_class_counts: validation samples per class; None counts them from ``val_data``.
+        **options: the trial config's loss and upper-level keys (``loss_init``, ``learn``,
+            ``hyper_every``, ``hyper_lr``, ``solver_alpha``, ``hessian``, ``fairness_weight``, ...).
+    """
+
+    def __init__(self, model: torch.nn.Module, class_counts, val_data, *, val_class_counts=None, **options):
+        unknown = [k for k in options if k not in KEYS]
+        if unknown:
+            raise TypeError(f"LossTuner got unknown option {unknown[0]!r}; allowed: {', '.join(KEYS)}")
+        self.config = c = resolve_config({"epochs": 1, **options}, user_data=True)
+        self.model = model
+        self.device = next(model.parameters()).device
+        counts = torch.as_tensor(class_counts, dtype=torch.long)
+        self.loss = make_loss(c, counts.clamp(min=1)).to(self.device)
+        self._val = self._batches(val_data)
+        if val_class_counts is None:
+            val_class_counts = torch.bincount(torch.cat([y.flatten().cpu() for _, y in self._one_pass(val_data)]),
+                                              minlength=len(counts))
+        self.objective = ValidationObjective(torch.as_tensor(val_class_counts).to(self.device),
+                                             fairness_weight=c["fairness_weight"], fairness=c["fairness"])
+        self.optimizer = make_hyper_optimizer(c, self.loss.hparameters())
+        self.auto_step = AutoNeumannStep() if c["solver_alpha"] == "auto" else None
+        self.calls = 0
+        self.hyper_steps = 0  # applied
+        self.skipped_hyper_steps = 0
+
+    @staticmethod
+    def _one_pass(val_data) -> Iterable:
+        return [val_data] if isinstance(val_data, tuple) else val_data
+
+    def _batches(self, val_data):
+        return itertools.cycle(self._one_pass(val_data))
+
+    def step(self, train_batch) -> bool | None:
+        """Count one training iteration; every ``hyper_every`` calls, one hyper step on
+        ``train_batch`` = (x, y) and the next validation batch. None when no step was due, True
+        when applied, False when skipped."""
+        self.calls += 1
+        if self.optimizer is None or self.calls % self.config["hyper_every"]:
+            return None
+        x, y = (t.to(self.device) for t in train_batch[:2])
+        xv, yv = (t.to(self.device) for t in next(self._val)[:2])
+
+        def train_loss():
+            self.model.train()
+            return self.loss(self.model(x), y)
+
+        def val_loss():
+            self.model.eval()
+            return self.objective(self.model(xv), yv)
+
+        applied = bilevel.hyper_step(self.model, train_loss, val_loss, self.loss.hparameters(), self.optimizer,
+                                     self.config, self.auto_step)
+        if applied:
+            self.hyper_steps += 1
+        else:
+            self.skipped_hyper_steps += 1
+        return applied
+
+    def values(self) -> dict:
+        """The learned loss parameters (Delta, iota, omega) as lists."""
+        return self.loss.values()

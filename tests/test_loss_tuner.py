@@ -1,0 +1,55 @@
+"""AutoBalance in a user's own loop, through ab_tune.LossTuner."""
+import pytest
+import torch
+
+import ab_tune
+from ab_tune.core.models import digits_cnn
+from ab_tune.data import build_splits
+
+
+def _digits():
+    splits = build_splits(dataset="digits", imbalance_ratio=10, seed=0)
+    return splits.train, splits.val
+
+
+def test_a_plain_pytorch_loop_learns_the_loss_with_hyper_steps_when_due():
+    torch.manual_seed(0)
+    train, val = _digits()
+    model = digits_cnn(10)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    tuner = ab_tune.LossTuner(model, train.class_counts, (val.x, val.y), learn=["iota"], hyper_every=4,
+                              hyper_lr=0.05)
+    start = tuner.values()["iota"]
+    steps = []
+    for _ in range(6):
+        order = torch.randperm(len(train.y))
+        for i in range(0, len(order), 32):
+            x, y = train.x[order[i:i + 32]], train.y[order[i:i + 32]]
+            loss = tuner.loss(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            steps.append(tuner.step((x, y)))
+    due = [s for s in steps if s is not None]
+    assert len(due) == len(steps) // 4 == tuner.hyper_steps + tuner.skipped_hyper_steps
+    assert tuner.hyper_steps > 0.9 * len(due)
+    assert tuner.values()["iota"] != start
+    assert tuner.objective.class_counts.tolist() == val.class_counts.tolist()  # counted from the data
+
+
+def test_a_data_loader_is_cycled_for_validation_batches():
+    train, val = _digits()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(val.x, val.y), batch_size=16)
+    model = digits_cnn(10)
+    tuner = ab_tune.LossTuner(model, train.class_counts, loader, hyper_every=1)
+    for _ in range(len(loader) + 2):  # more hyper steps than validation batches
+        tuner.step((train.x[:32], train.y[:32]))
+    assert tuner.hyper_steps + tuner.skipped_hyper_steps == len(loader) + 2
+
+
+def test_unknown_options_and_bad_values_are_rejected():
+    train, val = _digits()
+    with pytest.raises(TypeError, match="unknown option 'epochs'"):
+        ab_tune.LossTuner(digits_cnn(10), train.class_counts, (val.x, val.y), epochs=3)
+    with pytest.raises(ab_tune.ConfigError, match="hyper_every must be a positive integer, got hyper_every=0"):
+        ab_tune.LossTuner(digits_cnn(10), train.class_counts, (val.x, val.y), hyper_every=0)
