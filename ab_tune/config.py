@@ -182,6 +182,9 @@ OPTIONS: dict[str, Option] = {
                      lambda v: isinstance(v, str) and (v in ("auto", "cpu", "cuda") or
                                                        (v.startswith("cuda:") and v[5:].isdigit())),
                      "where to train; a missing GPU falls back to CPU with a warning"),
+    "precision": Option("fp32", "one of ['fp32', 'bf16']", _one_of("fp32", "bf16"),
+                        "bf16: autocast the lower level's forward passes to bfloat16 (meant for GPUs); the "
+                        "hypergradient and evaluation stay in float32"),
     "num_threads": Option(None, "a positive integer or null", _optional(_number(1, integer=True)),
                           "torch CPU threads (null: leave torch's default)"),
     # resources of one trial under Ray Tune (the trainer itself ignores them)

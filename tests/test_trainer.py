@@ -260,3 +260,25 @@ def test_last_layer_and_finite_difference_modes_train_a_cnn():
         trainer.train_epoch()
         trainer.train_epoch()
         assert trainer.hyper_steps > 0 and trainer.learned_values() != start
+
+
+def test_bf16_autocasts_the_lower_level_and_keeps_the_hyper_step_in_float32(monkeypatch):
+    import ab_tune.training.bilevel as bilevel
+
+    dtypes = []
+    real = bilevel.hyper_step
+
+    def recording(model, train_loss, val_loss, *args):
+        dtypes.append((train_loss().dtype, torch.is_autocast_enabled("cpu")))
+        return real(model, train_loss, val_loss, *args)
+
+    monkeypatch.setattr(bilevel, "hyper_step", recording)
+    trainer = Trainer({**TINY, "precision": "bf16", "epochs": 2})
+    original = trainer.model.forward
+    seen = []
+    trainer.model.forward = lambda x: seen.append(original(x).dtype) or original(x)
+    trainer.train_epoch()
+    trainer.train_epoch()
+    assert torch.bfloat16 in seen  # plain steps under autocast
+    assert dtypes and all(d == (torch.float32, False) for d in dtypes)
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())

@@ -13,6 +13,7 @@ learned loss frozen (the paper's protocol); its metrics are the final ones.
 """
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 import warnings
@@ -175,6 +176,12 @@ class Trainer:
         return sum(weight * self.loss(logits, pair % k, pair // k if self.per_group else None)
                    for pair, weight in targets)
 
+    def _lower_precision(self):
+        """bf16 autocast for the lower level's steps; hyper steps and evaluation stay in float32."""
+        if self.config["precision"] == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def _hyper_step(self):
         c = self.config
         train_batches = bilevel.sample_batches(self.train_data, c["batch_size"], c["hyper_train_batches"],
@@ -220,7 +227,8 @@ class Trainer:
             batch = order[start:start + c["batch_size"]]
             if len(batch) < 2 and len(order) > 1:
                 continue  # a single-sample batch breaks BatchNorm
-            loss = self._train_loss(data.x[batch], data.y[batch], data.g[batch], self.augment_rng)
+            with self._lower_precision():
+                loss = self._train_loss(data.x[batch], data.y[batch], data.g[batch], self.augment_rng)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
