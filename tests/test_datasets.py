@@ -214,7 +214,8 @@ def test_from_dataset_materialises_with_groups():
 
 def test_load_dataset_errors():
     with pytest.raises(ValueError, match=r"unknown dataset 'mnist'; known datasets: \['cifar10', 'cifar100', 'cifar100_groups', "
-                                         r"'cifar10_groups', 'digits', 'digits_groups', 'gmm', 'gmm_groups', 'mnist1d'\]"
+                                         r"'cifar10_groups', 'digits', 'digits_groups', 'gmm', 'gmm_groups', "
+                                         r"'image_list', 'imagefolder', 'mnist1d'\]"
                                          r".*module:function"):
         load_dataset("mnist")
     with pytest.raises(ValueError, match=r"dataset 'gmm' got unknown param 'classes'; allowed params: \['num_classes', 'dim'"):

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ab_tune.data import cifar, groups
+from ab_tune.data import cifar, groups, image_files
 from ab_tune.data import mnist1d as mnist1d_module
 from ab_tune.data.digits import digits
 from ab_tune.data.gmm import gmm
@@ -32,7 +32,7 @@ _PLUMBING = ("data_root", "download", "generator")
 class DatasetSpec:
     name: str
     loader: Callable[..., Loaded]
-    shape: Callable[[dict], tuple[tuple[int, ...], int]]  # (input shape, classes) from dataset_params, unloaded
+    shape: Callable[[dict], tuple[tuple[int, ...], int] | None]  # (input shape, classes), unloaded; None: unknown
     defaults: dict[str, Any]  # trial settings sized for this data; the config's own defaults fill the rest
     experiment: str | None = None  # bundled AutoBalance experiment: what `ab-tune compare --dataset NAME` runs
     base: str | None = None  # a group variant: the dataset it adds a sensitive attribute to
@@ -75,6 +75,8 @@ _SMALL = {"batch_size": 32, "lr": 0.05, "weight_decay": 5e-4, "hyper_lr": 0.02,
 _CIFAR = {"epochs": 300, "batch_size": 128, "lr": 0.1, "weight_decay": 1e-4, "imbalance_ratio": 100.0,
           "hyper_lr": 0.01, "hyper_every": 50, "hyper_train_batches": 1, "hyper_val_batches": 2}
 USER_DATA_DEFAULTS = {**_SMALL, "epochs": 30, "imbalance_ratio": 1.0}
+# image files on disk: the user's own data, taken as it is (no long-tailed subsampling)
+_SMALL_IMAGES = USER_DATA_DEFAULTS
 # MNIST-1D-LT, the CIFAR-10-LT analogue: rho 100 on a 5000-per-class pool (4000 to 40 training
 # samples), about 155 iterations of batch 64 per epoch
 _MNIST1D = {"epochs": 40, "batch_size": 64, "lr": 0.05, "weight_decay": 5e-4, "imbalance_ratio": 100.0,
@@ -93,6 +95,10 @@ _BASE = [
     DatasetSpec("cifar100", cifar.cifar100, _fixed_shape((3, 32, 32), 100), _CIFAR, "cifar100_lt.yaml",
                 files=_cifar_files("cifar100")),
     DatasetSpec("gmm", gmm, _gmm_shape(gmm), {**_SMALL, "epochs": 30, "imbalance_ratio": 10.0}, "gmm.yaml"),
+    DatasetSpec("imagefolder", image_files.imagefolder, lambda params: None, _SMALL_IMAGES,
+                files=lambda root: image_files.check_root(root, "imagefolder"), check_params=image_files.check_params),
+    DatasetSpec("image_list", image_files.image_list, lambda params: None, _SMALL_IMAGES,
+                files=lambda root: image_files.check_root(root, "image_list"), check_params=image_files.check_params),
     DatasetSpec("mnist1d", mnist1d_module.mnist1d, _fixed_shape((40,), 10), _MNIST1D, "mnist1d_lt.yaml",
                 model="mnist1d_cnn", check_params=mnist1d_module.check_params),
 ]

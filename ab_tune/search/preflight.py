@@ -51,7 +51,7 @@ def check_trial(config: dict, *, user_data: bool = False) -> dict:
         if spec is not None and spec.files is not None and not c["download"]:
             spec.files(c["data_root"])
         shape = spec.shape(c["dataset_params"]) if spec is not None else None
-        if shape is None:  # a user's loader: its classes are unknown until it runs
+        if shape is None:  # a user's loader or image files: the classes are unknown until they are read
             make_loss({**c, "band_size": 1}, torch.ones(2))
         else:
             input_shape, num_classes = shape

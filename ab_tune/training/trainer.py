@@ -294,7 +294,8 @@ class Trainer:
         total = self.hyper_steps + self.skipped_hyper_steps
         if total and self.skipped_hyper_steps > 0.1 * total:
             advice = ("use solver_alpha: auto (the step from the measured curvature)" if self.auto_step is None
-                      else "lower lr or raise solver_steps' stability with solver: cg")
+                      else "the training loss's Hessian is far from positive definite at those steps: start "
+                           "hyper steps later (hyper_start_epoch) or lower lr")
             warnings.warn(f"{self.skipped_hyper_steps} of {total} hyper steps were skipped because the "
                           f"inverse-Hessian solve diverged (solver={self.config['solver']}, "
                           f"solver_alpha={self.config['solver_alpha']}): {advice}", stacklevel=2)

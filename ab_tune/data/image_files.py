@@ -1,0 +1,129 @@
+"""Images on disk: class folders (torchvision's ``ImageFolder`` layout) and split files of
+``relative/path label`` lines (as ImageNet-LT and iNaturalist 2018 ship). Both are read into
+uint8 tensors (N, C, H, W), so they suit data that fits in memory.
+
+    data_root/train/<class>/*.png   data_root/test/<class>/*.png          (dataset: imagefolder)
+    data_root/train.txt  data_root/test.txt  + the images they name       (dataset: image_list)
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from ab_tune.data.loaded import Loaded, absolute_root, dataset_info
+from ab_tune.data.splits import Split
+
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def check_root(data_root: str | None, dataset: str) -> str:
+    if data_root is None:
+        raise ValueError(f"data_root is required for dataset {dataset!r}: the folder that holds the images")
+    root = absolute_root(data_root)
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"data_root {root!r} is not a folder (dataset {dataset!r})")
+    return root
+
+
+def _read(paths: list[str], image_size: int | None, mode: str) -> torch.Tensor:
+    """Images -> uint8 (N, C, H, W); resized to image_size x image_size when given, otherwise all
+    images must share one size."""
+    from PIL import Image
+
+    arrays = []
+    for path in paths:
+        with Image.open(path) as image:
+            image = image.convert(mode)
+            if image_size is not None:
+                image = image.resize((image_size, image_size), Image.BILINEAR)
+            array = np.asarray(image, dtype=np.uint8)
+        arrays.append(array[:, :, None] if array.ndim == 2 else array)
+    sizes = {a.shape for a in arrays}
+    if len(sizes) > 1:
+        raise ValueError(f"images have different sizes {sorted(sizes)[:3]}...: set dataset_params.image_size "
+                         f"to resize them, got image_size=None")
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def check_params(params: dict) -> None:
+    """``image_size`` and ``mode`` of ``dataset_params``, checked without reading any image."""
+    _check_options(params.get("image_size"), params.get("mode", "RGB"))
+
+
+def _check_options(image_size, mode) -> None:
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
+        raise ValueError(f"image_size must be a positive integer or null, got image_size={image_size!r}")
+    if mode not in ("RGB", "L"):
+        raise ValueError(f"mode must be one of ['RGB', 'L'], got mode={mode!r}")
+
+
+def _folder_split(folder: str, classes: list[str]) -> tuple[list[str], list[int]]:
+    paths, labels = [], []
+    for k, name in enumerate(classes):
+        class_folder = os.path.join(folder, name)
+        files = sorted(f for f in os.listdir(class_folder) if f.lower().endswith(EXTENSIONS)) \
+            if os.path.isdir(class_folder) else []
+        if not files:
+            raise ValueError(f"class folder {class_folder!r} holds no images ({', '.join(EXTENSIONS)})")
+        paths += [os.path.join(class_folder, f) for f in files]
+        labels += [k] * len(files)
+    return paths, labels
+
+
+def imagefolder(image_size: int | None = None, mode: str = "RGB", *, data_root: str | None = None) -> Loaded:
+    """``data_root/train/<class>/…`` and ``data_root/test/<class>/…``; classes are the sorted
+    folder names of ``train``."""
+    _check_options(image_size, mode)
+    root = check_root(data_root, "imagefolder")
+    train_folder, test_folder = os.path.join(root, "train"), os.path.join(root, "test")
+    for folder in (train_folder, test_folder):
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"dataset 'imagefolder' needs {folder!r} with one folder per class")
+    classes = sorted(d for d in os.listdir(train_folder) if os.path.isdir(os.path.join(train_folder, d)))
+    if len(classes) < 2:
+        raise ValueError(f"{train_folder!r} must hold at least 2 class folders, got {classes}")
+    splits = []
+    for folder in (train_folder, test_folder):
+        paths, labels = _folder_split(folder, classes)
+        splits.append(Split(_read(paths, image_size, mode), torch.tensor(labels), len(classes)))
+    return splits[0], splits[1], dataset_info(splits[0].x.shape[1:], scale=255.0)
+
+
+def _list_split(root: str, list_file: str) -> tuple[list[str], list[int]]:
+    path = os.path.join(root, list_file)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"dataset 'image_list' needs the split file {path!r}")
+    paths, labels = [], []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            parts = line.split()
+            if len(parts) != 2 or not parts[1].lstrip("-").isdigit() or int(parts[1]) < 0:
+                raise ValueError(f"{path}:{number} must be 'relative/path label' (label an integer >= 0), "
+                                 f"got {line.strip()!r}")
+            image = os.path.join(root, parts[0])
+            if not os.path.isfile(image):
+                raise FileNotFoundError(f"{path}:{number} names a missing image {image!r}")
+            paths.append(image)
+            labels.append(int(parts[1]))
+    if not paths:
+        raise ValueError(f"split file {path!r} lists no images")
+    return paths, labels
+
+
+def image_list(train_list: str = "train.txt", test_list: str = "test.txt", image_size: int | None = None,
+               mode: str = "RGB", *, data_root: str | None = None) -> Loaded:
+    """Images named by split files under ``data_root`` (``relative/path label`` per line)."""
+    _check_options(image_size, mode)
+    root = check_root(data_root, "image_list")
+    (train_paths, train_labels), (test_paths, test_labels) = (_list_split(root, f) for f in (train_list, test_list))
+    num_classes = max(train_labels + test_labels) + 1
+    train = Split(_read(train_paths, image_size, mode), torch.tensor(train_labels), num_classes)
+    test = Split(_read(test_paths, image_size, mode), torch.tensor(test_labels), num_classes)
+    if train.x.shape[1:] != test.x.shape[1:]:
+        raise ValueError(f"train and test images differ in size {tuple(train.x.shape[1:])} and "
+                         f"{tuple(test.x.shape[1:])}: set dataset_params.image_size")
+    return train, test, dataset_info(train.x.shape[1:], scale=255.0)

@@ -1,0 +1,66 @@
+"""Images on disk, written as real PNG files: class folders and split lists."""
+import numpy as np
+import pytest
+from PIL import Image
+
+import ab_tune
+from ab_tune import ConfigError
+from ab_tune.data.image_files import image_list, imagefolder
+from ab_tune.search.preflight import check_trial
+
+
+def _png(path, value, size=8):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(value)
+    Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
+
+
+def _folders(root, counts=(6, 3), test=2, size=8):
+    for split, per_class in (("train", counts), ("test", (test,) * len(counts))):
+        for k, n in enumerate(per_class):
+            for i in range(n):
+                _png(root / split / f"class{k}" / f"{i}.png", 100 * k + i, size)
+    return root
+
+
+def test_class_folders_load_as_uint8_images_with_their_labels(tmp_path):
+    pool, test, info = imagefolder(data_root=str(_folders(tmp_path)))
+    assert pool.x.shape == (9, 3, 8, 8) and str(pool.x.dtype) == "torch.uint8"
+    assert pool.class_counts.tolist() == [6, 3] and test.class_counts.tolist() == [2, 2]
+    expected = np.asarray(Image.open(tmp_path / "train" / "class1" / "0.png"))
+    assert (pool.x[6].permute(1, 2, 0).numpy() == expected).all()  # sorted file order, class 1 after class 0
+    assert info["scale"] == 255.0 and info["input_shape"] == (3, 8, 8)
+
+
+def test_a_split_list_over_the_same_images_and_resizing(tmp_path):
+    _folders(tmp_path)
+    (tmp_path / "train.txt").write_text("train/class0/0.png 0\ntrain/class1/1.png 1\n\ntrain/class0/2.png 0\n")
+    (tmp_path / "test.txt").write_text("test/class0/0.png 0\ntest/class1/0.png 1\n")
+    pool, test, _ = image_list(image_size=4, data_root=str(tmp_path))
+    assert pool.y.tolist() == [0, 1, 0] and pool.x.shape == (3, 3, 4, 4) and test.x.shape == (2, 3, 4, 4)
+
+
+def test_a_trial_trains_on_an_image_folder(tmp_path):
+    _folders(tmp_path, counts=(12, 6), test=4)
+    result = ab_tune.train({"dataset": "imagefolder", "data_root": str(tmp_path), "epochs": 2, "batch_size": 4,
+                            "hyper_every": 2, "hyper_start_epoch": 0, "num_threads": 1})
+    assert result["class_counts"] and 0 <= result["test_balanced_error"] <= 1
+
+
+def test_bad_image_data_are_one_line_errors(tmp_path):
+    _folders(tmp_path)
+    (tmp_path / "train" / "class2").mkdir()
+    with pytest.raises(ValueError, match=r"class folder '.*class2' holds no images"):
+        imagefolder(data_root=str(tmp_path))
+    (tmp_path / "train.txt").write_text("train/class0/0.png 0\ntrain/class0/missing.png 1\n")
+    (tmp_path / "test.txt").write_text("test/class0/0.png 0\n")
+    with pytest.raises(FileNotFoundError, match=r"train.txt:2 names a missing image '.*missing.png'"):
+        image_list(data_root=str(tmp_path))
+    _png(tmp_path / "other" / "big.png", 1, size=12)
+    (tmp_path / "train.txt").write_text("train/class0/0.png 0\nother/big.png 1\n")
+    with pytest.raises(ValueError, match="images have different sizes .* set dataset_params.image_size"):
+        image_list(data_root=str(tmp_path))
+    with pytest.raises(ConfigError, match=r"^data_root '.*nowhere' is not a folder \(dataset 'imagefolder'\)$"):
+        check_trial({"dataset": "imagefolder", "data_root": str(tmp_path / "nowhere")})
+    with pytest.raises(ConfigError, match="image_size must be a positive integer or null, got image_size=0"):
+        check_trial({"dataset": "image_list", "data_root": str(tmp_path), "dataset_params": {"image_size": 0}})
