@@ -185,6 +185,8 @@ OPTIONS: dict[str, Option] = {
     "precision": Option("fp32", "one of ['fp32', 'bf16']", _one_of("fp32", "bf16"),
                         "bf16: autocast the lower level's forward passes to bfloat16 (meant for GPUs); the "
                         "hypergradient and evaluation stay in float32"),
+    "num_workers": Option(0, *NON_NEGATIVE_INT, "DataLoader workers that read streamed inputs (data on disk) "
+                                               "ahead of the training step"),
     "num_threads": Option(None, "a positive integer or null", _optional(_number(1, integer=True)),
                           "torch CPU threads (null: leave torch's default)"),
     # resources of one trial under Ray Tune (the trainer itself ignores them)

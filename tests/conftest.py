@@ -25,6 +25,9 @@ def ray_local():
     """A small local Ray instance shared by the tests of one module."""
     import ray
 
+    # workers import a user's model module from the tests folder (tests/user_models.py)
+    tests = os.path.dirname(os.path.abspath(__file__))
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p)
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024**2, log_to_driver=False)
     yield
     ray.shutdown()

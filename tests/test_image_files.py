@@ -1,6 +1,7 @@
 """Images on disk, written as real PNG files: class folders and split lists."""
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import ab_tune
@@ -64,3 +65,23 @@ def test_bad_image_data_are_one_line_errors(tmp_path):
         check_trial({"dataset": "imagefolder", "data_root": str(tmp_path / "nowhere")})
     with pytest.raises(ConfigError, match="image_size must be a positive integer or null, got image_size=0"):
         check_trial({"dataset": "image_list", "data_root": str(tmp_path), "dataset_params": {"image_size": 0}})
+
+
+def test_streamed_and_in_memory_paths_read_the_same_images_and_train(tmp_path):
+    from ab_tune.data.streaming import LazyInputs
+
+    _folders(tmp_path, counts=(12, 6), test=4)
+    memory, memory_test, _ = imagefolder(stream=False, data_root=str(tmp_path))
+    streamed, streamed_test, _ = imagefolder(stream=True, data_root=str(tmp_path))
+    assert isinstance(streamed.x, LazyInputs) and streamed.x.shape == memory.x.shape
+    index = torch.tensor([3, 0, 17])
+    assert torch.equal(streamed.x[index].read(range(3)), memory.x[index])  # a view reads only when asked
+    tiny_cap, _, _ = imagefolder(memory_cap_gb=1e-9, data_root=str(tmp_path))
+    assert isinstance(tiny_cap.x, LazyInputs)  # auto: over the cap, so streamed
+    config = {"dataset": "imagefolder", "data_root": str(tmp_path), "epochs": 2, "batch_size": 4,
+              "hyper_every": 2, "hyper_start_epoch": 1, "num_threads": 1, "seed": 3, "retrain": True}
+    results = {stream: ab_tune.train({**config, "dataset_params": {"stream": stream}, "num_workers": workers})
+               for stream, workers in ((False, 0), (True, 2))}
+    assert results[True]["data_path"] == "stream" and results[False]["data_path"] == "memory"
+    for key in ("test_balanced_error", "val_balanced_error", "loss_parameters", "hyper_steps"):
+        assert results[True][key] == results[False][key], key  # the same batches, read another way

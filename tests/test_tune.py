@@ -487,3 +487,25 @@ def test_fake_gpu_is_shared_and_trials_fall_back_to_cpu(cluster_run):
         assert any("CUDA is not available" in w for w in trial["warned"]), trial["warned"]
         assert trial["saw_peer"]  # both trials held half the GPU at once
     assert len({t["node_id"] for t in run["trials"]}) == 1
+
+
+def test_a_factory_model_on_a_streamed_image_folder_under_ray(ray_local, tmp_path, monkeypatch):
+    """Ray workers import the user's model module (on PYTHONPATH) and stream PNG class folders."""
+    import numpy as np
+    from PIL import Image
+
+    for split, counts in (("train", (12, 6)), ("test", (4, 4))):
+        for k, n in enumerate(counts):
+            (tmp_path / "images" / split / f"c{k}").mkdir(parents=True)
+            for i in range(n):
+                pixels = np.random.default_rng(10 * k + i).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp_path / "images" / split / f"c{k}" / f"{i}.png")
+    monkeypatch.syspath_prepend(os.path.dirname(os.path.abspath(__file__)))  # tests/user_models.py
+    exp = parse_experiment({"name": "files", "config": {
+        "dataset": "imagefolder", "data_root": str(tmp_path / "images"), "dataset_params": {"stream": True},
+        "model": "user_models:tiny", "epochs": 2, "batch_size": 4, "hyper_every": 2, "num_threads": 1,
+        "solver_alpha": 0.05}, "space": {"hyper_lr": {"choice": [0.01, 0.02]}},
+        "search": {"algorithm": "grid", "scheduler": "fifo", "max_concurrent": 2}, "resources": {"cpu": 1}})
+    result_grid, _ = run_experiment(exp, storage=str(tmp_path / "results"), name="files")
+    assert not result_grid.errors
+    assert all(r.metrics["data_path"] == "stream" and r.metrics["class_counts"] == [10, 5] for r in result_grid)

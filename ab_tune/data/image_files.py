@@ -1,6 +1,7 @@
 """Images on disk: class folders (torchvision's ``ImageFolder`` layout) and split files of
 ``relative/path label`` lines (as ImageNet-LT and iNaturalist 2018 ship). Both are read into
-uint8 tensors (N, C, H, W), so they suit data that fits in memory.
+uint8 tensors (N, C, H, W) when they fit under ``memory_cap_gb``, and streamed from disk batch by
+batch otherwise (``streaming.LazyInputs``; ``stream: true`` forces it).
 
     data_root/train/<class>/*.png   data_root/test/<class>/*.png          (dataset: imagefolder)
     data_root/train.txt  data_root/test.txt  + the images they name       (dataset: image_list)
@@ -14,6 +15,7 @@ import torch
 
 from ab_tune.data.loaded import Loaded, absolute_root, dataset_info
 from ab_tune.data.splits import Split
+from ab_tune.data.streaming import LazyInputs
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -27,19 +29,50 @@ def check_root(data_root: str | None, dataset: str) -> str:
     return root
 
 
+def _read_one(path: str, image_size: int | None, mode: str) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image = image.convert(mode)
+        if image_size is not None:
+            image = image.resize((image_size, image_size), Image.BILINEAR)
+        array = np.array(image, dtype=np.uint8)  # a writable copy
+    return array[:, :, None] if array.ndim == 2 else array
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """(uint8 (C, H, W) image, label) items read from their files on access."""
+
+    def __init__(self, paths: list[str], labels: list[int], image_size: int | None, mode: str):
+        self.paths, self.labels, self.image_size, self.mode = paths, labels, image_size, mode
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        array = _read_one(self.paths[i], self.image_size, self.mode)
+        return torch.from_numpy(array).permute(2, 0, 1).contiguous(), self.labels[i]
+
+
+def _split(paths: list[str], labels: list[int], num_classes: int, image_size, mode, stream: bool) -> Split:
+    y = torch.tensor(labels)
+    if stream:
+        return Split(LazyInputs(ImageFiles(paths, labels, image_size, mode)), y, num_classes)
+    return Split(_read(paths, image_size, mode), y, num_classes)
+
+
+def _streams(paths: list[str], stream, memory_cap_gb: float, image_size, mode) -> bool:
+    """Stream when asked, or (auto) when the decoded images would pass ``memory_cap_gb``."""
+    if stream != "auto":
+        return bool(stream)
+    sample = _read_one(paths[0], image_size, mode)
+    return len(paths) * sample.nbytes > memory_cap_gb * 2**30
+
+
 def _read(paths: list[str], image_size: int | None, mode: str) -> torch.Tensor:
     """Images -> uint8 (N, C, H, W); resized to image_size x image_size when given, otherwise all
     images must share one size."""
-    from PIL import Image
-
-    arrays = []
-    for path in paths:
-        with Image.open(path) as image:
-            image = image.convert(mode)
-            if image_size is not None:
-                image = image.resize((image_size, image_size), Image.BILINEAR)
-            array = np.asarray(image, dtype=np.uint8)
-        arrays.append(array[:, :, None] if array.ndim == 2 else array)
+    arrays = [_read_one(path, image_size, mode) for path in paths]
     sizes = {a.shape for a in arrays}
     if len(sizes) > 1:
         raise ValueError(f"images have different sizes {sorted(sizes)[:3]}...: set dataset_params.image_size "
@@ -48,11 +81,17 @@ def _read(paths: list[str], image_size: int | None, mode: str) -> torch.Tensor:
 
 
 def check_params(params: dict) -> None:
-    """``image_size`` and ``mode`` of ``dataset_params``, checked without reading any image."""
-    _check_options(params.get("image_size"), params.get("mode", "RGB"))
+    """``image_size``, ``mode``, ``stream`` and ``memory_cap_gb`` of ``dataset_params``, checked
+    without reading any image."""
+    _check_options(params.get("image_size"), params.get("mode", "RGB"), params.get("stream", "auto"),
+                   params.get("memory_cap_gb", 2.0))
 
 
-def _check_options(image_size, mode) -> None:
+def _check_options(image_size, mode, stream="auto", memory_cap_gb=2.0) -> None:
+    if stream not in ("auto", True, False):
+        raise ValueError(f"stream must be true, false or 'auto', got stream={stream!r}")
+    if isinstance(memory_cap_gb, bool) or not isinstance(memory_cap_gb, (int, float)) or not memory_cap_gb > 0:
+        raise ValueError(f"memory_cap_gb must be a number > 0, got memory_cap_gb={memory_cap_gb!r}")
     if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
         raise ValueError(f"image_size must be a positive integer or null, got image_size={image_size!r}")
     if mode not in ("RGB", "L"):
@@ -72,10 +111,12 @@ def _folder_split(folder: str, classes: list[str]) -> tuple[list[str], list[int]
     return paths, labels
 
 
-def imagefolder(image_size: int | None = None, mode: str = "RGB", *, data_root: str | None = None) -> Loaded:
+def imagefolder(image_size: int | None = None, mode: str = "RGB", stream="auto", memory_cap_gb: float = 2.0, *,
+                data_root: str | None = None) -> Loaded:
     """``data_root/train/<class>/…`` and ``data_root/test/<class>/…``; classes are the sorted
-    folder names of ``train``."""
-    _check_options(image_size, mode)
+    folder names of ``train``. ``stream``: read the images from disk batch by batch (true), load
+    them into memory (false), or stream when they would take more than ``memory_cap_gb`` (auto)."""
+    _check_options(image_size, mode, stream, memory_cap_gb)
     root = check_root(data_root, "imagefolder")
     train_folder, test_folder = os.path.join(root, "train"), os.path.join(root, "test")
     for folder in (train_folder, test_folder):
@@ -84,11 +125,12 @@ def imagefolder(image_size: int | None = None, mode: str = "RGB", *, data_root: 
     classes = sorted(d for d in os.listdir(train_folder) if os.path.isdir(os.path.join(train_folder, d)))
     if len(classes) < 2:
         raise ValueError(f"{train_folder!r} must hold at least 2 class folders, got {classes}")
-    splits = []
-    for folder in (train_folder, test_folder):
-        paths, labels = _folder_split(folder, classes)
-        splits.append(Split(_read(paths, image_size, mode), torch.tensor(labels), len(classes)))
-    return splits[0], splits[1], dataset_info(splits[0].x.shape[1:], scale=255.0)
+    (train_paths, train_labels), (test_paths, test_labels) = (_folder_split(f, classes)
+                                                              for f in (train_folder, test_folder))
+    streamed = _streams(train_paths + test_paths, stream, memory_cap_gb, image_size, mode)
+    train = _split(train_paths, train_labels, len(classes), image_size, mode, streamed)
+    test = _split(test_paths, test_labels, len(classes), image_size, mode, streamed)
+    return train, test, dataset_info(train.x.shape[1:], scale=255.0)
 
 
 def _list_split(root: str, list_file: str) -> tuple[list[str], list[int]]:
@@ -115,14 +157,16 @@ def _list_split(root: str, list_file: str) -> tuple[list[str], list[int]]:
 
 
 def image_list(train_list: str = "train.txt", test_list: str = "test.txt", image_size: int | None = None,
-               mode: str = "RGB", *, data_root: str | None = None) -> Loaded:
-    """Images named by split files under ``data_root`` (``relative/path label`` per line)."""
-    _check_options(image_size, mode)
+               mode: str = "RGB", stream="auto", memory_cap_gb: float = 2.0, *, data_root: str | None = None) -> Loaded:
+    """Images named by split files under ``data_root`` (``relative/path label`` per line);
+    ``stream`` and ``memory_cap_gb`` as for ``imagefolder``."""
+    _check_options(image_size, mode, stream, memory_cap_gb)
     root = check_root(data_root, "image_list")
     (train_paths, train_labels), (test_paths, test_labels) = (_list_split(root, f) for f in (train_list, test_list))
     num_classes = max(train_labels + test_labels) + 1
-    train = Split(_read(train_paths, image_size, mode), torch.tensor(train_labels), num_classes)
-    test = Split(_read(test_paths, image_size, mode), torch.tensor(test_labels), num_classes)
+    streamed = _streams(train_paths + test_paths, stream, memory_cap_gb, image_size, mode)
+    train = _split(train_paths, train_labels, num_classes, image_size, mode, streamed)
+    test = _split(test_paths, test_labels, num_classes, image_size, mode, streamed)
     if train.x.shape[1:] != test.x.shape[1:]:
         raise ValueError(f"train and test images differ in size {tuple(train.x.shape[1:])} and "
                          f"{tuple(test.x.shape[1:])}: set dataset_params.image_size")

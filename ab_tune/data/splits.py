@@ -20,7 +20,7 @@ class Split:
     device; `Splits.prepare` turns a batch into normalised float32.
     """
 
-    x: torch.Tensor  # float32, or uint8 for images (NCHW)
+    x: torch.Tensor  # float32, or uint8 for images (NCHW); or LazyInputs read from disk (streaming.py)
     y: torch.Tensor  # int64 labels in [0, num_classes)
     num_classes: int
     group: torch.Tensor | None = None  # optional int64 group label per sample
@@ -93,7 +93,8 @@ def concat(a: Split, b: Split) -> Split:
     group = num_groups = None
     if a.group is not None:
         group, num_groups = torch.cat([a.group, b.group]), max(a.num_groups, b.num_groups)
-    return Split(torch.cat([a.x, b.x]), torch.cat([a.y, b.y]), a.num_classes, group, num_groups)
+    x = a.x.cat(b.x) if hasattr(a.x, "cat") else torch.cat([a.x, b.x])  # streamed inputs: their indices
+    return Split(x, torch.cat([a.y, b.y]), a.num_classes, group, num_groups)
 
 
 @dataclass

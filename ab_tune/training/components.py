@@ -13,6 +13,7 @@ from ab_tune.core.learned_augment import build_learned_augmentation
 from ab_tune.core.models import build_model, with_normed_head
 from ab_tune.core.objectives import ValidationObjective
 from ab_tune.data import GROUP_DATASETS, stratified_split
+from ab_tune.data.streaming import is_streamed
 from ab_tune.training.schedule import drw_start_epoch
 
 __all__ = ["DeviceSplit", "on_device", "selection_split", "make_objective", "per_group_loss", "no_groups_message",
@@ -27,9 +28,11 @@ class DeviceSplit(NamedTuple):
     g: torch.Tensor
 
 
-def on_device(split, device: torch.device) -> DeviceSplit:
+def on_device(split, device: torch.device, num_workers: int = 0) -> DeviceSplit:
+    """Labels on the device; inputs too, or, streamed from disk, read there batch by batch."""
     group = split.group if split.has_groups else torch.zeros_like(split.y)
-    return DeviceSplit(split.x.to(device), split.y.to(device), group.to(device))
+    x = split.x.to(device, num_workers) if is_streamed(split.x) else split.x.to(device)
+    return DeviceSplit(x, split.y.to(device), group.to(device))
 
 
 def selection_split(val, fraction: float, seed: int):

@@ -27,7 +27,8 @@ class Evaluator:
 
     def _batches(self, data: DeviceSplit):
         size = self.batch_size
-        return [(data.x[i:i + size], data.y[i:i + size], data.g[i:i + size]) for i in range(0, len(data.y), size)]
+        # a generator: streamed inputs are read one batch at a time
+        return ((data.x[i:i + size], data.y[i:i + size], data.g[i:i + size]) for i in range(0, len(data.y), size))
 
     def _confusion(self, predict, batches) -> torch.Tensor:
         """(groups, K, K) confusion matrices; one group when the data has none."""

@@ -26,6 +26,7 @@ from ab_tune.core.augment import get_augmentation
 from ab_tune.core.hypergrad import AutoNeumannStep
 from ab_tune.core.metrics import per_class_error, per_group_error
 from ab_tune.data import Splits, build_splits
+from ab_tune.data.streaming import is_streamed
 from ab_tune.names import (
     CLASS_COUNTS,
     GROUP_COUNTS,
@@ -114,9 +115,10 @@ class Trainer:
         self.search_validation = None  # validation metrics at the end of the search phase
         self.last_metrics = None
         self.seconds = 0.0
-        self.train_data, self.val_data, self.test_data = (on_device(split, self.device) for split in
+        self.train_data, self.val_data, self.test_data = (on_device(split, self.device, c["num_workers"]) for split in
                                                           (self.splits.train, hyper_val, self.splits.test))
-        self.selection_data = self.val_data if selection is hyper_val else on_device(selection, self.device)
+        self.selection_data = (self.val_data if selection is hyper_val else
+                               on_device(selection, self.device, c["num_workers"]))
         self.evaluator = Evaluator(self.splits.prepare, self.splits.num_classes, self.num_groups, selection_objective,
                                    c["eval_batch_size"])
         self._new_model()
@@ -141,7 +143,7 @@ class Trainer:
         if self.learned_augment is not None:
             self.learned_augment.requires_grad_(False)
         self.hyper_optimizer = None
-        self.train_data = on_device(self.splits.train_val, self.device)
+        self.train_data = on_device(self.splits.train_val, self.device, self.config["num_workers"])
         self._new_model()
 
     def _reweight(self, phase_epoch: int) -> None:
@@ -223,12 +225,13 @@ class Trainer:
         self.model.train()
         data = self.train_data
         order = torch.randperm(len(data.y), generator=self.order_rng).to(self.device)
-        for start in range(0, len(order), c["batch_size"]):
-            batch = order[start:start + c["batch_size"]]
-            if len(batch) < 2 and len(order) > 1:
-                continue  # a single-sample batch breaks BatchNorm
+        batches = [order[start:start + c["batch_size"]] for start in range(0, len(order), c["batch_size"])]
+        batches = [b for b in batches if len(b) >= 2 or len(order) == 1]  # a single-sample batch breaks BatchNorm
+        # streamed inputs are read by DataLoader workers ahead of the step
+        inputs = data.x.batches(batches) if is_streamed(data.x) else (data.x[b] for b in batches)
+        for batch, x in zip(batches, inputs):
             with self._lower_precision():
-                loss = self._train_loss(data.x[batch], data.y[batch], data.g[batch], self.augment_rng)
+                loss = self._train_loss(x, data.y[batch], data.g[batch], self.augment_rng)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -277,6 +280,7 @@ class Trainer:
         result = {
             **metrics,
             "train_seconds": self.seconds,
+            "data_path": "stream" if is_streamed(self.splits.train.x) else "memory",
             TEST_PER_CLASS_ERROR: per_class_error(self.test_confusion).tolist(),
             CLASS_COUNTS: self.train_counts.tolist(),
             LOSS_PARAMETERS: self.learned_values(),

@@ -1,0 +1,97 @@
+"""Inputs that stay on disk: read batch by batch, so data larger than memory can train.
+
+A ``Split`` whose ``x`` is ``LazyInputs`` holds only labels (and group labels) in memory; the
+long-tailed subsampling, the stratified splits and the group labels work on its indices
+without reading a sample. On the training device it becomes ``StreamedInputs``: indexing reads
+those samples; ``batches`` reads a whole epoch's batches through a ``DataLoader`` with workers
+(pinned memory and non-blocking copies on a GPU).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import torch
+
+__all__ = ["LazyInputs", "StreamedInputs", "is_streamed"]
+
+
+class LazyInputs:
+    """The inputs of ``dataset`` (items ``(x, ...)``) at ``indices``; nothing is read until asked."""
+
+    def __init__(self, dataset, indices: torch.Tensor | None = None, sample: torch.Tensor | None = None):
+        self.dataset = dataset
+        self.indices = torch.arange(len(dataset)) if indices is None else indices
+        # one sample gives the per-sample shape and dtype (read once, shared by every view)
+        self._sample = sample if sample is not None else torch.as_tensor(dataset[0][0])
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self), *self._sample.shape)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._sample.dtype
+
+    @property
+    def nbytes(self) -> int:
+        """What the inputs would take in memory."""
+        return len(self) * self._sample.numel() * self._sample.element_size()
+
+    def __getitem__(self, index) -> LazyInputs:
+        """A view (index tensor, boolean mask or slice); no sample is read."""
+        return LazyInputs(self.dataset, self.indices[index], self._sample)
+
+    def cat(self, other: LazyInputs) -> LazyInputs:
+        if other.dataset is not self.dataset:
+            raise ValueError("cannot concatenate streamed inputs of two different datasets")
+        return LazyInputs(self.dataset, torch.cat([self.indices, other.indices]), self._sample)
+
+    def read(self, positions: Iterable[int]) -> torch.Tensor:
+        return torch.stack([torch.as_tensor(self.dataset[int(self.indices[p])][0]) for p in positions])
+
+    def to(self, device: torch.device, num_workers: int = 0) -> StreamedInputs:
+        return StreamedInputs(self, torch.device(device), num_workers)
+
+
+class _Inputs(torch.utils.data.Dataset):
+    """The inputs alone, by position, for a DataLoader."""
+
+    def __init__(self, lazy: LazyInputs):
+        self.lazy = lazy
+
+    def __len__(self) -> int:
+        return len(self.lazy)
+
+    def __getitem__(self, position: int) -> torch.Tensor:
+        return torch.as_tensor(self.lazy.dataset[int(self.lazy.indices[position])][0])
+
+
+class StreamedInputs:
+    """Streamed inputs on the training device: ``x[index]`` reads and moves those samples."""
+
+    def __init__(self, lazy: LazyInputs, device: torch.device, num_workers: int = 0):
+        self.lazy, self.device, self.num_workers = lazy, device, num_workers
+
+    def __len__(self) -> int:
+        return len(self.lazy)
+
+    def __getitem__(self, index) -> torch.Tensor:
+        positions = range(len(self))[index] if isinstance(index, slice) else torch.as_tensor(index).cpu().tolist()
+        return self.lazy.read(positions).to(self.device, non_blocking=True)
+
+    def batches(self, index_batches: list[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """The inputs of each batch of positions, in order, read by ``num_workers`` workers ahead
+        of the training step."""
+        loader = torch.utils.data.DataLoader(
+            _Inputs(self.lazy), batch_sampler=[b.cpu().tolist() for b in index_batches],
+            num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(0))  # its workers' seeds; the global RNG stays untouched
+        for x in loader:
+            yield x.to(self.device, non_blocking=True)
+
+
+def is_streamed(x) -> bool:
+    return isinstance(x, (LazyInputs, StreamedInputs))
