@@ -109,6 +109,8 @@ OPTIONS: dict[str, Option] = {
     "head": Option("auto", "one of ['auto', 'linear', 'cosine']", _one_of("auto", "linear", "cosine"),
                    "classifier head: linear, or cosine (normalised features and weights, as LDAM's code); "
                    "auto: cosine for loss_init ldam, linear otherwise"),
+    "head_scale": Option(16.0, *POSITIVE, "scale of the cosine head's logits for every loss but ldam (which "
+                                          "scales them by its own s)"),
     # lower level
     "epochs": Option(None, *POSITIVE_INT, "training epochs of the search phase"),
     "batch_size": Option(None, *POSITIVE_INT, "training batch size"),

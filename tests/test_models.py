@@ -140,3 +140,13 @@ def test_auto_picks_the_resnet_only_for_cifar_sized_rgb_images(shape, expected):
     model = build_model("auto", shape, 10)
     assert type(model).__name__ == expected
     assert model(torch.randn(2, *shape)).shape == (2, 10)
+
+
+def test_the_cosine_head_scales_its_cosines():
+    from ab_tune.core.models import NormedLinear
+
+    head = NormedLinear(4, 3, scale=16.0)
+    x = torch.randn(5, 4)
+    cosines = torch.nn.functional.normalize(x, dim=1) @ torch.nn.functional.normalize(head.weight, dim=0)
+    assert torch.allclose(head(x), 16.0 * cosines)
+    assert cosines.abs().max() <= 1 + 1e-6

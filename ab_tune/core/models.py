@@ -260,15 +260,18 @@ def _torchvision_model(name: str, num_classes: int, params: dict, weights: str |
 class NormedLinear(nn.Module):
     """Cosine classifier of the LDAM paper: logits = normalize(x) . normalize(w_k), in [-1, 1],
     so that LDAM's scale s (e.g. 30) sets the logits' range; on an ordinary linear head,
-    s * z explodes and training diverges."""
+    s * z explodes and training diverges. ``scale`` multiplies the cosines, for losses that have
+    no scale of their own (cross-entropy on logits in [-1, 1] cannot fit)."""
 
-    def __init__(self, in_features: int, out_features: int):
+    def __init__(self, in_features: int, out_features: int, scale: float = 1.0):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(in_features, out_features))
         nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)
+        self.scale = scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(x, dim=1) @ F.normalize(self.weight, dim=0)
+        cosines = F.normalize(x, dim=1) @ F.normalize(self.weight, dim=0)
+        return cosines if self.scale == 1.0 else self.scale * cosines
 
 
 def classifier_head(model: nn.Module) -> tuple[str, nn.Module]:
@@ -280,9 +283,9 @@ def classifier_head(model: nn.Module) -> tuple[str, nn.Module]:
     return heads[-1]
 
 
-def with_normed_head(model: nn.Module) -> nn.Module:
+def with_normed_head(model: nn.Module, scale: float = 1.0) -> nn.Module:
     """The model with its last ``nn.Linear`` replaced by a ``NormedLinear`` of the same shape."""
     name, last = classifier_head(model)
     parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
-    setattr(parent, name.rpartition(".")[2], NormedLinear(last.in_features, last.out_features))
+    setattr(parent, name.rpartition(".")[2], NormedLinear(last.in_features, last.out_features, scale))
     return model

@@ -74,7 +74,8 @@ def make_loss(c: dict, counts: torch.Tensor) -> torch.nn.Module:
 def make_model(c: dict, input_shape: tuple[int, ...], num_classes: int) -> torch.nn.Module:
     model = build_model(c["model"], input_shape, num_classes, c["model_params"])
     if uses_cosine_head(c):
-        model = with_normed_head(model)
+        # LDAM scales the cosines by its own s; every other loss by head_scale
+        model = with_normed_head(model, 1.0 if c["loss_init"] == "ldam" else c["head_scale"])
     return model
 
 
