@@ -5,7 +5,8 @@ with an MLP (the case where a fixed Neumann step of 0.5 skipped nearly every hyp
     python benchmarks/skipped_steps.py                      # solver_alpha as shipped (auto)
     python benchmarks/skipped_steps.py --user-data-only --set solver_alpha=0.5
 
-Prints a Markdown table: experiment, trials, hyper steps applied, skipped, skipped %.
+Prints a Markdown table: experiment, trials, hyper steps applied, skipped, skipped %, and the
+mean test balanced error of those trials.
 """
 from __future__ import annotations
 
@@ -39,8 +40,8 @@ def main() -> None:
     args = parser.parse_args()
     overrides = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.set)}
     torch.set_num_threads(args.threads)
-    print("| experiment | trials | applied | skipped | skipped % |")
-    print("|---|---|---|---|---|")
+    print("| experiment | trials | applied | skipped | skipped % | test balanced error % (mean) |")
+    print("|---|---|---|---|---|---|")
     rows = [] if args.user_data_only else [(name, None) for name in EXPERIMENTS]
     rows.append(("user data: MNIST-1D-LT as tensors, MLP", user_data_case()))
     for name, data in rows:
@@ -50,6 +51,7 @@ def main() -> None:
         else:
             configs = [{"model": "mlp", **overrides}]
         applied = skipped = 0
+        errors = []
         for config in configs:
             config = {k: v for k, v in config.items() if k not in ("cpus_per_trial", "gpus_per_trial")}
             with warnings.catch_warnings():
@@ -57,8 +59,10 @@ def main() -> None:
                 result = ab_tune.train({**config, "retrain": False, "num_threads": args.threads}, data=data)
             applied += result["hyper_steps"]
             skipped += result["skipped_hyper_steps"]
+            errors.append(100 * result["test_balanced_error"])
         total = applied + skipped
-        print(f"| {name} | {len(configs)} | {applied} | {skipped} | {100 * skipped / max(total, 1):.1f} |", flush=True)
+        print(f"| {name} | {len(configs)} | {applied} | {skipped} | {100 * skipped / max(total, 1):.1f} | "
+              f"{sum(errors) / len(errors):.2f} |", flush=True)
 
 
 if __name__ == "__main__":
