@@ -37,12 +37,13 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--user-data-only", action="store_true", help="only the MNIST-1D MLP user-data case")
+    parser.add_argument("--experiments", nargs="*", default=list(EXPERIMENTS), help="shipped files to run")
     args = parser.parse_args()
     overrides = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.set)}
     torch.set_num_threads(args.threads)
     print("| experiment | trials | applied | skipped | skipped % | test balanced error % (mean) |")
     print("|---|---|---|---|---|---|")
-    rows = [] if args.user_data_only else [(name, None) for name in EXPERIMENTS]
+    rows = [] if args.user_data_only else [(name, None) for name in args.experiments]
     rows.append(("user data: MNIST-1D-LT as tensors, MLP", user_data_case()))
     for name, data in rows:
         if data is None:
