@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -10,6 +9,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from ab_tune.user_code import import_function
 
 # --------------------------------------------------------------------------- CIFAR ResNet-32
 
@@ -224,15 +225,7 @@ def _load_weights(model: nn.Module, path: str) -> None:
 
 
 def _factory_model(name: str, input_shape, num_classes: int, params: dict) -> nn.Module:
-    module_name, _, attr = name.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ValueError(f"model {name!r}: cannot import module {module_name!r} ({err})") from None
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise ValueError(f"model {name!r}: module {module_name!r} has no function {attr!r}")
-    model = factory(input_shape, num_classes, **params)
+    model = import_function(name, "model")(input_shape, num_classes, **params)
     if not isinstance(model, nn.Module):
         raise ValueError(f"model {name!r} must return a torch.nn.Module, got {type(model).__name__}")
     return model

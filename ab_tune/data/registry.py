@@ -6,7 +6,6 @@ the registry may be ``"package.module:function"``, a user's loader.
 """
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from ab_tune.data.digits import digits
 from ab_tune.data.gmm import gmm
 from ab_tune.data.loaded import Loaded, default_generator
 from ab_tune.data.user import normalise_result
+from ab_tune.user_code import import_function
 
 __all__ = ["DatasetSpec", "DATASETS", "GROUP_DATASETS", "EXPERIMENTS", "USER_DATA_DEFAULTS", "dataset_spec", "dataset_loader",
            "dataset_shape", "load_dataset", "trial_defaults"]
@@ -141,15 +141,7 @@ def _resolve(name: str) -> Callable[..., Any]:
     if name in DATASETS:
         return DATASETS[name].loader
     if isinstance(name, str) and name.count(":") == 1:
-        module_name, attr = name.split(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as err:
-            raise ValueError(f"dataset {name!r}: cannot import module {module_name!r} ({err})") from None
-        fn = getattr(module, attr, None)
-        if not callable(fn):
-            raise ValueError(f"dataset {name!r}: module {module_name!r} has no function {attr!r}")
-        return fn
+        return import_function(name, "dataset")
     raise ValueError(
         f"unknown dataset {name!r}; known datasets: {sorted(DATASETS)}, "
         "or 'package.module:function' for a function returning (pool, test, info) or (x, y[, x_test, y_test])"
