@@ -210,8 +210,10 @@ def test_auto_step_measures_again_after_refresh_steps_and_after_a_divergence():
     alphas = [step(hvp, [torch.ones(3)]) for _ in range(4)]
     assert alphas == pytest.approx([0.25] * 4) and len(calls) == 4  # measured at calls 0 and 3
     step.diverged()
-    step(hvp, [torch.ones(3)])
+    assert step(hvp, [torch.ones(3)]) == pytest.approx(0.125)  # measured again, half the step
     assert len(calls) == 6
+    assert step(hvp, [torch.ones(3)]) == pytest.approx(0.125) and len(calls) == 6
+    assert step(hvp, [torch.ones(3)]) == pytest.approx(0.25) and len(calls) == 8  # scheduled refresh: full step
 
 
 # --- finite-difference products ------------------------------------------------------------

@@ -86,6 +86,18 @@ def test_a_diverging_hyper_step_is_skipped_and_counted(monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.loss.hparameters()))
 
 
+def test_a_stale_automatic_step_that_diverges_is_retried_with_fresh_curvature_and_applied():
+    trainer = Trainer({**TINY, "hyper_start_epoch": 0, "solver_alpha": "auto"})
+    trainer.train_epoch()
+    applied = trainer.hyper_steps
+    auto = trainer.auto_step
+    auto.lambda_max, auto.calls, auto.scale = 1e-6, 1, 1.0  # a stale estimate: alpha = 1e6 diverges at once
+    trainer._hyper_step()
+    assert trainer.hyper_steps == applied + 1  # the retry on the same batches applied the step
+    assert auto.scale == 0.5 and 1e-3 < auto.lambda_max < 1e6
+    assert all(torch.isfinite(p).all() for p in trainer.loss.hparameters())
+
+
 def test_a_huge_neumann_step_is_detected_not_applied():
     trainer = Trainer({**TINY, "hyper_start_epoch": 0, "solver_alpha": 1e6})
     trainer.train_epoch()

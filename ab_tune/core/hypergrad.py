@@ -158,38 +158,47 @@ def top_eigenvalue(hessian_vector_product: Callable, start: Sequence[torch.Tenso
 
 
 class AutoNeumannStep:
-    """The Neumann step from the curvature: alpha = 1 / lambda_max of the training loss's Hessian.
+    """The Neumann step from the curvature: alpha = scale / lambda_max of the training loss's Hessian.
 
     The Neumann series converges when 0 < alpha * lambda < 2 for every eigenvalue lambda of H;
     alpha = 1 / lambda_max puts the top one at 1, the middle of that range, so an estimate up to
     2x too low still converges. lambda_max comes from ``iterations`` power-iteration products on
     the hyper step's own Hessian (started from grad_w L_V, no randomness), at the first hyper
     step, every ``refresh`` steps after it (the curvature moves as training goes on), and again
-    right after a step whose solve diverged.
+    right after a step whose solve diverged. A solve diverges when the estimate is stale or low,
+    or when a negative eigenvalue (a non-convex region) grows its term by (1 + alpha |lambda|) per
+    product, so each divergence also halves ``scale`` (which damps both); a scheduled refresh
+    restores scale 1.
     """
 
     def __init__(self, iterations: int = 10, refresh: int = 10):
         self.iterations, self.refresh = iterations, refresh
         self.lambda_max: float | None = None
         self.calls = 0
+        self.scale = 1.0
 
     @property
     def alpha(self) -> float | None:
-        return None if self.lambda_max is None else 1.0 / self.lambda_max
+        return None if self.lambda_max is None else self.scale / self.lambda_max
 
     def __call__(self, hessian_vector_product: Callable, v: Sequence[torch.Tensor]) -> float:
-        if self.lambda_max is None or self.calls % self.refresh == 0:
+        scheduled = self.calls % self.refresh == 0
+        if self.lambda_max is None or scheduled:
             estimate = abs(top_eigenvalue(hessian_vector_product, v, self.iterations))
             self.lambda_max = estimate if estimate > 0 else 1.0  # a flat Hessian: any step converges
+            if scheduled:
+                self.scale = 1.0
         self.calls += 1
         return self.alpha
 
     def diverged(self) -> None:
-        """The last solve diverged: measure again at the next step."""
+        """The last solve diverged: measure again at the next call, with half the step."""
         self.lambda_max = None
+        self.scale *= 0.5
 
     def state_dict(self) -> dict:
-        return {"lambda_max": self.lambda_max, "calls": self.calls}
+        return {"lambda_max": self.lambda_max, "calls": self.calls, "scale": self.scale}
 
     def load_state_dict(self, state: dict) -> None:
         self.lambda_max, self.calls = state["lambda_max"], state["calls"]
+        self.scale = state.get("scale", 1.0)  # checkpoints written before the scale existed
