@@ -251,7 +251,7 @@ def child_epoch(spec: dict) -> dict:
     import torch
 
     import ab_tune
-    from ab_tune.config import DATASET_DEFAULTS
+    from ab_tune.data.registry import trial_defaults
 
     torch.set_num_threads(spec["threads"])
     data = None
@@ -269,7 +269,7 @@ def child_epoch(spec: dict) -> dict:
         yt = torch.arange(test) % NUM_CLASSES
         data = from_tensors(x, y, xt, yt, num_classes=NUM_CLASSES)
         # every CIFAR default (schedule, upper level, solver); user data would get other ones
-        config = {**DATASET_DEFAULTS["cifar10"], "dataset": "random_cifar", "model": "resnet32",
+        config = {**trial_defaults("cifar10"), "dataset": "random_cifar", "model": "resnet32",
                   "imbalance_ratio": 1.0, "hyper_start_epoch": 0, "num_threads": spec["threads"]}
         if spec.get("batch"):
             config["batch_size"] = spec["batch"]

@@ -229,3 +229,12 @@ def test_bad_input_is_a_one_line_value_error(make, message):
     with pytest.raises(ValueError, match=re.escape(message)) as error:
         make()
     assert "\n" not in str(error.value)
+
+
+def test_without_the_label_check_the_augmentation_is_the_same():
+    """The trainer turns the per-batch label check off (it waits for the device); nothing else changes."""
+    augment = LearnedAugmentation("noise", (3,), 3, num_groups=2)
+    x, y, g = torch.randn(5, 3), torch.tensor([0, 1, 2, 0, 1]), torch.tensor([0, 1, 1, 0, 0])
+    checked = augment(x, y, g, _gen())
+    unchecked = augment(x, y, g, _gen(), check_labels=False)
+    assert torch.equal(checked, unchecked) and not torch.equal(checked, x)

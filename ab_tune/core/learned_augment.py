@@ -99,15 +99,17 @@ class LearnedAugmentation(nn.Module):
         return [self.correction] if self.learn else []
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, group: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                generator: torch.Generator | None = None, *, check_labels: bool = True) -> torch.Tensor:
         """Augmented x (same shape and dtype), differentiable with respect to the correction.
 
         Args:
             x: float inputs (N, *input_shape).
             y: class labels (N,); group: group labels (N,), or None for group 0 (one group only).
             generator: the source of all randomness (on its own device; draws move to x's).
+            check_labels: check that every label is in range; reading the answer back waits for
+                the device, so a caller whose labels were checked once (the trainer) turns it off.
         """
-        strength = self._per_sample(x, y, group).to(x.dtype)  # (N,)
+        strength = self._per_sample(x, y, group, check_labels).to(x.dtype)  # (N,)
         device = x.device if generator is None else generator.device
         if self.kind == "noise":
             eps = torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
@@ -117,7 +119,7 @@ class LearnedAugmentation(nn.Module):
         theta = identity + strength.view(-1, 1, 1) * (2 * r - 1)  # [I | 0] + s[y, g] * U(-1, 1)^(2x3)
         return affine_warp(x, theta)
 
-    def _per_sample(self, x, y, group) -> torch.Tensor:
+    def _per_sample(self, x, y, group, check_labels: bool = True) -> torch.Tensor:
         """s[y_i, g_i] for every sample, after checking the batch."""
         if tuple(x.shape[1:]) != self.input_shape or not x.is_floating_point():
             raise ValueError(f"x must be float inputs shaped (N, *{self.input_shape}), "
@@ -130,7 +132,7 @@ class LearnedAugmentation(nn.Module):
             if labels.shape != (len(x),) or labels.is_floating_point() or labels.is_complex():
                 raise ValueError(f"{name} must be {len(x)} integer labels, "
                                  f"got {name} with shape {tuple(labels.shape)} and dtype {labels.dtype}")
-            bad = labels[(labels < 0) | (labels >= count)]
+            bad = labels[(labels < 0) | (labels >= count)] if check_labels else labels[:0]
             if len(bad):
                 raise ValueError(f"{name} must be in [0, {count - 1}], got {name}={int(bad[0])}")
         device = self.correction.device

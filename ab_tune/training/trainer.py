@@ -173,8 +173,11 @@ class Trainer:
         x, targets = self.augment(x, y + k * g, rng)
         inputs = self._inputs(x)
         if self.learned_augment is not None:  # never with mixup (config), so sample i is still (y[i], g[i])
-            inputs = self.learned_augment(inputs, y, g if self.per_group else None, rng)
+            # the labels were checked when the data was loaded: no per-step check (a device sync)
+            inputs = self.learned_augment(inputs, y, g if self.per_group else None, rng, check_labels=False)
         logits = self.model(inputs)
+        if len(targets) == 1:  # every family but mixup keeps the batch's own labels, at weight 1
+            return self.loss(logits, y, g if self.per_group else None)
         return sum(weight * self.loss(logits, pair % k, pair // k if self.per_group else None)
                    for pair, weight in targets)
 
