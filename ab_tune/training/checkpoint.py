@@ -45,7 +45,7 @@ def restore_trainer(trainer, state: dict) -> None:
         trainer.start_retraining()
     trainer.search_validation = state["search_validation"]
     trainer.epoch, trainer.iteration = state["epoch"], state["iteration"]
-    trainer.hyper_steps, trainer.skipped_hyper_steps = state["hyper_steps"], state["skipped_hyper_steps"]
+    trainer.tuner.hyper_steps, trainer.tuner.skipped_hyper_steps = state["hyper_steps"], state["skipped_hyper_steps"]
     trainer.seconds = state["seconds"]
     trainer.model.load_state_dict(state["model"])
     trainer.optimizer.load_state_dict(state["optimizer"])

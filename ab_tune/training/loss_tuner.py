@@ -6,7 +6,8 @@
         optimizer.zero_grad(); loss.backward(); optimizer.step()
         tuner.step((x, y))            # every hyper_every calls: one implicit-hypergradient step
 
-The hyper step is ``training.bilevel.hyper_step``, the one ``Trainer`` runs: the implicit
+``Trainer`` runs its upper level through this same object (``LossTuner.from_loss``). The hyper
+step is ``training.bilevel.hyper_step``: the implicit
 hypergradient of the validation objective (balanced loss, blended with a worst-class term) on
 this training batch and the next validation batch, applied to the loss's parameters by Adam, or
 skipped (never applied) when its solve diverges.
@@ -49,19 +50,33 @@ class LossTuner:
         unknown = [k for k in options if k not in KEYS]
         if unknown:
             raise TypeError(f"LossTuner got unknown option {unknown[0]!r}; allowed: {', '.join(KEYS)}")
-        self.config = c = resolve_config({"epochs": 1, **options}, user_data=True)
-        self.model = model
-        self.device = next(model.parameters()).device
+        c = resolve_config({"epochs": 1, **options}, user_data=True)
+        device = next(model.parameters()).device
         counts = torch.as_tensor(class_counts, dtype=torch.long)
-        self.loss = make_loss(c, counts.clamp(min=1)).to(self.device)
+        loss = make_loss(c, counts.clamp(min=1)).to(device)
         self._val = self._batches(val_data)
         if val_class_counts is None:
             val_class_counts = torch.bincount(torch.cat([y.flatten().cpu() for _, y in self._one_pass(val_data)]),
                                               minlength=len(counts))
-        self.objective = ValidationObjective(torch.as_tensor(val_class_counts).to(self.device),
-                                             fairness_weight=c["fairness_weight"], fairness=c["fairness"])
-        self.optimizer = make_hyper_optimizer(c, self.loss.hparameters())
-        self.auto_step = AutoNeumannStep() if c["solver_alpha"] == "auto" else None
+        objective = ValidationObjective(torch.as_tensor(val_class_counts).to(device),
+                                        fairness_weight=c["fairness_weight"], fairness=c["fairness"])
+        self._attach(model, loss, objective, c, loss.hparameters())
+
+    @classmethod
+    def from_loss(cls, model: torch.nn.Module, loss: torch.nn.Module, objective, config: dict,
+                  hparams: list[torch.nn.Parameter]) -> LossTuner:
+        """The upper level over a loss and objective you built (``Trainer`` builds its own: per-group
+        losses, a learned augmentation's strengths among ``hparams``). ``config`` is a resolved trial
+        config; hyper steps come through ``hyper_step``, with your own training and validation losses."""
+        tuner = cls.__new__(cls)
+        tuner._attach(model, loss, objective, config, hparams)
+        return tuner
+
+    def _attach(self, model, loss, objective, config, hparams) -> None:
+        self.model, self.loss, self.objective, self.config, self.hparams = model, loss, objective, config, hparams
+        self.device = next(model.parameters()).device
+        self.optimizer = make_hyper_optimizer(config, hparams)
+        self.auto_step = AutoNeumannStep() if config["solver_alpha"] == "auto" else None
         self.calls = 0
         self.hyper_steps = 0  # applied
         self.skipped_hyper_steps = 0
@@ -91,13 +106,24 @@ class LossTuner:
             self.model.eval()
             return self.objective(self.model(xv), yv)
 
-        applied = bilevel.hyper_step(self.model, train_loss, val_loss, self.loss.hparameters(), self.optimizer,
-                                     self.config, self.auto_step)
+        return self.hyper_step(train_loss, val_loss)
+
+    def hyper_step(self, train_loss, val_loss) -> bool:
+        """One hyper step now, on your closures: ``train_loss()`` (model in training mode) and
+        ``val_loss()`` (evaluation mode); True when applied, False when its solve diverged."""
+        applied = bilevel.hyper_step(self.model, train_loss, val_loss, self.hparams, self.optimizer, self.config,
+                                     self.auto_step)
         if applied:
             self.hyper_steps += 1
         else:
-            self.skipped_hyper_steps += 1
+            self.skipped_hyper_steps += 1  # a diverged solve is skipped, never applied
         return applied
+
+    def freeze(self) -> None:
+        """No more hyper steps: the learned parameters keep their values (the retraining phase)."""
+        for h in self.hparams:
+            h.requires_grad_(False)
+        self.optimizer = None
 
     def values(self) -> dict:
         """The learned loss parameters (Delta, iota, omega) as lists."""

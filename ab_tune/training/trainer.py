@@ -9,7 +9,8 @@ learned loss frozen (the paper's protocol); its metrics are the final ones.
 
 ``Trainer`` is epoch-steppable and checkpointable (what the Ray trainable wraps);
 ``train(config)`` runs it to the end. The pieces live beside it: ``components`` builds them,
-``bilevel`` is the hyper step, ``evaluation`` the metrics, ``checkpoint`` the state.
+``loss_tuner.LossTuner`` the upper level (the object a user's own loop drives, so there is one
+implementation), ``bilevel`` its hyper step, ``evaluation`` the metrics, ``checkpoint`` the state.
 """
 from __future__ import annotations
 
@@ -38,7 +39,6 @@ from ab_tune.names import (
 )
 from ab_tune.training import bilevel, checkpoint
 from ab_tune.training.components import (
-    make_hyper_optimizer,
     make_learned_augmentation,
     make_loss,
     make_model,
@@ -49,6 +49,7 @@ from ab_tune.training.components import (
     selection_split,
 )
 from ab_tune.training.evaluation import Evaluator
+from ab_tune.training.loss_tuner import LossTuner
 from ab_tune.training.schedule import learning_rate
 
 __all__ = ["Trainer", "train", "select_device"]
@@ -100,8 +101,6 @@ class Trainer:
         hyper_val, selection = selection_split(self.splits.val, c["selection_fraction"], c["data_seed"] + 1)
         self.objective = make_objective(c, hyper_val, self.device)
         selection_objective = self.objective if selection is hyper_val else make_objective(c, selection, self.device)
-        self.hyper_optimizer = make_hyper_optimizer(c, self._hparameters())
-        self.auto_step = AutoNeumannStep() if c["solver_alpha"] == "auto" else None
         # separate streams, so that batch order does not depend on how many hyper steps ran
         self.order_rng = _generator(c["seed"] + 1, torch.device("cpu"))
         self.hyper_rng = _generator(c["seed"] + 2, torch.device("cpu"))
@@ -109,8 +108,6 @@ class Trainer:
         self.hyper_augment_rng = _generator(c["seed"] + 4, self.device)  # baselines see the same augmentations
         self.epoch = 0
         self.iteration = 0
-        self.hyper_steps = 0
-        self.skipped_hyper_steps = 0
         self.phase = "search"
         self.search_validation = None  # validation metrics at the end of the search phase
         self.last_metrics = None
@@ -122,6 +119,24 @@ class Trainer:
         self.evaluator = Evaluator(self.splits.prepare, self.splits.num_classes, self.num_groups, selection_objective,
                                    c["eval_batch_size"])
         self._new_model()
+        # the upper level: the same object a user's own loop drives (ab_tune.LossTuner)
+        self.tuner = LossTuner.from_loss(self.model, self.loss, self.objective, c, self._hparameters())
+
+    @property
+    def hyper_steps(self) -> int:
+        return self.tuner.hyper_steps
+
+    @property
+    def skipped_hyper_steps(self) -> int:
+        return self.tuner.skipped_hyper_steps
+
+    @property
+    def hyper_optimizer(self) -> torch.optim.Optimizer | None:
+        return self.tuner.optimizer
+
+    @property
+    def auto_step(self) -> AutoNeumannStep | None:
+        return self.tuner.auto_step
 
     # --- set-up --------------------------------------------------------------------------
     def _hparameters(self) -> list[torch.nn.Parameter]:
@@ -139,10 +154,10 @@ class Trainer:
         """Fresh model on train+validation; the learned loss is frozen from here on."""
         self.search_validation = self.evaluator.validation(self.model, self.selection_data)
         self.phase = "retrain"
+        self.tuner.freeze()
         self.loss.requires_grad_(False)
         if self.learned_augment is not None:
             self.learned_augment.requires_grad_(False)
-        self.hyper_optimizer = None
         self.train_data = on_device(self.splits.train_val, self.device, self.config["num_workers"])
         self._new_model()
 
@@ -206,11 +221,7 @@ class Trainer:
             x, y, g = (torch.cat(parts) for parts in zip(*val_batches))
             return self.objective(self.model(self._inputs(x)), y, g if self.num_groups is not None else None)
 
-        if bilevel.hyper_step(self.model, train_loss, val_loss, self._hparameters(), self.hyper_optimizer, c,
-                              self.auto_step):
-            self.hyper_steps += 1
-        else:
-            self.skipped_hyper_steps += 1  # a diverged solve is skipped, never applied
+        self.tuner.hyper_step(train_loss, val_loss)
 
     def train_epoch(self) -> dict:
         """One epoch (with its hyper steps), then evaluation; returns the epoch's metrics."""
