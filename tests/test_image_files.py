@@ -85,3 +85,28 @@ def test_streamed_and_in_memory_paths_read_the_same_images_and_train(tmp_path):
     assert results[True]["data_path"] == "stream" and results[False]["data_path"] == "memory"
     for key in ("test_balanced_error", "val_balanced_error", "loss_parameters", "hyper_steps"):
         assert results[True][key] == results[False][key], key  # the same batches, read another way
+
+
+def test_a_shipped_validation_split_replaces_the_split_of_the_pool(tmp_path):
+    from ab_tune.data import build_splits
+
+    _folders(tmp_path, counts=(12, 6), test=4)
+    for k in range(2):
+        for i in range(3):
+            _png(tmp_path / "val" / f"class{k}" / f"{i}.png", 1000 + 10 * k + i)
+    for stream in (False, True):
+        splits = build_splits(dataset="imagefolder", data_root=str(tmp_path), imbalance_ratio=1.0,
+                              dataset_params={"stream": stream})
+        assert splits.train.class_counts.tolist() == [12, 6]  # the whole pool trains
+        assert splits.val.class_counts.tolist() == [3, 3]     # val/ as shipped
+        assert len(splits.train_val.y) == 24                  # retraining joins them (streamed too)
+    expected = np.asarray(Image.open(tmp_path / "val" / "class1" / "2.png"))
+    assert (splits.val.x[torch.tensor([5])].read([0])[0].permute(1, 2, 0).numpy() == expected).all()
+    # an image list's val.txt, picked up when present
+    (tmp_path / "train.txt").write_text("".join(f"train/class{k}/{i}.png {k}\n" for k in range(2) for i in range(4)))
+    (tmp_path / "test.txt").write_text("test/class0/0.png 0\ntest/class1/0.png 1\n")
+    (tmp_path / "val.txt").write_text("val/class0/0.png 0\nval/class1/1.png 1\n")
+    splits = build_splits(dataset="image_list", data_root=str(tmp_path), imbalance_ratio=1.0)
+    assert splits.train.class_counts.tolist() == [4, 4] and splits.val.y.tolist() == [0, 1]
+    with pytest.raises(FileNotFoundError, match=r"needs the split file '.*held_out.txt'"):
+        image_list(val_list="held_out.txt", data_root=str(tmp_path))

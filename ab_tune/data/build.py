@@ -42,6 +42,8 @@ def build_splits(
     3. split the long-tailed pool per class: the validation set is as imbalanced as train
        (val_fraction of each class), or balanced (the same count per class) if balanced_val;
     4. the test set is left as loaded (balanced for the built-in datasets).
+    A loader whose data ships its own validation split (``info["val"]``: an image folder's
+    ``val/``, an image list's ``val.txt``) skips step 3: that split is the validation set, as is.
     With group labels (on both pool and test) steps 2 and 3 stratify by the (class, group) cell:
     class k still keeps n_k samples, spread over its groups in proportion to their pool counts,
     and each cell is split into train / val on its own (so the minority fraction of every class
@@ -87,7 +89,10 @@ def build_splits(
 
     # Stratify by class, or by (class, group) cell when there are groups.
     labels = _cells(pool) if pool.has_groups else pool.y
-    if balanced_val:
+    shipped_val = info.get("val")
+    if shipped_val is not None:  # the data ships its validation split (val/ folder, val.txt): used as is
+        train, val = pool, replace(shipped_val, num_classes=pool.num_classes)
+    elif balanced_val:
         if pool.has_groups:
             # The same count for every non-empty cell, sized by the smallest one.
             cells = pool.group_counts.flatten().tolist()
@@ -98,10 +103,12 @@ def build_splits(
         train_idx, val_idx = stratified_split(labels, val_counts=val_counts, generator=generator)
     else:
         train_idx, val_idx = stratified_split(labels, val_fraction=val_fraction, generator=generator)
+    if shipped_val is None:
+        train, val = pool.subset(train_idx), pool.subset(val_idx)
 
     return Splits(
-        train=pool.subset(train_idx),
-        val=pool.subset(val_idx),
+        train=train,
+        val=val,
         test=test,
         input_shape=tuple(info["input_shape"]),
         mean=info.get("mean"),

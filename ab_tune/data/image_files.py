@@ -3,8 +3,8 @@
 uint8 tensors (N, C, H, W) when they fit under ``memory_cap_gb``, and streamed from disk batch by
 batch otherwise (``streaming.LazyInputs``; ``stream: true`` forces it).
 
-    data_root/train/<class>/*.png   data_root/test/<class>/*.png          (dataset: imagefolder)
-    data_root/train.txt  data_root/test.txt  + the images they name       (dataset: image_list)
+    data_root/train/<class>/*.png   data_root/test/<class>/*.png   [data_root/val/<class>/*.png]  (imagefolder)
+    data_root/train.txt  data_root/test.txt  [data_root/val.txt]  + the images they name       (image_list)
 """
 from __future__ import annotations
 
@@ -54,11 +54,34 @@ class ImageFiles(torch.utils.data.Dataset):
         return torch.from_numpy(array).permute(2, 0, 1).contiguous(), self.labels[i]
 
 
-def _split(paths: list[str], labels: list[int], num_classes: int, image_size, mode, stream: bool) -> Split:
-    y = torch.tensor(labels)
+def _splits(parts: list[tuple[list[str], list[int]]], num_classes: int, image_size, mode, stream: bool) -> list[Split]:
+    """One Split per (paths, labels) part. Streamed parts are views of one ``ImageFiles`` over all
+    of them, so the retraining phase can join train and a shipped validation split."""
     if stream:
-        return Split(LazyInputs(ImageFiles(paths, labels, image_size, mode)), y, num_classes)
-    return Split(_read(paths, image_size, mode), y, num_classes)
+        paths = [p for part_paths, _ in parts for p in part_paths]
+        labels = [k for _, part_labels in parts for k in part_labels]
+        dataset, start, out = ImageFiles(paths, labels, image_size, mode), 0, []
+        sample = torch.as_tensor(dataset[0][0])
+        for part_paths, part_labels in parts:
+            indices = torch.arange(start, start + len(part_paths))
+            out.append(Split(LazyInputs(dataset, indices, sample), torch.tensor(part_labels), num_classes))
+            start += len(part_paths)
+        return out
+    return [Split(_read(paths, image_size, mode), torch.tensor(labels), num_classes) for paths, labels in parts]
+
+
+def _loaded(parts: list[tuple[list[str], list[int]]], num_classes: int, image_size, mode, stream, memory_cap_gb) -> Loaded:
+    """(train, test, info) from the parts (train, test[, val]); a shipped validation split goes into
+    ``info["val"]`` and replaces the split of the training pool (``build_splits``)."""
+    streamed = _streams([p for paths, _ in parts for p in paths], stream, memory_cap_gb, image_size, mode)
+    splits = _splits(parts, num_classes, image_size, mode, streamed)
+    shapes = {tuple(split.x.shape[1:]) for split in splits}
+    if len(shapes) > 1:
+        raise ValueError(f"the splits' images differ in size {sorted(shapes)}: set dataset_params.image_size")
+    info = dataset_info(splits[0].x.shape[1:], scale=255.0)
+    if len(splits) == 3:
+        info["val"] = splits[2]
+    return splits[0], splits[1], info
 
 
 def _streams(paths: list[str], stream, memory_cap_gb: float, image_size, mode) -> bool:
@@ -113,8 +136,9 @@ def _folder_split(folder: str, classes: list[str]) -> tuple[list[str], list[int]
 
 def imagefolder(image_size: int | None = None, mode: str = "RGB", stream="auto", memory_cap_gb: float = 2.0, *,
                 data_root: str | None = None) -> Loaded:
-    """``data_root/train/<class>/…`` and ``data_root/test/<class>/…``; classes are the sorted
-    folder names of ``train``. ``stream``: read the images from disk batch by batch (true), load
+    """``data_root/train/<class>/…`` and ``data_root/test/<class>/…``, and ``data_root/val/<class>/…``
+    when present (the validation split then, instead of a split of the training pool); classes are
+    the sorted folder names of ``train``. ``stream``: read the images from disk batch by batch (true), load
     them into memory (false), or stream when they would take more than ``memory_cap_gb`` (auto)."""
     _check_options(image_size, mode, stream, memory_cap_gb)
     root = check_root(data_root, "imagefolder")
@@ -125,12 +149,9 @@ def imagefolder(image_size: int | None = None, mode: str = "RGB", stream="auto",
     classes = sorted(d for d in os.listdir(train_folder) if os.path.isdir(os.path.join(train_folder, d)))
     if len(classes) < 2:
         raise ValueError(f"{train_folder!r} must hold at least 2 class folders, got {classes}")
-    (train_paths, train_labels), (test_paths, test_labels) = (_folder_split(f, classes)
-                                                              for f in (train_folder, test_folder))
-    streamed = _streams(train_paths + test_paths, stream, memory_cap_gb, image_size, mode)
-    train = _split(train_paths, train_labels, len(classes), image_size, mode, streamed)
-    test = _split(test_paths, test_labels, len(classes), image_size, mode, streamed)
-    return train, test, dataset_info(train.x.shape[1:], scale=255.0)
+    val_folder = os.path.join(root, "val")
+    folders = [train_folder, test_folder] + ([val_folder] if os.path.isdir(val_folder) else [])
+    return _loaded([_folder_split(f, classes) for f in folders], len(classes), image_size, mode, stream, memory_cap_gb)
 
 
 def _list_split(root: str, list_file: str) -> tuple[list[str], list[int]]:
@@ -156,18 +177,16 @@ def _list_split(root: str, list_file: str) -> tuple[list[str], list[int]]:
     return paths, labels
 
 
-def image_list(train_list: str = "train.txt", test_list: str = "test.txt", image_size: int | None = None,
-               mode: str = "RGB", stream="auto", memory_cap_gb: float = 2.0, *, data_root: str | None = None) -> Loaded:
+def image_list(train_list: str = "train.txt", test_list: str = "test.txt", val_list: str | None = None,
+               image_size: int | None = None, mode: str = "RGB", stream="auto", memory_cap_gb: float = 2.0, *,
+               data_root: str | None = None) -> Loaded:
     """Images named by split files under ``data_root`` (``relative/path label`` per line);
-    ``stream`` and ``memory_cap_gb`` as for ``imagefolder``."""
+    ``val_list`` (default: ``val.txt`` when it exists) is the validation split, instead of a split
+    of the training pool; ``stream`` and ``memory_cap_gb`` as for ``imagefolder``."""
     _check_options(image_size, mode, stream, memory_cap_gb)
     root = check_root(data_root, "image_list")
-    (train_paths, train_labels), (test_paths, test_labels) = (_list_split(root, f) for f in (train_list, test_list))
-    num_classes = max(train_labels + test_labels) + 1
-    streamed = _streams(train_paths + test_paths, stream, memory_cap_gb, image_size, mode)
-    train = _split(train_paths, train_labels, num_classes, image_size, mode, streamed)
-    test = _split(test_paths, test_labels, num_classes, image_size, mode, streamed)
-    if train.x.shape[1:] != test.x.shape[1:]:
-        raise ValueError(f"train and test images differ in size {tuple(train.x.shape[1:])} and "
-                         f"{tuple(test.x.shape[1:])}: set dataset_params.image_size")
-    return train, test, dataset_info(train.x.shape[1:], scale=255.0)
+    if val_list is None and os.path.isfile(os.path.join(root, "val.txt")):
+        val_list = "val.txt"
+    parts = [_list_split(root, f) for f in (train_list, test_list) + ((val_list,) if val_list else ())]
+    num_classes = max(k for _, labels in parts for k in labels) + 1
+    return _loaded(parts, num_classes, image_size, mode, stream, memory_cap_gb)
