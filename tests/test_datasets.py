@@ -207,6 +207,9 @@ def test_from_dataset_materialises_with_groups():
     pool, test, _ = from_dataset(ds, ds, generator=gen())
     assert pool.x.shape == (12, 3) and pool.group.tolist() == (torch.arange(12) % 2).tolist()
     assert pool.num_classes == 3
+    streamed, _, _ = from_dataset(ds, ds, generator=gen(), stream=True)  # no targets: labels from one pass
+    assert streamed.y.tolist() == pool.y.tolist() and streamed.group.tolist() == pool.group.tolist()
+    assert torch.equal(streamed.x[torch.tensor([4, 1])].read([0, 1]), pool.x[torch.tensor([4, 1])])
 
 
 # ------------------------------------------------------------------ load_dataset
@@ -303,3 +306,42 @@ def test_build_splits_errors(kwargs, message):
     with pytest.raises(ValueError) as err:
         build_splits(**kwargs)
     assert str(err.value) == message
+
+
+class _CountingImages(torch.utils.data.Dataset):
+    """uint8 (1, 8, 8) images from digits with a torchvision-style ``targets``; counts input reads."""
+
+    def __init__(self, x, y):
+        self.x, self.targets, self.reads = x, y, 0
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        self.reads += 1
+        return self.x[i].numpy(), int(self.targets[i])
+
+
+def test_from_dataset_streams_any_dataset_and_trains_as_the_in_memory_path():
+    import ab_tune
+    from ab_tune.data import build_splits
+    from ab_tune.data.digits import digits
+    from ab_tune.data.streaming import LazyInputs
+
+    pool, test, _ = digits()
+    as_uint8 = lambda s: (s.x * 255 / 16).round().to(torch.uint8).view(-1, 1, 8, 8)  # noqa: E731
+    train_ds, test_ds = _CountingImages(as_uint8(pool), pool.y), _CountingImages(as_uint8(test), test.y)
+    streamed = from_dataset(train_ds, test_ds, stream=True)
+    splits = build_splits(imbalance_ratio=10, data=streamed, seed=0)
+    assert isinstance(splits.train.x, LazyInputs) and train_ds.reads == 1  # labels from targets: one sample read
+    memory = from_dataset(train_ds, test_ds, stream=False)
+    assert torch.equal(memory[0].x, as_uint8(pool))
+    assert from_dataset(train_ds, stream="auto", memory_cap_gb=1e-9)[0].x.__class__ is LazyInputs
+    config = {"epochs": 2, "hyper_start_epoch": 1, "hyper_every": 3, "num_threads": 1, "seed": 1, "retrain": True}
+    results = [ab_tune.train({**config, "num_workers": workers}, data=data)
+               for data, workers in ((memory, 0), (streamed, 2))]
+    assert results[0]["data_path"] == "memory" and results[1]["data_path"] == "stream"
+    for key in ("test_balanced_error", "val_balanced_error", "loss_parameters", "hyper_steps"):
+        assert results[0][key] == results[1][key], key
+    with pytest.raises(ValueError, match="stream must be true, false or 'auto', got stream='yes'"):
+        from_dataset(train_ds, stream="yes")

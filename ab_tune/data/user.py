@@ -9,17 +9,19 @@ import torch
 from ab_tune.data.loaded import Loaded, check_labels, dataset_info, default_generator
 from ab_tune.data.longtail import stratified_split
 from ab_tune.data.splits import Split
+from ab_tune.data.streaming import LazyInputs
 
 
-def _as_inputs(x: Any, name: str) -> torch.Tensor:
-    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
-    if x.ndim < 2:
+def _as_inputs(x: Any, name: str) -> torch.Tensor | LazyInputs:
+    if not isinstance(x, LazyInputs):  # streamed inputs stay on disk (converted per batch)
+        x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    if len(x.shape) < 2:
         raise ValueError(
             f"{name} must have shape (N, ...) with at least 2 dims, got {name}.shape={tuple(x.shape)} "
             f"(use {name}.reshape(-1, 1) for one feature)"
         )
     # uint8 stays uint8 (images; scale 255), everything else becomes float32.
-    return x if x.dtype == torch.uint8 else x.float()
+    return x if x.dtype == torch.uint8 or isinstance(x, LazyInputs) else x.float()
 
 
 def _as_labels(y: Any, name: str) -> torch.Tensor:
@@ -109,23 +111,31 @@ def from_tensors(
     return pool, test, dataset_info(x.shape[1:], scale=255.0 if x.dtype == torch.uint8 else 1.0)
 
 
-def _materialise(dataset: Any, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """A Dataset of (x, y) or (x, y, group) items -> stacked tensors (PIL images -> uint8 CHW)."""
+def _as_input(x: Any) -> torch.Tensor:
+    """One item's input as a tensor (PIL images -> uint8 CHW)."""
     from PIL import Image
 
+    if isinstance(x, Image.Image):
+        from torchvision.transforms.functional import pil_to_tensor
+
+        return pil_to_tensor(x)
+    return torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+
+
+def _check_item(item: Any, name: str) -> None:
+    if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+        raise ValueError(f"{name} must yield (x, y) or (x, y, group) items, got {type(item).__name__}")
+
+
+def _materialise(dataset: Any, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """A Dataset of (x, y) or (x, y, group) items -> stacked tensors (PIL images -> uint8 CHW)."""
     items = [dataset[i] for i in range(len(dataset))] if hasattr(dataset, "__len__") else list(dataset)
     if not items:
         raise ValueError(f"{name} is empty")
     xs, ys, gs = [], [], []
     for item in items:
-        if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
-            raise ValueError(f"{name} must yield (x, y) or (x, y, group) items, got {type(item).__name__}")
-        x = item[0]
-        if isinstance(x, Image.Image):
-            from torchvision.transforms.functional import pil_to_tensor
-
-            x = pil_to_tensor(x)
-        xs.append(torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x))
+        _check_item(item, name)
+        xs.append(_as_input(item[0]))
         ys.append(int(item[1]))
         if len(item) == 3:
             gs.append(int(item[2]))
@@ -138,18 +148,77 @@ def _materialise(dataset: Any, name: str) -> tuple[torch.Tensor, torch.Tensor, t
     return x, torch.tensor(ys, dtype=torch.long), torch.tensor(gs, dtype=torch.long) if gs else None
 
 
+class _TensorItems(torch.utils.data.Dataset):
+    """A user's map-style Dataset whose items' inputs come back as tensors (read on access)."""
+
+    def __init__(self, dataset: Any):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        item = self.dataset[i]
+        return (_as_input(item[0]), *item[1:])
+
+
+def _labels(dataset: Any, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Class (and group) labels without keeping any input: a ``targets`` attribute (torchvision's
+    datasets; ``groups`` beside it for group labels), or else one pass over the items."""
+    if hasattr(dataset, "targets"):
+        groups = getattr(dataset, "groups", None)
+        return _as_labels(dataset.targets, f"{name}.targets"), None if groups is None else _as_labels(groups, f"{name}.groups")
+    ys, gs = [], []
+    for i in range(len(dataset)):
+        item = dataset[i]
+        _check_item(item, name)
+        ys.append(int(item[1]))
+        if len(item) == 3:
+            gs.append(int(item[2]))
+    if gs and len(gs) != len(ys):
+        raise ValueError(f"{name} must yield group labels for every item or for none")
+    return torch.tensor(ys, dtype=torch.long), torch.tensor(gs, dtype=torch.long) if gs else None
+
+
+def _streamed(dataset: Any, name: str) -> tuple[LazyInputs, torch.Tensor, torch.Tensor | None]:
+    if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
+        raise ValueError(f"{name} must be a map-style Dataset (len and indexing) to be streamed")
+    if len(dataset) == 0:
+        raise ValueError(f"{name} is empty")
+    y, group = _labels(dataset, name)
+    return LazyInputs(_TensorItems(dataset)), y, group
+
+
 def from_dataset(
     train_ds: Any,
     test_ds: Any = None,
     num_classes: int | None = None,
     test_fraction: float = 0.2,
     generator: torch.Generator | None = None,
+    *,
+    stream: bool | str = "auto",
+    memory_cap_gb: float = 2.0,
 ) -> Loaded:
-    """A torch Dataset (yielding (x, y) or (x, y, group)) materialised into tensors; see from_tensors."""
-    x, y, group = _materialise(train_ds, "train_ds")
+    """A torch Dataset (yielding (x, y) or (x, y, group)) as (pool, test, info); see from_tensors.
+
+    ``stream``: keep the inputs on disk (true: read batch by batch through a DataLoader during
+    training; labels from a ``targets`` attribute or one pass over the items), read them into
+    tensors (false), or stream when the inputs would take more than ``memory_cap_gb`` (auto;
+    measured from the first item).
+    """
+    if stream not in ("auto", True, False):
+        raise ValueError(f"stream must be true, false or 'auto', got stream={stream!r}")
+    if isinstance(memory_cap_gb, bool) or not isinstance(memory_cap_gb, (int, float)) or not memory_cap_gb > 0:
+        raise ValueError(f"memory_cap_gb must be a number > 0, got memory_cap_gb={memory_cap_gb!r}")
+    if stream == "auto":
+        sizes = [len(d) * _as_input(d[0][0]).nbytes for d in (train_ds, test_ds)
+                 if d is not None and hasattr(d, "__len__") and len(d)]
+        stream = sum(sizes) > memory_cap_gb * 2**30
+    read = _streamed if stream else _materialise
+    x, y, group = read(train_ds, "train_ds")
     x_test = y_test = group_test = None
     if test_ds is not None:
-        x_test, y_test, group_test = _materialise(test_ds, "test_ds")
+        x_test, y_test, group_test = read(test_ds, "test_ds")
     return from_tensors(x, y, x_test, y_test, num_classes, test_fraction, generator, group, group_test)
 
 
