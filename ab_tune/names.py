@@ -2,6 +2,7 @@
 adapters and reports read. Errors are fractions in [0, 1]; every validation metric is minimized."""
 
 VAL_OBJECTIVE = "val_objective"  # the upper level's objective (balanced CE blended with fairness)
+VAL_BALANCED_LOSS = "val_balanced_loss"  # balanced CE alone: the same score for every trial; breaks ties
 VAL_ERROR = "val_error"
 VAL_BALANCED_ERROR = "val_balanced_error"
 VAL_WORST_CLASS_ERROR = "val_worst_class_error"
@@ -22,8 +23,8 @@ LOSS_PARAMETERS = "loss_parameters"
 HYPER_STEPS = "hyper_steps"
 SKIPPED_HYPER_STEPS = "skipped_hyper_steps"
 
-VALIDATION_METRICS = (VAL_OBJECTIVE, VAL_BALANCED_ERROR, VAL_ERROR, VAL_WORST_CLASS_ERROR, VAL_WORST_GROUP_ERROR,
-                      VAL_DEO)
+VALIDATION_METRICS = (VAL_OBJECTIVE, VAL_BALANCED_LOSS, VAL_BALANCED_ERROR, VAL_ERROR, VAL_WORST_CLASS_ERROR,
+                      VAL_WORST_GROUP_ERROR, VAL_DEO)
 GROUP_METRICS = (VAL_WORST_GROUP_ERROR, VAL_DEO)  # reported only on data with group labels
 TEST_METRICS = (TEST_ERROR, TEST_BALANCED_ERROR, TEST_WORST_CLASS_ERROR)
 TEST_GROUP_METRICS = (TEST_WORST_GROUP_ERROR, TEST_DEO)  # nan (absent) on data without groups

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from ab_tune.names import VAL_BALANCED_LOSS
+
 __all__ = ["FINISHED", "flatten", "metric_value", "ranked", "best_row"]
 
 FINISHED = ("OK", "COMPLETE")  # Ray Tune's trials without error; Optuna's complete trials
@@ -28,9 +30,18 @@ def metric_value(row: dict, metric: str) -> float:
 
 
 def ranked(rows: list[dict], metric: str, mode: str) -> list[dict]:
-    """Finished trials that reported ``metric``, best first (failed and pruned ones never win)."""
+    """Finished trials that reported ``metric``, best first (failed and pruned ones never win).
+
+    Ties on ``metric`` go to the lower validation balanced loss: a validation error on a small
+    split is often 0 for many trials, and the loss is a continuous score of the same split."""
     scored = [r for r in rows if r.get("status") in FINISHED and not math.isnan(metric_value(r, metric))]
-    return sorted(scored, key=lambda r: metric_value(r, metric), reverse=mode == "max")
+    sign = -1.0 if mode == "max" else 1.0
+
+    def key(row):
+        tie = metric_value(row, VAL_BALANCED_LOSS)
+        return sign * metric_value(row, metric), math.inf if math.isnan(tie) else tie
+
+    return sorted(scored, key=key)
 
 
 def best_row(rows: list[dict], metric: str, mode: str) -> dict | None:

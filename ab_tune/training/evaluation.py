@@ -8,7 +8,8 @@ from collections.abc import Callable
 import torch
 
 from ab_tune.core.metrics import accumulate_group_confusion, group_summary, summary
-from ab_tune.names import VAL_OBJECTIVE
+from ab_tune.core.objectives import balanced_cross_entropy
+from ab_tune.names import VAL_BALANCED_LOSS, VAL_OBJECTIVE
 from ab_tune.training.components import DeviceSplit
 
 __all__ = ["Evaluator"]
@@ -48,7 +49,9 @@ class Evaluator:
         confusion = self._confusion(lambda z: z, [(logits, val.y, val.g)])
         model.train()
         group = val.g if self.num_groups is not None else None
-        return {VAL_OBJECTIVE: float(self.objective(logits, val.y, group)), **self.summary(confusion, "val")}
+        counts = torch.bincount(val.y, minlength=self.num_classes)
+        return {VAL_OBJECTIVE: float(self.objective(logits, val.y, group)),
+                VAL_BALANCED_LOSS: float(balanced_cross_entropy(logits, val.y, counts)), **self.summary(confusion, "val")}
 
     @torch.no_grad()
     def test_confusion(self, model: torch.nn.Module, test: DeviceSplit) -> torch.Tensor:
