@@ -69,6 +69,7 @@ class LossTuner:
         losses, a learned augmentation's strengths among ``hparams``). ``config`` is a resolved trial
         config; hyper steps come through ``hyper_step``, with your own training and validation losses."""
         tuner = cls.__new__(cls)
+        tuner._val = None  # no validation data of its own: ``step`` is not available
         tuner._attach(model, loss, objective, config, hparams)
         return tuner
 
@@ -92,6 +93,9 @@ class LossTuner:
         """Count one training iteration; every ``hyper_every`` calls, one hyper step on
         ``train_batch`` = (x, y) and the next validation batch. None when no step was due, True
         when applied, False when skipped."""
+        if self._val is None:
+            raise RuntimeError("this LossTuner has no validation data (built by from_loss): call "
+                               "hyper_step(train_loss, val_loss) with your own closures")
         self.calls += 1
         if self.optimizer is None or self.calls % self.config["hyper_every"]:
             return None
