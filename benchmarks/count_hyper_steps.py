@@ -1,0 +1,46 @@
+"""Hyper steps applied and skipped over every AutoBalance trial of an `ab-tune compare` run.
+
+    python benchmarks/count_hyper_steps.py STORAGE/compare_mnist1d [--method autobalance]
+
+Reads the last result of each trial (``<seed>/<method>/<trial>/result.json``, one JSON line per
+epoch; the counts are cumulative) and prints one Markdown row: trials, steps applied, skipped and
+the skipped share. Trials stopped early (ASHA) count the steps they ran.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+
+
+def last_result(path: str) -> dict | None:
+    last = None
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                last = json.loads(line)
+    return last
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("comparison", help="the comparison's folder (<storage>/<name>)")
+    parser.add_argument("--method", default="autobalance")
+    args = parser.parse_args(argv)
+    paths = sorted(glob.glob(os.path.join(args.comparison, "seed*", args.method, "*", "result.json")))
+    results = [r for r in map(last_result, paths) if r is not None]
+    if not results:
+        parser.error(f"no trial results under {args.comparison}/seed*/{args.method}")
+    applied = sum(int(r.get("hyper_steps", 0)) for r in results)
+    skipped = sum(int(r.get("skipped_hyper_steps", 0)) for r in results)
+    print("| comparison | trials | applied | skipped | skipped % |")
+    print("|---|---|---|---|---|")
+    print(f"| {os.path.basename(os.path.normpath(args.comparison))} | {len(results)} | {applied} | {skipped} | "
+          f"{100 * skipped / max(applied + skipped, 1):.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
