@@ -53,3 +53,29 @@ def test_unknown_options_and_bad_values_are_rejected():
         ab_tune.LossTuner(digits_cnn(10), train.class_counts, (val.x, val.y), epochs=3)
     with pytest.raises(ab_tune.ConfigError, match="hyper_every must be a positive integer, got hyper_every=0"):
         ab_tune.LossTuner(digits_cnn(10), train.class_counts, (val.x, val.y), hyper_every=0)
+
+
+def test_from_loss_steps_on_your_own_closures_then_freezes():
+    """The Trainer's path: a loss and objective built elsewhere, hyper steps on given closures."""
+    from ab_tune.config import resolve_config
+    from ab_tune.core.loss import ParametricLoss
+    from ab_tune.core.objectives import ValidationObjective
+
+    torch.manual_seed(0)
+    train, val = _digits()
+    model = digits_cnn(10)
+    loss = ParametricLoss.from_preset("ce", train.class_counts, learn=["iota"])
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    for i in range(0, 320, 32):  # a few plain steps first: at initialisation the Hessian is far from positive definite
+        optimizer.zero_grad()
+        loss(model(train.x[i:i + 32]), train.y[i:i + 32]).backward()
+        optimizer.step()
+    config = resolve_config({"learn": ["iota"], "hyper_lr": 0.1}, user_data=True)
+    tuner = ab_tune.LossTuner.from_loss(model, loss, ValidationObjective(val.class_counts), config, loss.hparameters())
+    before = loss.values()["iota"]
+    assert tuner.hyper_step(lambda: loss(model(train.x[:64]), train.y[:64]), lambda: tuner.objective(model(val.x), val.y))
+    assert tuner.hyper_steps == 1 and loss.values()["iota"] != before
+    with pytest.raises(RuntimeError, match="no validation data .* call hyper_step"):
+        tuner.step((train.x[:8], train.y[:8]))
+    tuner.freeze()
+    assert tuner.optimizer is None and not any(h.requires_grad for h in loss.hparameters())
