@@ -62,7 +62,8 @@ def trial_results(experiment_dir) -> dict[str, list[dict]]:
 
 def check_report(result_grid, paths, metric="val_balanced_error", n_trials=None, searched=()):
     """results.csv: one row per trial, config.* and final metrics; best_trial.json: the best
-    trial by the validation metric with its loss parameters; the plot exists."""
+    trial by the validation metric (ties: the lower val_balanced_loss) with its loss parameters;
+    the plot exists."""
     assert not result_grid.errors
     rows = read_csv(paths["results"])
     assert len(rows) == len(result_grid) == (n_trials or len(result_grid))
@@ -75,7 +76,8 @@ def check_report(result_grid, paths, metric="val_balanced_error", n_trials=None,
         assert all(r[key] != "" for r in rows), key
     with open(paths["best"]) as f:
         best = json.load(f)
-    by_val = min(rows, key=lambda r: float(r[metric]))
+    # ties on the metric go to the lower validation balanced loss (reporting.rows.ranked)
+    by_val = min(rows, key=lambda r: (float(r[metric]), float(r.get("val_balanced_loss") or "inf")))
     assert best["trial_id"] == by_val["trial_id"] and best["selected_by"] == metric
     assert math.isclose(best["metrics"][metric], float(by_val[metric]))
     params = best["loss_parameters"]
