@@ -132,9 +132,10 @@ class LearnedAugmentation(nn.Module):
             if labels.shape != (len(x),) or labels.is_floating_point() or labels.is_complex():
                 raise ValueError(f"{name} must be {len(x)} integer labels, "
                                  f"got {name} with shape {tuple(labels.shape)} and dtype {labels.dtype}")
-            bad = labels[(labels < 0) | (labels >= count)] if check_labels else labels[:0]
-            if len(bad):
-                raise ValueError(f"{name} must be in [0, {count - 1}], got {name}={int(bad[0])}")
+            if check_labels:
+                bad = labels[(labels < 0) | (labels >= count)]
+                if len(bad):
+                    raise ValueError(f"{name} must be in [0, {count - 1}], got {name}={int(bad[0])}")
         device = self.correction.device
         return self._strength()[y.to(device), group.to(device)]
 

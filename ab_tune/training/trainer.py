@@ -154,10 +154,7 @@ class Trainer:
         """Fresh model on train+validation; the learned loss is frozen from here on."""
         self.search_validation = self.evaluator.validation(self.model, self.selection_data)
         self.phase = "retrain"
-        self.tuner.freeze()
-        self.loss.requires_grad_(False)
-        if self.learned_augment is not None:
-            self.learned_augment.requires_grad_(False)
+        self.tuner.freeze()  # the loss's and the learned augmentation's parameters stop learning
         self.train_data = on_device(self.splits.train_val, self.device, self.config["num_workers"])
         self._new_model()
 
