@@ -345,3 +345,6 @@ def test_from_dataset_streams_any_dataset_and_trains_as_the_in_memory_path():
         assert results[0][key] == results[1][key], key
     with pytest.raises(ValueError, match="stream must be true, false or 'auto', got stream='yes'"):
         from_dataset(train_ds, stream="yes")
+    for stream in ("auto", True, False):  # items that are not (x, y) pairs: one line, on every path
+        with pytest.raises(ValueError, match=r"^train_ds must yield \(x, y\) or \(x, y, group\) items, got int$"):
+            from_dataset([1, 2, 3], stream=stream)

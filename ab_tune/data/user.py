@@ -1,6 +1,7 @@
 """The user's own data: arrays, tensors or a torch Dataset, turned into ``(pool, test, info)``."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -127,25 +128,33 @@ def _check_item(item: Any, name: str) -> None:
         raise ValueError(f"{name} must yield (x, y) or (x, y, group) items, got {type(item).__name__}")
 
 
+def _scan(items: Iterable, name: str, keep_inputs: bool) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor | None]:
+    """Checked (x, y) or (x, y, group) items -> their inputs as tensors (only when
+    ``keep_inputs``), class labels, and group labels (None when the items carry none)."""
+    xs, ys, gs = [], [], []
+    for item in items:
+        _check_item(item, name)
+        if keep_inputs:
+            xs.append(_as_input(item[0]))
+        ys.append(int(item[1]))
+        if len(item) == 3:
+            gs.append(int(item[2]))
+    if gs and len(gs) != len(ys):
+        raise ValueError(f"{name} must yield group labels for every item or for none")
+    return xs, torch.tensor(ys, dtype=torch.long), torch.tensor(gs, dtype=torch.long) if gs else None
+
+
 def _materialise(dataset: Any, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """A Dataset of (x, y) or (x, y, group) items -> stacked tensors (PIL images -> uint8 CHW)."""
     items = [dataset[i] for i in range(len(dataset))] if hasattr(dataset, "__len__") else list(dataset)
     if not items:
         raise ValueError(f"{name} is empty")
-    xs, ys, gs = [], [], []
-    for item in items:
-        _check_item(item, name)
-        xs.append(_as_input(item[0]))
-        ys.append(int(item[1]))
-        if len(item) == 3:
-            gs.append(int(item[2]))
-    if gs and len(gs) != len(items):
-        raise ValueError(f"{name} must yield group labels for every item or for none")
+    xs, y, group = _scan(items, name, keep_inputs=True)
     try:
         x = torch.stack(xs)
     except RuntimeError as err:
         raise ValueError(f"{name} items must all have the same input shape: {err}") from None
-    return x, torch.tensor(ys, dtype=torch.long), torch.tensor(gs, dtype=torch.long) if gs else None
+    return x, y, group
 
 
 class _TensorItems(torch.utils.data.Dataset):
@@ -168,16 +177,8 @@ def _labels(dataset: Any, name: str) -> tuple[torch.Tensor, torch.Tensor | None]
     if hasattr(dataset, "targets"):
         groups = getattr(dataset, "groups", None)
         return _as_labels(dataset.targets, f"{name}.targets"), None if groups is None else _as_labels(groups, f"{name}.groups")
-    ys, gs = [], []
-    for i in range(len(dataset)):
-        item = dataset[i]
-        _check_item(item, name)
-        ys.append(int(item[1]))
-        if len(item) == 3:
-            gs.append(int(item[2]))
-    if gs and len(gs) != len(ys):
-        raise ValueError(f"{name} must yield group labels for every item or for none")
-    return torch.tensor(ys, dtype=torch.long), torch.tensor(gs, dtype=torch.long) if gs else None
+    _, y, group = _scan((dataset[i] for i in range(len(dataset))), name, keep_inputs=False)
+    return y, group
 
 
 def _streamed(dataset: Any, name: str) -> tuple[LazyInputs, torch.Tensor, torch.Tensor | None]:
@@ -185,8 +186,19 @@ def _streamed(dataset: Any, name: str) -> tuple[LazyInputs, torch.Tensor, torch.
         raise ValueError(f"{name} must be a map-style Dataset (len and indexing) to be streamed")
     if len(dataset) == 0:
         raise ValueError(f"{name} is empty")
+    first = dataset[0]  # checked, and the per-sample shape and dtype: the only input read here
+    _check_item(first, name)
     y, group = _labels(dataset, name)
-    return LazyInputs(_TensorItems(dataset)), y, group
+    return LazyInputs(_TensorItems(dataset), sample=_as_input(first[0])), y, group
+
+
+def _input_bytes(dataset: Any, name: str) -> int:
+    """What a Dataset's inputs would take in memory, from its first (checked) item; 0 when unknown."""
+    if dataset is None or not hasattr(dataset, "__len__") or len(dataset) == 0:
+        return 0
+    first = dataset[0]
+    _check_item(first, name)
+    return len(dataset) * _as_input(first[0]).nbytes
 
 
 def from_dataset(
@@ -211,9 +223,7 @@ def from_dataset(
     if isinstance(memory_cap_gb, bool) or not isinstance(memory_cap_gb, (int, float)) or not memory_cap_gb > 0:
         raise ValueError(f"memory_cap_gb must be a number > 0, got memory_cap_gb={memory_cap_gb!r}")
     if stream == "auto":
-        sizes = [len(d) * _as_input(d[0][0]).nbytes for d in (train_ds, test_ds)
-                 if d is not None and hasattr(d, "__len__") and len(d)]
-        stream = sum(sizes) > memory_cap_gb * 2**30
+        stream = sum(_input_bytes(d, n) for d, n in ((train_ds, "train_ds"), (test_ds, "test_ds"))) > memory_cap_gb * 2**30
     read = _streamed if stream else _materialise
     x, y, group = read(train_ds, "train_ds")
     x_test = y_test = group_test = None
