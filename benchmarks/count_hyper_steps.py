@@ -1,10 +1,13 @@
-"""Hyper steps applied and skipped over every AutoBalance trial of an `ab-tune compare` run.
+"""Hyper steps applied and skipped over every AutoBalance trial of an `ab-tune compare` run, and
+the spread of those trials' test errors.
 
     python benchmarks/count_hyper_steps.py STORAGE/compare_mnist1d [--method autobalance]
 
 Reads the last result of each trial (``<seed>/<method>/<trial>/result.json``, one JSON line per
 epoch; the counts are cumulative) and prints one Markdown row: trials, steps applied, skipped and
-the skipped share. Trials stopped early (ASHA) count the steps they ran.
+the skipped share. Trials stopped early (ASHA) count the steps they ran. Then, per seed, the
+lowest and highest test balanced error over the method's trials: the lowest is an oracle pick by
+test error, a bound on what any selection by validation could reach.
 """
 from __future__ import annotations
 
@@ -30,7 +33,8 @@ def main(argv=None) -> int:
     parser.add_argument("--method", default="autobalance")
     args = parser.parse_args(argv)
     paths = sorted(glob.glob(os.path.join(args.comparison, "seed*", args.method, "*", "result.json")))
-    results = [r for r in map(last_result, paths) if r is not None]
+    trials = [(path, result) for path in paths if (result := last_result(path)) is not None]
+    results = [result for _, result in trials]
     if not results:
         parser.error(f"no trial results under {args.comparison}/seed*/{args.method}")
     applied = sum(int(r.get("hyper_steps", 0)) for r in results)
@@ -39,6 +43,16 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|")
     print(f"| {os.path.basename(os.path.normpath(args.comparison))} | {len(results)} | {applied} | {skipped} | "
           f"{100 * skipped / max(applied + skipped, 1):.1f} |")
+    by_seed: dict[str, list[float]] = {}
+    for path, result in trials:
+        seed = os.path.basename(os.path.dirname(os.path.dirname(os.path.dirname(path))))
+        by_seed.setdefault(seed, []).append(100 * float(result["test_balanced_error"]))
+    print("\n| seed | trials | lowest test balanced error % (oracle) | highest |")
+    print("|---|---|---|---|")
+    for seed, errors in sorted(by_seed.items()):
+        print(f"| {seed} | {len(errors)} | {min(errors):.2f} | {max(errors):.2f} |")
+    best = [min(errors) for errors in by_seed.values()]
+    print(f"\noracle mean over seeds: {sum(best) / len(best):.2f}%")
     return 0
 
 
