@@ -18,7 +18,7 @@ from ab_tune.core.augment import AUGMENTATIONS, allowed_augmentations
 from ab_tune.core.baseline_losses import LOSSES, check_loss
 from ab_tune.core.learned_augment import KINDS
 from ab_tune.core.linear_solve import SOLVERS
-from ab_tune.core.loss import LEARNABLE
+from ab_tune.core.loss import LEARNABLE, PARAMETRIZATIONS
 from ab_tune.core.models import MODELS
 from ab_tune.core.objectives import FAIRNESS_TERMS
 from ab_tune.data.registry import DATASETS, trial_defaults
@@ -140,6 +140,10 @@ OPTIONS: dict[str, Option] = {
     "per_group_loss": Option(None, "true, false or null", _optional(_is_bool),
                              "loss parameters per (class, group) pair (null: whenever the data has group labels)"),
     "band_size": Option(1, *POSITIVE_INT, "classes (by frequency) sharing one learned parameter: a frequency band"),
+    "parametrization": Option("per_class", f"one of {list(PARAMETRIZATIONS)}", _one_of(*PARAMETRIZATIONS),
+                              "per_class: a learned correction per class (or band), the paper's method; frequency: "
+                              "one coefficient per learned parameter on log(n_k / n_max), i.e. LA's tau, CDT's "
+                              "gamma and a re-weighting exponent learned continuously"),
     # upper level
     "hyper_optimizer": Option("adam", "one of ['adam', 'sgd']", _one_of("sgd", "adam"),
                               "upper-level optimizer (Adam: its step does not depend on the hypergradient's scale)"),
@@ -266,6 +270,9 @@ def _check_loss(c: dict) -> None:
         raise ConfigError(f"drw_start must be null when the upper level learns the loss (deferred re-weighting "
                           f"is for fixed losses, learn: []), got drw_start={c['drw_start']!r} with "
                           f"learn={c['learn']}")
+    if c["parametrization"] == "frequency" and c["band_size"] != 1:
+        raise ConfigError(f"band_size must be 1 with parametrization 'frequency' (one coefficient serves every "
+                          f"class already), got band_size={c['band_size']!r}")
 
 
 def _check_augmentation(c: dict) -> None:

@@ -63,3 +63,11 @@ def test_the_cli_lets_a_bug_keep_its_traceback(monkeypatch):
     monkeypatch.setattr("ab_tune.training.trainer.train", broken)
     with pytest.raises(ValueError, match="a bug"):
         ab_tune.cli.main(["train", "--set", "epochs=1"])
+
+
+def test_frequency_parametrization_with_bands_is_one_line_naming_both_keys():
+    assert resolve_config({"parametrization": "frequency"})["parametrization"] == "frequency"
+    with pytest.raises(ConfigError, match=r"^band_size must be 1 with parametrization 'frequency'.*got band_size=2$"):
+        resolve_config({"parametrization": "frequency", "band_size": 2})
+    with pytest.raises(ConfigError, match=r"^parametrization must be one of \['per_class', 'frequency'\]"):
+        resolve_config({"parametrization": "tied"})

@@ -121,6 +121,35 @@ def test_band_size_shares_a_correction_among_classes_of_similar_frequency():
     assert torch.allclose(shift, torch.tensor([3.0, 1.0, 2.0, 1.0, 2.0]))
 
 
+def test_frequency_parametrization_learns_la_tau_and_cdt_gamma_as_one_coefficient_each():
+    # from CE, coefficients c_iota = 0.7 and c_delta = 0.3 give LA at tau 0.7 (up to a constant
+    # shift of iota, which softmax ignores) and CDT at gamma 0.3: the same loss values
+    loss = ParametricLoss.from_preset("ce", COUNTS, learn=["delta", "iota"], parametrization="frequency")
+    assert [tuple(p.shape) for p in loss.hparameters()] == [(1, 1), (1, 1)]
+    with torch.no_grad():
+        loss.iota_correction.fill_(0.7)
+        loss.delta_correction.fill_(0.3)
+    z, y = _batch()
+    vs = ParametricLoss.from_preset("vs", COUNTS, gamma=0.3, tau=0.7)
+    assert torch.allclose(loss.delta, vs.delta, rtol=1e-6)
+    assert torch.allclose(loss(z, y), vs(z, y), rtol=1e-5)
+    # the coefficient's gradient is the chain rule through f_k = log(n_k / n_max)
+    loss(z, y).backward()
+    f = torch.log(COUNTS / COUNTS.max())
+    iota = loss.iota.detach().requires_grad_()
+    reference(z, y, loss.delta.detach(), iota, loss.omega.detach()).backward()
+    assert torch.allclose(loss.iota_correction.grad.squeeze(), (iota.grad * f).sum(), rtol=1e-5)
+
+
+def test_frequency_parametrization_rejects_bands_and_missing_counts():
+    with pytest.raises(ValueError, match="band_size=2"):
+        ParametricLoss.from_preset("ce", COUNTS, band_size=2, parametrization="frequency")
+    with pytest.raises(ValueError, match="class_counts"):
+        ParametricLoss(torch.ones(3), torch.zeros(3), torch.ones(3), parametrization="frequency")
+    with pytest.raises(ValueError, match=r"got parametrization='log'"):
+        ParametricLoss.from_preset("ce", COUNTS, parametrization="log")
+
+
 def test_per_class_group_parameters_select_each_samples_group_column():
     z, y = _batch(n=40, k=3)
     group = torch.arange(40) % 2

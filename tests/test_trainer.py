@@ -43,6 +43,15 @@ def test_bilevel_training_moves_the_learned_parameters_only():
     assert params["delta"] == [1.0] * 10 and params["omega"] == [1.0] * 10
 
 
+def test_frequency_parametrization_learns_offsets_proportional_to_log_frequency():
+    result = ab_tune.train({**TINY, "learn": ["iota"], "parametrization": "frequency"})
+    iota, counts = torch.tensor(result["loss_parameters"]["iota"]), torch.tensor(result["class_counts"], dtype=torch.float)
+    f = torch.log(counts / counts.max())
+    coefficient = iota[f != 0] / f[f != 0]
+    assert result["hyper_steps"] > 0 and abs(float(coefficient[0])) > 1e-6
+    assert torch.allclose(coefficient, coefficient[0].expand_as(coefficient), rtol=1e-4)
+
+
 def test_fixed_loss_baseline_has_no_upper_level_and_keeps_its_preset():
     trainer = Trainer({**TINY, "learn": [], "loss_init": "la", "loss_params": {"tau": 1.0}})
     before = trainer.loss.values()

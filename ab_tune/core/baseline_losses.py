@@ -122,11 +122,13 @@ class DeferredReweighting:
 
 # --- the registry -------------------------------------------------------------------------------
 
-def _focal(class_counts, *, learn=(), band_size=1, gamma: float = 2.0) -> ParametricLoss:
-    return ParametricLoss.from_preset("ce", class_counts, learn=learn, band_size=band_size, focal_gamma=gamma)
+def _focal(class_counts, *, learn=(), band_size=1, parametrization="per_class", gamma: float = 2.0) -> ParametricLoss:
+    return ParametricLoss.from_preset("ce", class_counts, learn=learn, band_size=band_size, focal_gamma=gamma,
+                                      parametrization=parametrization)
 
 
-def _ldam(class_counts, *, learn=(), band_size=1, max_margin: float = 0.5, s: float = 30.0) -> LDAMLoss:
+def _ldam(class_counts, *, learn=(), band_size=1, parametrization="per_class", max_margin: float = 0.5,
+          s: float = 30.0) -> LDAMLoss:
     _check_learn("ldam", learn)
     return LDAMLoss(class_counts, max_margin=max_margin, s=s)
 
@@ -142,7 +144,7 @@ def loss_param_names(name: str) -> list[str]:
         return preset_params(name)
     keyword_only = inspect.Parameter.KEYWORD_ONLY
     return [p for p, spec in inspect.signature(BASELINES[name]).parameters.items()
-            if spec.kind == keyword_only and p not in ("learn", "band_size")]
+            if spec.kind == keyword_only and p not in ("learn", "band_size", "parametrization")]
 
 
 def _check_learn(name: str, learn: Sequence[str]) -> None:
@@ -161,7 +163,7 @@ def check_loss(name: str, params: dict, learn: Sequence[str] = ()) -> None:
 
 
 def build_loss(name: str, class_counts, *, learn: Sequence[str] = (), band_size: int = 1,
-               **params) -> nn.Module:
+               parametrization: str = "per_class", **params) -> nn.Module:
     """The ``loss_init`` loss from training counts: a ``ParametricLoss`` preset, focal or LDAM.
 
     Every loss has the trainer's interface: ``forward(logits, target, group=None)``,
@@ -169,6 +171,7 @@ def build_loss(name: str, class_counts, *, learn: Sequence[str] = (), band_size:
     """
     check_loss(name, params, learn)
     if name in PRESETS:
-        return ParametricLoss.from_preset(name, class_counts, learn=learn, band_size=band_size, **params)
-    return BASELINES[name](class_counts, learn=learn, band_size=band_size, **params)
+        return ParametricLoss.from_preset(name, class_counts, learn=learn, band_size=band_size,
+                                          parametrization=parametrization, **params)
+    return BASELINES[name](class_counts, learn=learn, band_size=band_size, parametrization=parametrization, **params)
 

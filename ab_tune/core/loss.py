@@ -14,6 +14,14 @@ so a preset is reproduced bit for bit, Delta and omega stay positive and can rea
 positive value (the official code's sigmoid cannot reach Delta >= 1), and a correction can
 be shared by a band of ``band_size`` classes of similar frequency.
 
+``parametrization="frequency"`` ties each correction to class frequency instead: one learned
+coefficient c per parameter times f_k = log(n_k / n_max), so
+
+    Delta = Delta0 * (n_k / n_max)^c_delta    iota = iota0 + c_iota * log(n_k / n_max)    omega = omega0 * (n_k / n_max)^c_omega
+
+c_iota moves LA's tau, c_delta CDT's / VS's gamma and c_omega a re-weighting exponent, continuously:
+three numbers for the upper level to fit on a small validation split instead of 3K.
+
 Two optional factors make the family's baselines (``ab_tune.core.baseline_losses``) compose with any
 point of it, and leave the loss bit for bit unchanged when off:
 
@@ -36,6 +44,7 @@ from torch import nn
 __all__ = ["ParametricLoss", "PRESETS", "LEARNABLE", "preset_values", "check_params", "focal_factor"]
 
 LEARNABLE = ("delta", "iota", "omega")
+PARAMETRIZATIONS = ("per_class", "frequency")
 
 
 # --- presets: (Delta, iota, omega) per class from the training counts n_k -------------------
@@ -157,10 +166,12 @@ class ParametricLoss(nn.Module):
         class_counts: training counts, used to sort classes into bands.
         focal_gamma: focal loss exponent; each sample's term is multiplied by ``(1 - p_y)^gamma``,
             ``p = softmax(Delta * z + iota)``. 0 (the default) is the plain loss, bit for bit.
+        parametrization: "per_class" (a correction per band of classes) or "frequency" (one
+            coefficient per parameter on log(n_k / n_max); needs ``class_counts``, band_size 1).
     """
 
     def __init__(self, delta, iota, omega, *, learn: Sequence[str] = (), band_size: int = 1,
-                 class_counts=None, focal_gamma: float = 0.0):
+                 class_counts=None, focal_gamma: float = 0.0, parametrization: str = "per_class"):
         super().__init__()
         check_params("focal", ["gamma"], {"gamma": focal_gamma}, what="loss")
         self.focal_gamma = float(focal_gamma)
@@ -183,8 +194,19 @@ class ParametricLoss(nn.Module):
         self.register_buffer("delta0", delta.reshape(shape).clone())
         self.register_buffer("iota0", iota.reshape(shape).clone())
         self.register_buffer("omega0", omega.reshape(shape).clone())
+        if parametrization not in PARAMETRIZATIONS:
+            raise ValueError(f"parametrization must be one of {list(PARAMETRIZATIONS)}, "
+                             f"got parametrization={parametrization!r}")
+        if parametrization == "frequency" and (band_size != 1 or class_counts is None):
+            raise ValueError("parametrization='frequency' needs class_counts and band_size 1 (the coefficient is "
+                             f"shared by all classes already), got band_size={band_size!r}")
         self.register_buffer("band", _frequency_bands(num_classes, band_size, class_counts))
         num_bands = int(self.band.max()) + 1
+        self.register_buffer("log_frequency", None)
+        if parametrization == "frequency":
+            counts = torch.as_tensor(class_counts, dtype=torch.float64)
+            self.log_frequency = torch.log(counts / counts.max()).to(delta.dtype).reshape(-1, 1)
+            num_bands = 1
         for name in LEARNABLE:
             correction = nn.Parameter(torch.zeros(num_bands, shape[1]), requires_grad=name in learn)
             self.register_parameter(f"{name}_correction", correction)
@@ -193,20 +215,22 @@ class ParametricLoss(nn.Module):
 
     @classmethod
     def from_preset(cls, name: str, class_counts, *, learn: Sequence[str] = (), band_size: int = 1,
-                    focal_gamma: float = 0.0, **params) -> ParametricLoss:
+                    focal_gamma: float = 0.0, parametrization: str = "per_class", **params) -> ParametricLoss:
         """A preset (``ce``, ``la``, ``balanced_softmax``, ``cdt``, ``vs``, ``cb``, ``reweight``) from counts
         shaped (classes,), or (classes, groups) for per-(class, group) parameters."""
         delta, iota, omega = preset_values(name, class_counts, **params)
         counts = torch.as_tensor(class_counts, dtype=torch.float64)
         return cls(delta, iota, omega, learn=learn, band_size=band_size, focal_gamma=focal_gamma,
-                   class_counts=counts if counts.dim() == 1 else counts.sum(dim=1))
+                   class_counts=counts if counts.dim() == 1 else counts.sum(dim=1), parametrization=parametrization)
 
     def set_class_weight(self, weight: torch.Tensor | None) -> None:
         """Per-class weights (K,) multiplying omega (deferred re-weighting), or None for none."""
         self.class_weight = checked_class_weight(weight, self.delta0.shape[0], self.delta0)
 
-    # per-class values, expanded from bands: (K,) or (K, G)
+    # per-class values, expanded from bands or from the frequency coefficient: (K, 1) or (K, G)
     def _expand(self, correction: torch.Tensor) -> torch.Tensor:
+        if self.log_frequency is not None:
+            return self.log_frequency * correction
         return correction[self.band]
 
     def _shape(self, value: torch.Tensor) -> torch.Tensor:
@@ -269,7 +293,8 @@ class ParametricLoss(nn.Module):
 
     def extra_repr(self) -> str:
         focal = f", focal_gamma={self.focal_gamma:g}" if self.focal_gamma else ""
-        return (f"classes={self.delta0.shape[0]}, bands={self.delta_correction.shape[0]}, "
+        tied = ", parametrization=frequency" if self.log_frequency is not None else ""
+        return (f"classes={self.delta0.shape[0]}, bands={self.delta_correction.shape[0]}{tied}, "
                 f"learn={list(self.learn)}{focal}")
 
 

@@ -68,7 +68,8 @@ def per_group_loss(wanted: bool | None, has_groups: bool, dataset: str) -> bool:
 
 def make_loss(c: dict, counts: torch.Tensor) -> torch.nn.Module:
     """The loss of ``loss_init`` for these class (or (class, group)) counts, learning ``learn``."""
-    return build_loss(c["loss_init"], counts, learn=loss_learn(c), band_size=c["band_size"], **c["loss_params"])
+    return build_loss(c["loss_init"], counts, learn=loss_learn(c), band_size=c["band_size"],
+                      parametrization=c["parametrization"], **c["loss_params"])
 
 
 def make_model(c: dict, input_shape: tuple[int, ...], num_classes: int) -> torch.nn.Module:

@@ -28,7 +28,7 @@ from ab_tune.training.components import make_hyper_optimizer, make_loss
 __all__ = ["LossTuner"]
 
 # the config keys a LossTuner takes, as keyword arguments (the same names, defaults and checks)
-KEYS = ("loss_init", "loss_params", "learn", "band_size", "hyper_optimizer", "hyper_lr", "hyper_momentum",
+KEYS = ("loss_init", "loss_params", "learn", "band_size", "parametrization", "hyper_optimizer", "hyper_lr", "hyper_momentum",
         "hyper_weight_decay", "hyper_every", "solver", "solver_steps", "solver_alpha", "hessian",
         "fairness_weight", "fairness")
 

@@ -54,10 +54,10 @@ DATASETS = EXPERIMENTS
 GROUP_METHODS = [AUTOBALANCE, "ce", "reweight", "vs"]
 GROUP_ONLY = ("reweight",)  # a baseline for group data; on class-imbalanced data cb covers it (--methods adds it)
 # what makes a method a method: every other config key of the AutoBalance file is shared
-LOSS_KEYS = frozenset({"learn", "loss_init", "loss_params", "band_size", "per_group_loss", "drw_start", "drw_beta",
-                       "fairness", "fairness_weight", "hyper_optimizer", "hyper_lr", "hyper_momentum", "hyper_weight_decay",
-                       "hyper_start_epoch", "hyper_every", "hyper_train_batches", "hyper_val_batches", "solver", "hessian",
-                       "solver_steps", "solver_alpha"})
+LOSS_KEYS = frozenset({"learn", "loss_init", "loss_params", "band_size", "parametrization", "per_group_loss",
+                       "drw_start", "drw_beta", "fairness", "fairness_weight", "hyper_optimizer", "hyper_lr",
+                       "hyper_momentum", "hyper_weight_decay", "hyper_start_epoch", "hyper_every", "hyper_train_batches",
+                       "hyper_val_batches", "solver", "hessian", "solver_steps", "solver_alpha"})
 
 class ComputeBudget:
     """A ``ray.tune.Stopper``: stops the whole run once the trials' summed ``time_this_iter_s``
