@@ -2,7 +2,7 @@
 
     ab-tune run [FILE] [--set key=value ...] [--num-samples N] [--gpus-per-trial F]
                 [--address ADDR] [--storage PATH] [--name NAME] [--resume] [--retrain]
-    ab-tune compare [--dataset NAME] [--set key=value ...] [--budget SECONDS] [--seeds N] [--retrain]
+    ab-tune compare [--dataset NAME] [--set key=value ...] [--budget SECONDS] [--seeds N] [--retrain] [--resume]
                     [--methods m1,m2] [--num-samples N] [--file FILE] [--storage PATH] [--name NAME]
     ab-tune optuna [FILE] --storage URL [--study-name NAME] [--n-trials N] [--multi-objective]
                    [--set key=value ...] [--out DIR]
@@ -131,7 +131,8 @@ def _compare(args) -> int:
                              f"got --methods {args.methods!r}")
     summary = compare(dataset=args.dataset, overrides=overrides, seeds=args.seeds, budget=args.budget,
                       retrain=args.retrain, methods=methods, storage=args.storage, name=args.name,
-                      num_samples=args.num_samples, address=args.address, autobalance_file=args.file)
+                      num_samples=args.num_samples, address=args.address, autobalance_file=args.file,
+                      resume=args.resume)
     return 1 if any(grid.errors for grid in summary["result_grids"].values()) else 0
 
 
@@ -196,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--address", help="an existing Ray cluster, e.g. auto")
     comp.add_argument("--storage", help="where results are written (default: ./ab_tune_results)")
     comp.add_argument("--name", help="comparison name (default: compare_<dataset>)")
+    comp.add_argument("--resume", action="store_true",
+                      help="continue an interrupted comparison (finished runs are read back; methods or seeds may be "
+                           "added; the other options must be those it was started with)")
     comp.set_defaults(handler=_compare)
 
     study = commands.add_parser("optuna", help="run (or resume) an Optuna study from a search-space file, no Ray")

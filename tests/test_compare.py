@@ -10,6 +10,7 @@ os.environ["RAY_AUTH_MODE"] = "disabled"  # before ray starts, here and in every
 import csv
 import json
 import math
+import shutil
 
 import pytest
 import ray
@@ -204,3 +205,25 @@ def test_group_data_puts_every_method_on_the_accuracy_fairness_front(ray_local, 
     assert "test DEO %" in (root / "comparison.md").read_text()
     # each method's own run (what `ab-tune run` writes) has its front too
     assert (root / "seed0" / "autobalance" / "front.csv").is_file()
+
+
+def test_resume_reads_finished_runs_back_and_starts_the_missing_methods(comparison, tmp_path):
+    summary, root = comparison
+    shutil.copytree(root, tmp_path / "tiny")  # resume a copy: the module's comparison stays as it is
+    overrides = ab_tune.cli.parse_assignments(TINY[1::2])
+    resumed = compare(dataset="digits", overrides=overrides, seeds=1, methods=["ce", "focal"], num_samples=2,
+                      storage=str(tmp_path), name="tiny", resume=True)
+    before = {r["trial_id"] for r in result_rows(summary["result_grids"][(0, "ce")])}
+    assert {r["trial_id"] for r in result_rows(resumed["result_grids"][(0, "ce")])} == before  # not retrained
+    assert not resumed["result_grids"][(0, "focal")].errors
+    assert [r["trials"] for r in resumed["records"]] == [1, 3]  # focal's grid ran in full
+    with pytest.raises(ab_tune.ConfigError, match=r"^--resume: comparison 'tiny' was started with retrain=False, "
+                                                  r"got retrain=True"):
+        compare(dataset="digits", overrides=overrides, seeds=1, methods=["ce"], num_samples=2, retrain=True,
+                storage=str(tmp_path), name="tiny", resume=True)
+
+
+def test_resume_without_a_comparison_is_one_line(tmp_path, capsys):
+    assert ab_tune.cli.main(["compare", "--resume", "--storage", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--resume: no comparison 'compare_digits' to resume" in err and err.count("\n") == 1

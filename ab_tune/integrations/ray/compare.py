@@ -12,6 +12,9 @@ from the AutoBalance file's ``config`` (everything except the loss and upper-lev
 method trains on the same splits with the same network and epochs.
 Each (seed, method) is one Ray Tune run in ``<storage>/<name>/seed<k>/<method>``; its best trial
 is chosen by the experiment's validation metric only, and its test errors are reported.
+``resume=True`` continues an interrupted comparison: finished runs are read back, unfinished ones
+resumed, missing ones (a method or seed added) started; the settings it was started with
+(``settings.json``: dataset, overrides, retraining, budget, trials, AutoBalance file) must match.
 
 Compute is counted in trial-seconds (the sum of every trial's training time, ``time_total_s``)
 and GPU-seconds (trial-seconds x GPUs per trial). ``budget`` caps each method's trial-seconds per
@@ -21,12 +24,14 @@ epoch of each trial running at that moment; trials not started yet never run.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
 import time
 
 import yaml
+from ray import tune
 
 from ab_tune.config import OPTIONS
 from ab_tune.data import DATASETS as DATASET_SPECS
@@ -136,16 +141,38 @@ def load_methods(dataset: str, methods: list[str], seed: int, overrides: dict, r
     return out
 
 
+def _start_or_resume(root: str, name: str, settings: dict, resume: bool) -> None:
+    """Write a new comparison's settings, or check a resumed one's against them (one-line errors)."""
+    path = os.path.join(root, "settings.json")
+    if not resume:
+        if os.path.exists(root):
+            raise ConfigError(f"comparison {name!r} already exists at {root}: use --resume to continue it, "
+                              "or choose another --name or --storage")
+        os.makedirs(root)
+        with open(path, "w") as f:
+            json.dump(settings, f, indent=1)
+        return
+    if not os.path.exists(path):
+        raise ConfigError(f"--resume: no comparison {name!r} to resume at {root} (no settings.json there)")
+    with open(path) as f:
+        started = json.load(f)
+    for key, value in settings.items():
+        if json.loads(json.dumps(value)) != started.get(key):
+            raise ConfigError(f"--resume: comparison {name!r} was started with {key}={started.get(key)!r}, "
+                              f"got {key}={value!r}; resume it as it was started, or choose another --name")
+
+
 def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: int = 1, budget: float | None = None,
             retrain: bool = False, methods: list[str] | None = None, storage: str | None = None,
             name: str | None = None, num_samples: int | None = None, address: str | None = None,
-            autobalance_file: str | None = None, out=None) -> dict:
+            autobalance_file: str | None = None, resume: bool = False, out=None) -> dict:
     """Run every method for seeds 0..seeds-1 and write comparison.md/.csv and the plots.
 
     ``budget``: trial-seconds per method and seed (``None``: every grid runs fully, AutoBalance
     runs its ``num_samples``); ``num_samples`` replaces the AutoBalance search's (grids run once);
     ``autobalance_file`` is an experiment file of yours to run instead of the dataset's bundled one
-    (its data, model and schedule keys are then the ones every baseline shares).
+    (its data, model and schedule keys are then the ones every baseline shares); ``resume``
+    continues the comparison of that name (see the module's docstring).
     Returns ``{"records", "table", "paths", "result_grids", "curves"}``: one record per
     (method, seed), result grids by (seed, method), seed 0's anytime curves by method.
     """
@@ -173,11 +200,13 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
     name = name or f"compare_{dataset}"
     storage = os.path.abspath(os.path.expanduser(storage or DEFAULT_STORAGE))
     root = os.path.join(storage, name)
-    if os.path.exists(root):
-        raise ConfigError(f"comparison {name!r} already exists at {root}: choose another --name or --storage")
     # every file and override is checked before Ray starts
     experiments = {seed: load_methods(dataset, methods, seed, overrides, retrain, num_samples, autobalance_file)
                    for seed in range(seeds)}
+    settings = {"dataset": dataset, "overrides": overrides, "retrain": retrain, "budget": budget,
+                "num_samples": num_samples,
+                "file": os.path.abspath(autobalance_file) if autobalance_file else None}
+    _start_or_resume(root, name, settings, resume)
 
     records, grids, curves, best_rows = [], {}, {}, {}
     all_rows = {method: [] for method in methods}  # every seed's trials, for the fairness front
@@ -189,8 +218,10 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
             experiment = experiments[seed][method]
             print(f"\n== seed {seed}, {method} ({experiment.source})", file=out, flush=True)
             stopper = _stopper_class()(budget)
-            grid, _ = run_experiment(experiment, storage=os.path.join(root, f"seed{seed}"), name=method,
-                                     address=address, out=out, stopper=stopper)
+            seed_dir = os.path.join(root, f"seed{seed}")
+            grid, _ = run_experiment(experiment, storage=seed_dir, name=method, address=address, out=out,
+                                     stopper=stopper,
+                                     resume=resume and tune.Tuner.can_restore(os.path.join(seed_dir, method)))
             rows = result_rows(grid)
             all_rows[method].extend(rows)
             grids[(seed, method)] = grid
