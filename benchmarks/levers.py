@@ -1,0 +1,77 @@
+"""AutoBalance variants ("levers") against the baselines of one `ab-tune compare` run.
+
+    python benchmarks/levers.py BASELINE_COMPARISON NAME=AB_COMPARISON [NAME=AB_COMPARISON ...]
+
+BASELINE_COMPARISON is the folder of a full comparison (``<storage>/compare_mnist1d``); each
+AB_COMPARISON the folder of an `ab-tune compare --methods autobalance` run of one variant on the
+same dataset and seeds (``--file`` or ``--set``; the baselines share the data, model and schedule
+keys, which the variants leave alone). Prints one Markdown row per variant: test balanced and
+worst-class error of the validation-selected trial (mean ± std over seeds), each seed's error, the
+oracle (per seed the lowest test error over the variant's trials: what a perfect selection would
+reach), the variant's trial-seconds against the baselines' and the verdict against the best
+baseline. The baselines' rows are the comparison's own; nothing is re-selected here.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import statistics
+import sys
+
+import pandas as pd
+
+
+def _pct(values) -> str:
+    values = [100 * v for v in values]
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.2f} ± {spread:.2f}"
+
+
+def _oracle(folder: str) -> float:
+    """Mean over seeds of the lowest test balanced error among the method's trials, in %."""
+    lowest = {}
+    for path in glob.glob(os.path.join(folder, "seed*", "autobalance", "*", "result.json")):
+        with open(path) as f:
+            lines = [json.loads(line) for line in f if line.strip()]
+        if lines:
+            seed = path.split(os.sep)[-4]
+            lowest[seed] = min(lowest.get(seed, 1.0), float(lines[-1]["test_balanced_error"]))
+    return 100 * statistics.mean(lowest.values()) if lowest else float("nan")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("baselines", help="folder of the full comparison whose baseline rows are the reference")
+    parser.add_argument("variants", nargs="+", metavar="NAME=FOLDER", help="an AutoBalance-only comparison")
+    args = parser.parse_args(argv)
+    base = pd.read_csv(os.path.join(args.baselines, "comparison.csv"))
+    seeds = sorted(base["seed"].unique())
+    baselines = base[base["method"] != "autobalance"]
+    means = baselines.groupby("method")["test_balanced_error"].mean()
+    best = means.idxmin()
+    base_seconds = baselines["trial_seconds"].sum()
+    print(f"Best baseline: {best}, {_pct(baselines[baselines['method'] == best]['test_balanced_error'])}% "
+          f"test balanced error over seeds {[int(s) for s in seeds]}; baselines' trial-seconds {base_seconds:.0f}.\n")
+    print("| variant | test balanced error % | test worst-class error % | per seed | oracle % | trials "
+          "| trial-seconds | x baselines | against the best baseline |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for spec in args.variants:
+        name, _, folder = spec.partition("=")
+        ab = pd.read_csv(os.path.join(folder, "comparison.csv"))
+        ab = ab[ab["method"] == "autobalance"].sort_values("seed")
+        if sorted(ab["seed"].unique()) != seeds:
+            parser.error(f"{name}: seeds {sorted(ab['seed'].unique())} differ from the baselines' {seeds}")
+        diff = 100 * (ab["test_balanced_error"].mean() - means[best])
+        verdict = "beats" if diff < 0 else "loses" if diff > 0 else "ties"
+        per_seed = ", ".join(f"{100 * v:.2f}" for v in ab["test_balanced_error"])
+        seconds = ab["trial_seconds"].sum()
+        print(f"| {name} | {_pct(ab['test_balanced_error'])} | {_pct(ab['test_worst_class_error'])} | {per_seed} "
+              f"| {_oracle(folder):.2f} | {ab['trials'].sum()} | {seconds:.0f} | {seconds / base_seconds:.2f}x "
+              f"| {verdict} by {abs(diff):.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
