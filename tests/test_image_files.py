@@ -87,6 +87,28 @@ def test_streamed_and_in_memory_paths_read_the_same_images_and_train(tmp_path):
         assert results[True][key] == results[False][key], key  # the same batches, read another way
 
 
+def test_streamed_per_sample_augmentation_runs_in_the_loader_workers_with_a_seed_per_sample(tmp_path):
+    from ab_tune.core.augment import AUGMENTATIONS, augment_sample
+
+    _folders(tmp_path, counts=(12, 6), test=4, size=16)  # flip_crop is for RGB images >= 16x16
+    streamed, _, _ = imagefolder(stream=True, data_root=str(tmp_path))
+    batches, seeds = [torch.tensor([0, 5, 17]), torch.tensor([9, 2])], [torch.tensor([11, 12, 13]), torch.tensor([14, 15])]
+    raw = [streamed.x.read(b.tolist()) for b in batches]
+    for workers in (0, 2):
+        read = list(streamed.x.to("cpu", workers).batches(batches, AUGMENTATIONS["flip_crop"], seeds))
+        for x, r, s in zip(read, raw, seeds):
+            expected = torch.stack([augment_sample(AUGMENTATIONS["flip_crop"], r[i], int(s[i])) for i in range(len(s))])
+            assert torch.equal(x, expected)
+    assert not all(torch.equal(x, r) for x, r in zip(read, raw))  # something was flipped or shifted
+    # a trial: the same result whatever the number of workers (the seeds are drawn per sample, not per worker)
+    config = {"dataset": "imagefolder", "data_root": str(tmp_path), "epochs": 2, "batch_size": 4, "hyper_every": 2,
+              "hyper_start_epoch": 1, "num_threads": 1, "augmentation": "flip_crop", "dataset_params": {"stream": True}}
+    results = [ab_tune.train({**config, "num_workers": workers}) for workers in (0, 2)]
+    assert results[0]["loss_parameters"] == results[1]["loss_parameters"] and results[0]["data_path"] == "stream"
+    trainer = ab_tune.Trainer(config)
+    assert trainer.augment_on_workers and not ab_tune.Trainer({**config, "dataset_params": {}}).augment_on_workers
+
+
 def test_a_shipped_validation_split_replaces_the_split_of_the_pool(tmp_path):
     from ab_tune.data import build_splits
 

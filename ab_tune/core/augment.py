@@ -12,6 +12,10 @@ augmentation is reproducible and resumes bit for bit; torch's global RNG state i
 
 Families and where they apply (``allowed_augmentations``):
 
+Every family but mixup transforms each sample on its own (``PER_SAMPLE``): on streamed data the
+trainer applies it per sample on the DataLoader's workers (``augment_sample``), each sample with
+its own seed drawn from the trainer's generator; mixup pairs samples, so it stays per batch.
+
 - ``none``, ``mixup`` (Zhang et al. 2018): any input;
 - ``flip_crop`` (random horizontal flip + 4-pixel zero-padded random crop) and the torchvision
   policies ``autoaugment`` (CIFAR-10 policy), ``randaugment``, ``trivialaugment`` (wide): RGB
@@ -27,8 +31,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["AUGMENTATIONS", "Augmentation", "Targets", "allowed_augmentations", "get_augmentation",
-           "none", "flip_crop", "mixup", "Policy"]
+__all__ = ["AUGMENTATIONS", "PER_SAMPLE", "Augmentation", "Targets", "allowed_augmentations", "augment_sample",
+           "get_augmentation", "none", "flip_crop", "mixup", "Policy"]
 
 Targets = list[tuple[torch.Tensor, float]]
 Augmentation = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, Targets]]
@@ -130,6 +134,14 @@ AUGMENTATIONS: dict[str, Augmentation] = {
     "mixup": mixup,
 }
 _ANY_INPUT = ("mixup", "none")
+PER_SAMPLE = tuple(name for name in AUGMENTATIONS if name != "mixup")  # each sample transformed on its own
+
+
+def augment_sample(augment: Augmentation, x: torch.Tensor, seed: int) -> torch.Tensor:
+    """One raw sample through a per-sample family, all its randomness from ``seed`` (a loader
+    worker's call: the same sample and seed give the same result in any worker)."""
+    out, _ = augment(x[None], torch.zeros(1, dtype=torch.long), torch.Generator().manual_seed(seed))
+    return out[0]
 
 
 def allowed_augmentations(input_shape: tuple[int, ...]) -> list[str]:

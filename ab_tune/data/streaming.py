@@ -4,13 +4,16 @@ A ``Split`` whose ``x`` is ``LazyInputs`` holds only labels (and group labels) i
 long-tailed subsampling, the stratified splits and the group labels work on its indices
 without reading a sample. On the training device it becomes ``StreamedInputs``: indexing reads
 those samples; ``batches`` reads a whole epoch's batches through a ``DataLoader`` with workers
-(pinned memory and non-blocking copies on a GPU).
+(pinned memory and non-blocking copies on a GPU), and applies a per-sample augmentation there,
+each sample with its own seed.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
+
+from ab_tune.core.augment import augment_sample
 
 __all__ = ["LazyInputs", "StreamedInputs", "is_streamed"]
 
@@ -57,16 +60,19 @@ class LazyInputs:
 
 
 class _Inputs(torch.utils.data.Dataset):
-    """The inputs alone, by position, for a DataLoader."""
+    """The inputs alone, by position, for a DataLoader; with ``augment``, items are
+    ``(position, seed)`` and each sample is augmented with its seed in the worker."""
 
-    def __init__(self, lazy: LazyInputs):
-        self.lazy = lazy
+    def __init__(self, lazy: LazyInputs, augment: Callable | None = None):
+        self.lazy, self.augment = lazy, augment
 
     def __len__(self) -> int:
         return len(self.lazy)
 
-    def __getitem__(self, position: int) -> torch.Tensor:
-        return torch.as_tensor(self.lazy.dataset[int(self.lazy.indices[position])][0])
+    def __getitem__(self, item) -> torch.Tensor:
+        position, seed = item if self.augment is not None else (item, None)
+        x = torch.as_tensor(self.lazy.dataset[int(self.lazy.indices[position])][0])
+        return x if self.augment is None else augment_sample(self.augment, x, seed)
 
 
 class StreamedInputs:
@@ -82,11 +88,16 @@ class StreamedInputs:
         positions = range(len(self))[index] if isinstance(index, slice) else torch.as_tensor(index).cpu().tolist()
         return self.lazy.read(positions).to(self.device, non_blocking=True)
 
-    def batches(self, index_batches: list[torch.Tensor]) -> Iterator[torch.Tensor]:
+    def batches(self, index_batches: list[torch.Tensor], augment: Callable | None = None,
+                seeds: list[torch.Tensor] | None = None) -> Iterator[torch.Tensor]:
         """The inputs of each batch of positions, in order, read by ``num_workers`` workers ahead
-        of the training step."""
+        of the training step; with ``augment`` (a per-sample family), sample i of batch b is
+        augmented in the worker with seed ``seeds[b][i]``."""
+        sampler = [b.cpu().tolist() for b in index_batches]
+        if augment is not None:
+            sampler = [list(zip(b, s.tolist())) for b, s in zip(sampler, seeds)]
         loader = torch.utils.data.DataLoader(
-            _Inputs(self.lazy), batch_sampler=[b.cpu().tolist() for b in index_batches],
+            _Inputs(self.lazy, augment), batch_sampler=sampler,
             num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
             generator=torch.Generator().manual_seed(0))  # its workers' seeds; the global RNG stays untouched
         for x in loader:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ab_tune.config import AUGMENT_STRENGTH, resolve_config
-from ab_tune.core.augment import get_augmentation
+from ab_tune.core.augment import PER_SAMPLE, get_augmentation
 from ab_tune.core.hypergrad import AutoNeumannStep
 from ab_tune.core.metrics import per_class_error, per_group_error
 from ab_tune.data import Splits, build_splits
@@ -86,6 +86,9 @@ class Trainer:
             val_fraction=c["val_fraction"], balanced_val=c["balanced_val"],
             dataset_params=c["dataset_params"], seed=c["data_seed"], data=data)
         self.augment = get_augmentation(c["augmentation"], self.splits.input_shape)
+        # streamed data: a per-sample family runs on the loader's workers, ahead of the step
+        self.augment_on_workers = (is_streamed(self.splits.train.x) and c["augmentation"] in PER_SAMPLE
+                                   and c["augmentation"] != "none")
         self.train_counts = self.splits.train.class_counts
         self.num_groups = self.splits.num_groups  # None: the data has no group labels
         self.per_group = per_group_loss(c["per_group_loss"], self.num_groups is not None, c["dataset"])
@@ -176,13 +179,14 @@ class Trainer:
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:
         return self.splits.prepare(x)
 
-    def _train_loss(self, x, y, g, rng: torch.Generator) -> torch.Tensor:
-        """Augment the raw stored batch (before normalisation), then the learned per-class
-        augmentation on the model input, then the parametric loss, blended over the augmentation's
-        targets (mixup has two; every other family one, weight 1)."""
+    def _train_loss(self, x, y, g, rng: torch.Generator, augmented: bool = False) -> torch.Tensor:
+        """Augment the raw stored batch (before normalisation; not when the loader's workers did,
+        ``augmented``), then the learned per-class augmentation on the model input, then the
+        parametric loss, blended over the augmentation's targets (mixup has two; every other
+        family one, weight 1)."""
         k = self.splits.num_classes
         # a family may permute labels (mixup): the (class, group) pair travels as one label y + K g
-        x, targets = self.augment(x, y + k * g, rng)
+        x, targets = (x, [(y + k * g, 1.0)]) if augmented else self.augment(x, y + k * g, rng)
         inputs = self._inputs(x)
         if self.learned_augment is not None:  # never with mixup (config), so sample i is still (y[i], g[i])
             # the labels were checked when the data was loaded: no per-step check (a device sync)
@@ -238,11 +242,18 @@ class Trainer:
         order = torch.randperm(len(data.y), generator=self.order_rng).to(self.device)
         batches = [order[start:start + c["batch_size"]] for start in range(0, len(order), c["batch_size"])]
         batches = [b for b in batches if len(b) >= 2 or len(order) == 1]  # a single-sample batch breaks BatchNorm
-        # streamed inputs are read by DataLoader workers ahead of the step
-        inputs = data.x.batches(batches) if is_streamed(data.x) else (data.x[b] for b in batches)
+        # streamed inputs are read (and augmented, each sample with its own seed) by DataLoader workers
+        if not is_streamed(data.x):
+            inputs = (data.x[b] for b in batches)
+        elif self.augment_on_workers:
+            seeds = torch.randint(2**62, (len(order),), generator=self.augment_rng, device=self.augment_rng.device)
+            inputs = data.x.batches(batches, self.augment, seeds.cpu().split([len(b) for b in batches]))
+        else:
+            inputs = data.x.batches(batches)
         for batch, x in zip(batches, inputs):
             with self._lower_precision():
-                loss = self._train_loss(x, data.y[batch], data.g[batch], self.augment_rng)
+                loss = self._train_loss(x, data.y[batch], data.g[batch], self.augment_rng,
+                                        augmented=self.augment_on_workers)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
