@@ -70,7 +70,8 @@ def main(argv=None) -> int:
         per_seed = ", ".join(f"{100 * v:.2f}" for v in ab["test_balanced_error"])
         seconds = ab["trial_seconds"].sum()
         print(f"| {name} | {100 * ab['val_metric'].mean():.2f} | {_pct(ab['test_balanced_error'])} "
-              f"| {_pct(ab['test_worst_class_error'])} | {per_seed} | {_oracle(folder):.2f} | {ab['trials'].sum()} | {seconds:.0f} | {seconds / base_seconds:.2f}x "
+              f"| {_pct(ab['test_worst_class_error'])} | {per_seed} | {_oracle(folder):.2f} | {ab['trials'].sum()} "
+              f"| {seconds:.0f} | {seconds / base_seconds:.2f}x "
               f"| {verdict} by {abs(diff):.2f} |")
     return 0
 
