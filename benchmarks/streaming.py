@@ -1,11 +1,12 @@
 """Streaming images from disk against holding them in memory: resident memory over an epoch and
 throughput, on the same PNG files and the same trial.
 
-    python benchmarks/streaming.py --images 20000 --size 32 --workers 2
+    python benchmarks/streaming.py --images 20000 --size 32 --workers 2 [--augmentation flip_crop]
 
 Writes ``--images`` random RGB PNGs of ``--size`` px in two classes (imbalance 10) as class
-folders in a temporary directory, then trains one epoch (no hyper steps, the small CNN) in a
-fresh process per path: ``stream: false`` (decoded into memory) and ``stream: true`` with a
+folders in a temporary directory, then trains one epoch (no hyper steps, the small CNN
+``digits_cnn``, with ``--augmentation``: per batch on the device in memory, per sample in the
+loader's workers when streamed) in a fresh process per path: ``stream: false`` (decoded into memory) and ``stream: true`` with a
 ``memory_cap_gb`` below the decoded size. A sampler thread records the process's resident memory
 (VmRSS) every 50 ms; the table gives it after set-up, its peak during the epoch, and the samples
 per second of the epoch.
@@ -30,14 +31,14 @@ def _rss_mib() -> float:
     return float("nan")
 
 
-def child(root: str, stream: bool, workers: int) -> None:
+def child(root: str, stream: bool, workers: int, augmentation: str) -> None:
     import torch
 
     import ab_tune
 
     torch.set_num_threads(2)
     config = {"dataset": "imagefolder", "data_root": root, "epochs": 1, "learn": [], "batch_size": 128,
-              "num_workers": workers, "model": "digits_cnn",
+              "num_workers": workers, "model": "digits_cnn", "augmentation": augmentation,
               "dataset_params": {"stream": stream, "memory_cap_gb": 0.001 if stream else 100.0}}
     trainer = ab_tune.Trainer(config)
     after_setup = _rss_mib()
@@ -82,19 +83,22 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=20000)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--augmentation", default="none", help="a family for RGB images, e.g. flip_crop")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child[0], args.child[1] == "stream", int(args.child[2]))
+        child(args.child[0], args.child[1] == "stream", int(args.child[2]), args.augmentation)
         return
     with tempfile.TemporaryDirectory() as root:
         write_images(root, args.images, args.size)
         decoded = args.images * args.size * args.size * 3 / 2**20
-        print(f"{args.images} PNGs of {args.size}x{args.size} RGB: {decoded:.0f} MiB decoded\n")
+        print(f"{args.images} PNGs of {args.size}x{args.size} RGB: {decoded:.0f} MiB decoded; "
+              f"augmentation {args.augmentation}\n")
         print("| path | workers | train samples | RSS after set-up MiB | peak RSS in the epoch MiB | samples/s |")
         print("|---|---|---|---|---|---|")
         for path, workers in (("memory", 0), ("stream", 0), ("stream", args.workers)):
-            out = subprocess.run([sys.executable, __file__, "--child", root, path, str(workers)],
+            out = subprocess.run([sys.executable, __file__, "--child", root, path, str(workers),
+                                  "--augmentation", args.augmentation],
                                  capture_output=True, text=True, check=True).stdout
             r = json.loads(out.strip().splitlines()[-1])
             print(f"| {r['path']} | {workers} | {r['train_samples']} | {r['rss_after_setup_mib']:.0f} | "
