@@ -100,13 +100,17 @@ def test_streamed_per_sample_augmentation_runs_in_the_loader_workers_with_a_seed
             expected = torch.stack([augment_sample(AUGMENTATIONS["flip_crop"], r[i], int(s[i])) for i in range(len(s))])
             assert torch.equal(x, expected)
     assert not all(torch.equal(x, r) for x, r in zip(read, raw))  # something was flipped or shifted
-    # a trial: the same result whatever the number of workers (the seeds are drawn per sample, not per worker)
-    config = {"dataset": "imagefolder", "data_root": str(tmp_path), "epochs": 2, "batch_size": 4, "hyper_every": 2,
+    # a trial: the same result whatever the number of workers (the seeds are drawn per sample, not per
+    # worker), and not the result without augmentation; a batch size that leaves one sample over
+    config = {"dataset": "imagefolder", "data_root": str(tmp_path), "epochs": 2, "hyper_every": 1,
               "hyper_start_epoch": 1, "num_threads": 1, "augmentation": "flip_crop", "dataset_params": {"stream": True}}
-    results = [ab_tune.train({**config, "num_workers": workers}) for workers in (0, 2)]
-    assert results[0]["loss_parameters"] == results[1]["loss_parameters"] and results[0]["data_path"] == "stream"
     trainer = ab_tune.Trainer(config)
     assert trainer.augment_on_workers and not ab_tune.Trainer({**config, "dataset_params": {}}).augment_on_workers
+    config["batch_size"] = len(trainer.splits.train) - 1  # the last single-sample batch is dropped
+    results = [ab_tune.train({**config, "num_workers": workers}) for workers in (0, 2)]
+    assert results[0]["loss_parameters"] == results[1]["loss_parameters"] and results[0]["data_path"] == "stream"
+    plain = ab_tune.train({**config, "augmentation": "none"})
+    assert plain["loss_parameters"] != results[0]["loss_parameters"]
 
 
 def test_a_shipped_validation_split_replaces_the_split_of_the_pool(tmp_path):

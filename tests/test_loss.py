@@ -141,6 +141,20 @@ def test_frequency_parametrization_learns_la_tau_and_cdt_gamma_as_one_coefficien
     assert torch.allclose(loss.iota_correction.grad.squeeze(), (iota.grad * f).sum(), rtol=1e-5)
 
 
+def test_frequency_parametrization_of_group_losses_uses_each_class_and_group_count():
+    # per-(class, group) losses: the coefficient of each group column multiplies log(n_kg / n_max),
+    # so c_iota = 0.5 from LA moves it to the group LA at tau 1.5 (up to a constant per group column)
+    counts = torch.tensor([[80.0, 20.0], [40.0, 10.0], [10.0, 5.0]])
+    loss = ParametricLoss.from_preset("la", counts, learn=["iota", "delta"], parametrization="frequency")
+    assert loss.iota_correction.shape == (1, 2)
+    with torch.no_grad():
+        loss.iota_correction.fill_(0.5)
+        loss.delta_correction.fill_(0.3)
+    shift = loss.iota - ParametricLoss.from_preset("la", counts, tau=1.5).iota
+    assert torch.allclose(shift - shift[0], torch.zeros(3, 2), atol=1e-5)
+    assert torch.allclose(loss.delta, ParametricLoss.from_preset("cdt", counts, gamma=0.3).delta, rtol=1e-6)
+
+
 def test_frequency_parametrization_rejects_bands_and_missing_counts():
     with pytest.raises(ValueError, match="band_size=2"):
         ParametricLoss.from_preset("ce", COUNTS, band_size=2, parametrization="frequency")

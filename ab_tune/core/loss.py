@@ -15,7 +15,8 @@ positive value (the official code's sigmoid cannot reach Delta >= 1), and a corr
 be shared by a band of ``band_size`` classes of similar frequency.
 
 ``parametrization="frequency"`` ties each correction to class frequency instead: one learned
-coefficient c per parameter times f_k = log(n_k / n_max), so
+coefficient c per parameter (per group column) times f_k = log(n_k / n_max) (with groups, the
+(class, group) count n_kg, as the group presets use), so
 
     Delta = Delta0 * (n_k / n_max)^c_delta    iota = iota0 + c_iota * log(n_k / n_max)    omega = omega0 * (n_k / n_max)^c_omega
 
@@ -163,7 +164,8 @@ class ParametricLoss(nn.Module):
         band_size: classes sharing one learnable correction; bands of classes are formed
             in order of ``class_counts`` (most frequent first), as the official code does for
             100+ classes. The fixed preset part stays per class.
-        class_counts: training counts, used to sort classes into bands.
+        class_counts: training counts (K,) or (K, G), used to sort classes into bands (by their
+            totals) and by the frequency parametrization.
         focal_gamma: focal loss exponent; each sample's term is multiplied by ``(1 - p_y)^gamma``,
             ``p = softmax(Delta * z + iota)``. 0 (the default) is the plain loss, bit for bit.
         parametrization: "per_class" (a correction per band of classes) or "frequency" (one
@@ -200,12 +202,16 @@ class ParametricLoss(nn.Module):
         if parametrization == "frequency" and (band_size != 1 or class_counts is None):
             raise ValueError("parametrization='frequency' needs class_counts and band_size 1 (the coefficient is "
                              f"shared by all classes already), got band_size={band_size!r}")
-        self.register_buffer("band", _frequency_bands(num_classes, band_size, class_counts))
+        counts = None if class_counts is None else torch.as_tensor(class_counts, dtype=torch.float64)
+        per_class_counts = counts.sum(dim=1) if counts is not None and counts.dim() == 2 else counts
+        self.register_buffer("band", _frequency_bands(num_classes, band_size, per_class_counts))
         num_bands = int(self.band.max()) + 1
         self.register_buffer("log_frequency", None)
         if parametrization == "frequency":
-            counts = torch.as_tensor(class_counts, dtype=torch.float64)
-            self.log_frequency = torch.log(counts / counts.max()).to(delta.dtype).reshape(-1, 1)
+            # (K, 1), or (K, G) from (class, group) counts as the group presets use; an empty
+            # class or cell counts as one sample (log 0 would make every logit NaN)
+            cells = counts.clamp_min(1).reshape(num_classes, -1)
+            self.log_frequency = torch.log(cells / cells.max()).to(delta.dtype)
             num_bands = 1
         for name in LEARNABLE:
             correction = nn.Parameter(torch.zeros(num_bands, shape[1]), requires_grad=name in learn)
@@ -221,7 +227,7 @@ class ParametricLoss(nn.Module):
         delta, iota, omega = preset_values(name, class_counts, **params)
         counts = torch.as_tensor(class_counts, dtype=torch.float64)
         return cls(delta, iota, omega, learn=learn, band_size=band_size, focal_gamma=focal_gamma,
-                   class_counts=counts if counts.dim() == 1 else counts.sum(dim=1), parametrization=parametrization)
+                   class_counts=counts, parametrization=parametrization)
 
     def set_class_weight(self, weight: torch.Tensor | None) -> None:
         """Per-class weights (K,) multiplying omega (deferred re-weighting), or None for none."""

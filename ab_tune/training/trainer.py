@@ -246,8 +246,9 @@ class Trainer:
         if not is_streamed(data.x):
             inputs = (data.x[b] for b in batches)
         elif self.augment_on_workers:
-            seeds = torch.randint(2**62, (len(order),), generator=self.augment_rng, device=self.augment_rng.device)
-            inputs = data.x.batches(batches, self.augment, seeds.cpu().split([len(b) for b in batches]))
+            sizes = [len(b) for b in batches]  # a dropped single-sample batch draws no seed
+            seeds = torch.randint(2**62, (sum(sizes),), generator=self.augment_rng, device=self.augment_rng.device)
+            inputs = data.x.batches(batches, self.augment, seeds.cpu().split(sizes))
         else:
             inputs = data.x.batches(batches)
         for batch, x in zip(batches, inputs):
