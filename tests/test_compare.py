@@ -20,6 +20,7 @@ import ab_tune.integrations.ray.experiment
 from ab_tune.integrations.ray.compare import ComputeBudget, anytime_curve, compare, load_methods
 from ab_tune.integrations.ray.experiment import result_rows
 from ab_tune.reporting.report import ranked
+from ab_tune.search.searchspace import bundled_path
 
 pytestmark = pytest.mark.ray  # each starts a local Ray instance
 
@@ -210,20 +211,34 @@ def test_group_data_puts_every_method_on_the_accuracy_fairness_front(ray_local, 
 def test_resume_reads_finished_runs_back_and_starts_the_missing_methods(comparison, tmp_path):
     summary, root = comparison
     shutil.copytree(root, tmp_path / "tiny")  # resume a copy: the module's comparison stays as it is
+    results = sorted((tmp_path / "tiny" / "seed0" / "ce").glob("*/result.json"))
+    written = [p.stat().st_mtime_ns for p in results]
     overrides = ab_tune.cli.parse_assignments(TINY[1::2])
     resumed = compare(dataset="digits", overrides=overrides, seeds=1, methods=["ce", "focal"], num_samples=2,
                       storage=str(tmp_path), name="tiny", resume=True)
+    assert [p.stat().st_mtime_ns for p in results] == written  # ce was read back, not trained again
     before = {r["trial_id"] for r in result_rows(summary["result_grids"][(0, "ce")])}
-    assert {r["trial_id"] for r in result_rows(resumed["result_grids"][(0, "ce")])} == before  # not retrained
+    assert {r["trial_id"] for r in result_rows(resumed["result_grids"][(0, "ce")])} == before
     assert not resumed["result_grids"][(0, "focal")].errors
     assert [r["trials"] for r in resumed["records"]] == [1, 3]  # focal's grid ran in full
     with pytest.raises(ab_tune.ConfigError, match=r"^--resume: comparison 'tiny' was started with retrain=False, "
                                                   r"got retrain=True"):
         compare(dataset="digits", overrides=overrides, seeds=1, methods=["ce"], num_samples=2, retrain=True,
                 storage=str(tmp_path), name="tiny", resume=True)
+    # an AutoBalance file edited since the comparison started is caught, not mixed in
+    edited = tmp_path / "digits_lt.yaml"
+    edited.write_text(open(bundled_path("digits_lt.yaml")).read().replace("[0.005, 0.05]", "[0.001, 0.01]"))
+    with pytest.raises(ab_tune.ConfigError, match=r"started with another experiment for autobalance \(its file"):
+        compare(dataset="digits", overrides=overrides, seeds=1, methods=["autobalance", "ce"], num_samples=2,
+                storage=str(tmp_path), name="tiny", resume=True, autobalance_file=str(edited))
 
 
-def test_resume_without_a_comparison_is_one_line(tmp_path, capsys):
-    assert ab_tune.cli.main(["compare", "--resume", "--storage", str(tmp_path)]) == 2
+@pytest.mark.parametrize("args, message", [
+    ([], "--resume: no comparison 'compare_digits' to resume"),
+    (["--budget", "60"], "--resume cannot continue a budgeted comparison"),
+])
+def test_resume_without_a_comparison_or_with_a_budget_is_one_line(args, message, tmp_path, capsys):
+    (tmp_path / "compare_digits").mkdir()  # a folder left without settings.json
+    assert ab_tune.cli.main(["compare", "--resume", *args, "--storage", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "--resume: no comparison 'compare_digits' to resume" in err and err.count("\n") == 1
+    assert message in err and err.count("\n") == 1, err

@@ -13,8 +13,10 @@ method trains on the same splits with the same network and epochs.
 Each (seed, method) is one Ray Tune run in ``<storage>/<name>/seed<k>/<method>``; its best trial
 is chosen by the experiment's validation metric only, and its test errors are reported.
 ``resume=True`` continues an interrupted comparison: finished runs are read back, unfinished ones
-resumed, missing ones (a method or seed added) started; the settings it was started with
-(``settings.json``: dataset, overrides, retraining, budget, trials, AutoBalance file) must match.
+resumed (their failed trials run again), missing ones (a method or seed added) started; the
+settings it was started with (``settings.json``: dataset, overrides, retraining, trials and a
+digest of each method's resolved experiment, so an edited file is caught) must match. A budgeted
+comparison cannot be resumed: Tune does not keep the seconds a budget has spent.
 
 Compute is counted in trial-seconds (the sum of every trial's training time, ``time_total_s``)
 and GPU-seconds (trial-seconds x GPUs per trial). ``budget`` caps each method's trial-seconds per
@@ -24,6 +26,8 @@ epoch of each trial running at that moment; trials not started yet never run.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -141,25 +145,62 @@ def load_methods(dataset: str, methods: list[str], seed: int, overrides: dict, r
     return out
 
 
+def _digest(experiment: Experiment) -> str:
+    """What a method runs, wherever its file lives: the resolved experiment without its path."""
+    return hashlib.sha256(repr(dataclasses.replace(experiment, source="")).encode()).hexdigest()[:16]
+
+
 def _start_or_resume(root: str, name: str, settings: dict, resume: bool) -> None:
-    """Write a new comparison's settings, or check a resumed one's against them (one-line errors)."""
+    """Write a new comparison's settings, or check a resumed one's against them (one-line errors);
+    a method new to the comparison may be added."""
     path = os.path.join(root, "settings.json")
     if not resume:
         if os.path.exists(root):
             raise ConfigError(f"comparison {name!r} already exists at {root}: use --resume to continue it, "
                               "or choose another --name or --storage")
+        try:
+            text = json.dumps(settings, indent=1)
+        except TypeError as e:
+            raise ConfigError(f"the comparison's settings must be plain values (numbers, strings, lists): {e}") from None
         os.makedirs(root)
-        with open(path, "w") as f:
-            json.dump(settings, f, indent=1)
+        with open(path + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)  # never a half-written settings.json
         return
-    if not os.path.exists(path):
-        raise ConfigError(f"--resume: no comparison {name!r} to resume at {root} (no settings.json there)")
-    with open(path) as f:
-        started = json.load(f)
+    if settings["budget"] is not None:
+        raise ConfigError(f"--resume cannot continue a budgeted comparison (Tune does not keep the seconds the "
+                          f"budget has spent), got --budget {settings['budget']:g}: start a new --name")
+    try:
+        with open(path) as f:
+            started = json.load(f)
+    except (OSError, ValueError):
+        raise ConfigError(f"--resume: no comparison {name!r} to resume at {root} (no readable settings.json "
+                          "there)") from None
     for key, value in settings.items():
-        if json.loads(json.dumps(value)) != started.get(key):
-            raise ConfigError(f"--resume: comparison {name!r} was started with {key}={started.get(key)!r}, "
-                              f"got {key}={value!r}; resume it as it was started, or choose another --name")
+        before = started.get(key)
+        if key == "methods":  # a method may be added; one that ran must be the same experiment
+            changed = sorted(m for m, digest in value.items() if m in (before or {}) and before[m] != digest)
+            if changed:
+                raise ConfigError(f"--resume: comparison {name!r} was started with another experiment for "
+                                  f"{', '.join(changed)} (its file or settings changed since); resume it as it "
+                                  "was started, or choose another --name")
+        elif json.loads(json.dumps(value)) != before:
+            raise ConfigError(f"--resume: comparison {name!r} was started with {key}={before!r}, got {key}={value!r}; "
+                              "resume it as it was started, or choose another --name")
+    with open(path, "w") as f:  # methods added by this resume are checked on the next one
+        json.dump({**started, "methods": {**started.get("methods", {}), **settings["methods"]}}, f, indent=1)
+
+
+def _resumable(seed_dir: str, method: str, resume: bool) -> bool:
+    """Whether this run is continued (resume and it has state); a folder left before Tune wrote any
+    state is a one-line error naming it."""
+    path = os.path.join(seed_dir, method)
+    if not resume or not os.path.exists(path):
+        return False
+    if not tune.Tuner.can_restore(path):
+        raise ConfigError(f"--resume: {path} was left before its first checkpoint and cannot be restored; "
+                          "remove that folder to run the method again")
+    return True
 
 
 def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: int = 1, budget: float | None = None,
@@ -204,9 +245,10 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
     experiments = {seed: load_methods(dataset, methods, seed, overrides, retrain, num_samples, autobalance_file)
                    for seed in range(seeds)}
     settings = {"dataset": dataset, "overrides": overrides, "retrain": retrain, "budget": budget,
-                "num_samples": num_samples,
-                "file": os.path.abspath(autobalance_file) if autobalance_file else None}
+                "num_samples": num_samples, "methods": {m: _digest(e) for m, e in experiments[0].items()}}
     _start_or_resume(root, name, settings, resume)
+    continued = {(seed, method): _resumable(os.path.join(root, f"seed{seed}"), method, resume)
+                 for seed in range(seeds) for method in methods}  # every folder checked before Ray starts
 
     records, grids, curves, best_rows = [], {}, {}, {}
     all_rows = {method: [] for method in methods}  # every seed's trials, for the fairness front
@@ -220,8 +262,7 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
             stopper = _stopper_class()(budget)
             seed_dir = os.path.join(root, f"seed{seed}")
             grid, _ = run_experiment(experiment, storage=seed_dir, name=method, address=address, out=out,
-                                     stopper=stopper,
-                                     resume=resume and tune.Tuner.can_restore(os.path.join(seed_dir, method)))
+                                     stopper=stopper, resume=continued[(seed, method)])
             rows = result_rows(grid)
             all_rows[method].extend(rows)
             grids[(seed, method)] = grid
