@@ -27,13 +27,32 @@ def last_result(path: str) -> dict | None:
     return last
 
 
+def trial_results(comparison: str, method: str = "autobalance") -> list[tuple[str, dict]]:
+    """(seed folder name, last result) of every trial of ``method`` in a comparison."""
+    paths = sorted(glob.glob(os.path.join(comparison, "seed*", method, "*", "result.json")))
+    return [(path.split(os.sep)[-4], result) for path in paths if (result := last_result(path)) is not None]
+
+
+def errors_by_seed(trials: list[tuple[str, dict]]) -> dict[str, list[float]]:
+    """Each seed's trials' test balanced errors, in %."""
+    by_seed: dict[str, list[float]] = {}
+    for seed, result in trials:
+        by_seed.setdefault(seed, []).append(100 * float(result["test_balanced_error"]))
+    return by_seed
+
+
+def oracle_mean(trials: list[tuple[str, dict]]) -> float:
+    """Mean over seeds of the lowest test balanced error among the trials, in %."""
+    best = [min(errors) for errors in errors_by_seed(trials).values()]
+    return sum(best) / len(best) if best else float("nan")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("comparison", help="the comparison's folder (<storage>/<name>)")
     parser.add_argument("--method", default="autobalance")
     args = parser.parse_args(argv)
-    paths = sorted(glob.glob(os.path.join(args.comparison, "seed*", args.method, "*", "result.json")))
-    trials = [(path, result) for path in paths if (result := last_result(path)) is not None]
+    trials = trial_results(args.comparison, args.method)
     results = [result for _, result in trials]
     if not results:
         parser.error(f"no trial results under {args.comparison}/seed*/{args.method}")
@@ -43,16 +62,12 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|")
     print(f"| {os.path.basename(os.path.normpath(args.comparison))} | {len(results)} | {applied} | {skipped} | "
           f"{100 * skipped / max(applied + skipped, 1):.1f} |")
-    by_seed: dict[str, list[float]] = {}
-    for path, result in trials:
-        seed = os.path.basename(os.path.dirname(os.path.dirname(os.path.dirname(path))))
-        by_seed.setdefault(seed, []).append(100 * float(result["test_balanced_error"]))
+    by_seed = errors_by_seed(trials)
     print("\n| seed | trials | lowest test balanced error % (oracle) | highest |")
     print("|---|---|---|---|")
     for seed, errors in sorted(by_seed.items()):
         print(f"| {seed} | {len(errors)} | {min(errors):.2f} | {max(errors):.2f} |")
-    best = [min(errors) for errors in by_seed.values()]
-    print(f"\noracle mean over seeds: {sum(best) / len(best):.2f}%")
+    print(f"\noracle mean over seeds: {oracle_mean(trials):.2f}%")
     return 0
 
 

@@ -16,31 +16,18 @@ comparison's own; nothing is re-selected here.
 from __future__ import annotations
 
 import argparse
-import glob
-import json
 import os
 import statistics
 import sys
 
 import pandas as pd
+from count_hyper_steps import oracle_mean, trial_results  # benchmarks/, the script's own folder
 
 
 def _pct(values) -> str:
     values = [100 * v for v in values]
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):.2f} ± {spread:.2f}"
-
-
-def _oracle(folder: str) -> float:
-    """Mean over seeds of the lowest test balanced error among the method's trials, in %."""
-    lowest = {}
-    for path in glob.glob(os.path.join(folder, "seed*", "autobalance", "*", "result.json")):
-        with open(path) as f:
-            lines = [json.loads(line) for line in f if line.strip()]
-        if lines:
-            seed = path.split(os.sep)[-4]
-            lowest[seed] = min(lowest.get(seed, 1.0), float(lines[-1]["test_balanced_error"]))
-    return 100 * statistics.mean(lowest.values()) if lowest else float("nan")
 
 
 def main(argv=None) -> int:
@@ -68,9 +55,9 @@ def main(argv=None) -> int:
         diff = 100 * (ab["test_balanced_error"].mean() - means[best])
         verdict = "beats" if diff < 0 else "loses" if diff > 0 else "ties"
         per_seed = ", ".join(f"{100 * v:.2f}" for v in ab["test_balanced_error"])
-        seconds = ab["trial_seconds"].sum()
+        seconds, oracle = ab["trial_seconds"].sum(), oracle_mean(trial_results(folder))
         print(f"| {name} | {100 * ab['val_metric'].mean():.2f} | {_pct(ab['test_balanced_error'])} "
-              f"| {_pct(ab['test_worst_class_error'])} | {per_seed} | {_oracle(folder):.2f} | {ab['trials'].sum()} "
+              f"| {_pct(ab['test_worst_class_error'])} | {per_seed} | {oracle:.2f} | {ab['trials'].sum()} "
               f"| {seconds:.0f} | {seconds / base_seconds:.2f}x "
               f"| {verdict} by {abs(diff):.2f} |")
     return 0

@@ -12,8 +12,8 @@ augmentation is reproducible and resumes bit for bit; torch's global RNG state i
 
 Families and where they apply (``allowed_augmentations``):
 
-Every family but mixup transforms each sample on its own (``PER_SAMPLE``): on streamed data the
-trainer applies it per sample on the DataLoader's workers (``augment_sample``), each sample with
+flip_crop and the policies transform each sample on its own (``PER_SAMPLE``): on streamed data the
+trainer applies them per sample on the DataLoader's workers (``augment_sample``), each sample with
 its own seed drawn from the trainer's generator; mixup pairs samples, so it stays per batch.
 
 - ``none``, ``mixup`` (Zhang et al. 2018): any input;
@@ -134,7 +134,7 @@ AUGMENTATIONS: dict[str, Augmentation] = {
     "mixup": mixup,
 }
 _ANY_INPUT = ("mixup", "none")
-PER_SAMPLE = tuple(name for name in AUGMENTATIONS if name != "mixup")  # each sample transformed on its own
+PER_SAMPLE = tuple(name for name in AUGMENTATIONS if name not in ("none", "mixup"))  # each sample on its own
 
 
 def augment_sample(augment: Augmentation, x: torch.Tensor, seed: int) -> torch.Tensor:

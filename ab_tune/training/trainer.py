@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ab_tune.config import AUGMENT_STRENGTH, resolve_config
-from ab_tune.core.augment import PER_SAMPLE, get_augmentation
+from ab_tune.core.augment import PER_SAMPLE, get_augmentation, none
 from ab_tune.core.hypergrad import AutoNeumannStep
 from ab_tune.core.metrics import per_class_error, per_group_error
 from ab_tune.data import Splits, build_splits
@@ -87,8 +87,7 @@ class Trainer:
             dataset_params=c["dataset_params"], seed=c["data_seed"], data=data)
         self.augment = get_augmentation(c["augmentation"], self.splits.input_shape)
         # streamed data: a per-sample family runs on the loader's workers, ahead of the step
-        self.augment_on_workers = (is_streamed(self.splits.train.x) and c["augmentation"] in PER_SAMPLE
-                                   and c["augmentation"] != "none")
+        self.augment_on_workers = is_streamed(self.splits.train.x) and c["augmentation"] in PER_SAMPLE
         self.train_counts = self.splits.train.class_counts
         self.num_groups = self.splits.num_groups  # None: the data has no group labels
         self.per_group = per_group_loss(c["per_group_loss"], self.num_groups is not None, c["dataset"])
@@ -186,7 +185,7 @@ class Trainer:
         family one, weight 1)."""
         k = self.splits.num_classes
         # a family may permute labels (mixup): the (class, group) pair travels as one label y + K g
-        x, targets = (x, [(y + k * g, 1.0)]) if augmented else self.augment(x, y + k * g, rng)
+        x, targets = (none if augmented else self.augment)(x, y + k * g, rng)
         inputs = self._inputs(x)
         if self.learned_augment is not None:  # never with mixup (config), so sample i is still (y[i], g[i])
             # the labels were checked when the data was loaded: no per-step check (a device sync)
