@@ -11,11 +11,15 @@ oracle (per seed the lowest test error over the variant's trials: what a perfect
 reach), the selected trials' validation metric (mean over seeds: the figure a lever is chosen by,
 comparable between variants that keep the same validation split), the variant's trial-seconds
 against the baselines' and the verdict against the best baseline. The baselines' rows are the
-comparison's own; nothing is re-selected here.
+comparison's own; nothing is re-selected here. A second table gives each selected trial's
+learned loss as two numbers: the least-squares slopes of iota and of log Delta on log n_k, i.e.
+the logit-adjustment tau and the CDT/VS gamma it amounts to (exact for `parametrization:
+frequency`, a summary for per-class corrections).
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -28,6 +32,22 @@ def _pct(values) -> str:
     values = [100 * v for v in values]
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):.2f} ± {spread:.2f}"
+
+
+def learned_tau_gamma(result: dict) -> tuple[float, float]:
+    """Slopes of iota and log Delta on log class count over the classes (per-class losses only)."""
+    counts = [float(n) for n in result["class_counts"]]
+    params = result["loss_parameters"]
+    if any(isinstance(v, list) for v in params["iota"]):  # per-(class, group) values: no single slope
+        return math.nan, math.nan
+    x = [math.log(n) for n in counts]
+    mean_x = statistics.mean(x)
+
+    def slope(y):
+        mean_y = statistics.mean(y)
+        return sum((a - mean_x) * (b - mean_y) for a, b in zip(x, y)) / sum((a - mean_x) ** 2 for a in x)
+
+    return slope(params["iota"]), slope([math.log(d) for d in params["delta"]])
 
 
 def main(argv=None) -> int:
@@ -60,6 +80,16 @@ def main(argv=None) -> int:
               f"| {_pct(ab['test_worst_class_error'])} | {per_seed} | {oracle:.2f} | {ab['trials'].sum()} "
               f"| {seconds:.0f} | {seconds / base_seconds:.2f}x "
               f"| {verdict} by {abs(diff):.2f} |")
+    print("\n| variant | seed | selected trial | learned tau (slope of iota) | learned gamma (slope of log Delta) |")
+    print("|---|---|---|---|---|")
+    for spec in args.variants:
+        name, _, folder = spec.partition("=")
+        ab = pd.read_csv(os.path.join(folder, "comparison.csv"))
+        selected = set(ab[ab["method"] == "autobalance"]["selected_trial"])
+        for seed, result in trial_results(folder):
+            if result["trial_id"] in selected:
+                tau, gamma = learned_tau_gamma(result)
+                print(f"| {name} | {seed} | {result['trial_id']} | {tau:.2f} | {gamma:+.2f} |")
     return 0
 
 

@@ -163,9 +163,7 @@ def _start_or_resume(root: str, name: str, settings: dict, resume: bool) -> None
         except TypeError as e:
             raise ConfigError(f"the comparison's settings must be plain values (numbers, strings, lists): {e}") from None
         os.makedirs(root)
-        with open(path + ".tmp", "w") as f:
-            f.write(text)
-        os.replace(path + ".tmp", path)  # never a half-written settings.json
+        _write_atomically(path, text)
         return
     if settings["budget"] is not None:
         raise ConfigError(f"--resume cannot continue a budgeted comparison (Tune does not keep the seconds the "
@@ -187,8 +185,15 @@ def _start_or_resume(root: str, name: str, settings: dict, resume: bool) -> None
         elif json.loads(json.dumps(value)) != before:
             raise ConfigError(f"--resume: comparison {name!r} was started with {key}={before!r}, got {key}={value!r}; "
                               "resume it as it was started, or choose another --name")
-    with open(path, "w") as f:  # methods added by this resume are checked on the next one
-        json.dump({**started, "methods": {**started.get("methods", {}), **settings["methods"]}}, f, indent=1)
+    # methods added by this resume are checked on the next one
+    _write_atomically(path, json.dumps({**started, "methods": {**started.get("methods", {}), **settings["methods"]}},
+                                       indent=1))
+
+
+def _write_atomically(path: str, text: str) -> None:
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)  # never a half-written settings.json
 
 
 def _resumable(seed_dir: str, method: str, resume: bool) -> bool:
