@@ -2,7 +2,7 @@
 
     ab-tune run [FILE] [--set key=value ...] [--num-samples N] [--gpus-per-trial F]
                 [--address ADDR] [--storage PATH] [--name NAME] [--resume] [--retrain]
-    ab-tune compare [--dataset NAME] [--set key=value ...] [--budget SECONDS] [--seeds N] [--retrain] [--resume]
+    ab-tune compare [--dataset NAME] [--set key=value ...] [--budget SECONDS] [--seeds N] [--first-seed K] [--retrain] [--resume]
                     [--methods m1,m2] [--num-samples N] [--file FILE] [--storage PATH] [--name NAME]
     ab-tune optuna [FILE] --storage URL [--study-name NAME] [--n-trials N] [--multi-objective]
                    [--set key=value ...] [--out DIR]
@@ -117,6 +117,8 @@ def _compare(args) -> int:
         raise UsageError(f"--dataset must be one of {sorted(COMPARED)}, got --dataset {args.dataset}")
     if args.seeds < 1:
         raise UsageError(f"--seeds must be a positive integer, got --seeds {args.seeds}")
+    if args.first_seed < 0:
+        raise UsageError(f"--first-seed must be an integer >= 0, got --first-seed {args.first_seed}")
     if args.budget is not None and not (args.budget > 0 and args.budget != float("inf")):
         raise UsageError(f"--budget must be a number of trial-seconds > 0, got --budget {args.budget:g}")
     if args.num_samples is not None and args.num_samples < 1:
@@ -132,7 +134,7 @@ def _compare(args) -> int:
     summary = compare(dataset=args.dataset, overrides=overrides, seeds=args.seeds, budget=args.budget,
                       retrain=args.retrain, methods=methods, storage=args.storage, name=args.name,
                       num_samples=args.num_samples, address=args.address, autobalance_file=args.file,
-                      resume=args.resume)
+                      resume=args.resume, first_seed=args.first_seed)
     return 1 if any(grid.errors for grid in summary["result_grids"].values()) else 0
 
 
@@ -186,7 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="fix a trial config key for every method's trials (repeatable)")
     comp.add_argument("--budget", type=float, metavar="SECONDS",
                       help="trial-seconds per method and seed (default: grids run fully)")
-    comp.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 of data splits and training (default: 1)")
+    comp.add_argument("--seeds", type=int, default=1,
+                      help="number of seeds of data splits and training (default: 1)")
+    comp.add_argument("--first-seed", type=int, default=0,
+                      help="the first seed (default 0: seeds 0..N-1); fresh seeds confirm a setting chosen on "
+                           "others")
     comp.add_argument("--retrain", action="store_true",
                       help="retrain every selected loss on train+validation (the paper's protocol)")
     comp.add_argument("--methods", metavar="M1,M2", help="restrict to these methods (autobalance and baseline "

@@ -160,6 +160,7 @@ def test_run_retrain_sets_retrain_for_every_trial(monkeypatch, tmp_path):
     (["--set", "epochs=-1"], "epochs must be a positive integer, got epochs=-1"),
     (["--set", "seed=4"], "seed is set by the comparison's seeds"),
     (["--num-samples", "0"], "--num-samples must be a positive integer"),
+    (["--first-seed", "-1"], "--first-seed must be an integer >= 0, got --first-seed -1"),
 ])
 def test_bad_compare_input_exits_2_with_one_line(args, message, tmp_path, capsys, monkeypatch):
     def no_ray(*a, **k):
@@ -231,6 +232,22 @@ def test_resume_reads_finished_runs_back_and_starts_the_missing_methods(comparis
     with pytest.raises(ab_tune.ConfigError, match=r"started with another experiment for autobalance \(its file"):
         compare(dataset="digits", overrides=overrides, seeds=1, methods=["autobalance", "ce"], num_samples=2,
                 storage=str(tmp_path), name="tiny", resume=True, autobalance_file=str(edited))
+
+
+def test_fresh_seeds_run_in_their_own_folders_with_their_own_split(comparison, tmp_path):
+    summary, root = comparison
+    shutil.copytree(root, tmp_path / "tiny")
+    overrides = ab_tune.cli.parse_assignments(TINY[1::2])
+    fresh = compare(dataset="digits", overrides=overrides, seeds=1, first_seed=1, methods=["ce"], num_samples=2,
+                    storage=str(tmp_path), name="tiny", resume=True)
+    assert [r["seed"] for r in fresh["records"]] == [1] and list(fresh["result_grids"]) == [(1, "ce")]
+    [row] = result_rows(fresh["result_grids"][(1, "ce")])
+    assert row["config"]["seed"] == 1 and row["config"]["data_seed"] == 1
+    assert (tmp_path / "tiny" / "seed1" / "ce").is_dir()
+    [before] = result_rows(summary["result_grids"][(0, "ce")])
+    # another split, another network
+    assert row["metrics"]["test_balanced_error"] != before["metrics"]["test_balanced_error"]
+    assert "(1 seed(s), seed 1," in (tmp_path / "tiny" / "comparison.md").read_text()
 
 
 @pytest.mark.parametrize("args, message", [

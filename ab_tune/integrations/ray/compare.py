@@ -146,8 +146,10 @@ def load_methods(dataset: str, methods: list[str], seed: int, overrides: dict, r
 
 
 def _digest(experiment: Experiment) -> str:
-    """What a method runs, wherever its file lives: the resolved experiment without its path."""
-    return hashlib.sha256(repr(dataclasses.replace(experiment, source="")).encode()).hexdigest()[:16]
+    """What a method runs, wherever its file lives and whichever seed: the resolved experiment
+    without its path, at seed 0 (the seeds are the comparison's, not the method's)."""
+    at_seed_0 = {**experiment.config, "seed": 0, "data_seed": 0}
+    return hashlib.sha256(repr(dataclasses.replace(experiment, source="", config=at_seed_0)).encode()).hexdigest()[:16]
 
 
 def _start_or_resume(root: str, name: str, settings: dict, resume: bool) -> None:
@@ -211,16 +213,18 @@ def _resumable(seed_dir: str, method: str, resume: bool) -> bool:
 def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: int = 1, budget: float | None = None,
             retrain: bool = False, methods: list[str] | None = None, storage: str | None = None,
             name: str | None = None, num_samples: int | None = None, address: str | None = None,
-            autobalance_file: str | None = None, resume: bool = False, out=None) -> dict:
-    """Run every method for seeds 0..seeds-1 and write comparison.md/.csv and the plots.
+            autobalance_file: str | None = None, resume: bool = False, first_seed: int = 0, out=None) -> dict:
+    """Run every method for seeds first_seed..first_seed+seeds-1 and write comparison.md/.csv and the plots.
 
     ``budget``: trial-seconds per method and seed (``None``: every grid runs fully, AutoBalance
     runs its ``num_samples``); ``num_samples`` replaces the AutoBalance search's (grids run once);
     ``autobalance_file`` is an experiment file of yours to run instead of the dataset's bundled one
     (its data, model and schedule keys are then the ones every baseline shares); ``resume``
-    continues the comparison of that name (see the module's docstring).
+    continues the comparison of that name (see the module's docstring); ``first_seed`` shifts the
+    seeds, so that a setting chosen on seeds 0-2 can be confirmed on fresh ones (3-5) whose test
+    errors nobody has looked at.
     Returns ``{"records", "table", "paths", "result_grids", "curves"}``: one record per
-    (method, seed), result grids by (seed, method), seed 0's anytime curves by method.
+    (method, seed), result grids by (seed, method), the first seed's anytime curves by method.
     """
     out = out or sys.stdout
     overrides = dict(overrides or {})
@@ -228,12 +232,15 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
         raise ConfigError(f"dataset must be one of {sorted(DATASETS)}, got dataset={dataset!r}")
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ConfigError(f"seeds must be a positive integer, got seeds={seeds!r}")
+    if isinstance(first_seed, bool) or not isinstance(first_seed, int) or first_seed < 0:
+        raise ConfigError(f"first_seed must be an integer >= 0, got first_seed={first_seed!r}")
+    seed_list = range(first_seed, first_seed + seeds)
     if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1):
         raise ConfigError(f"num_samples must be a positive integer, got num_samples={num_samples!r}")
     ComputeBudget(budget)  # checks the value
     for key in ("seed", "data_seed"):
         if key in overrides:
-            raise ConfigError(f"{key} is set by the comparison's seeds (0..seeds-1), got {key}={overrides[key]!r}")
+            raise ConfigError(f"{key} is set by the comparison's seeds (--seeds, --first-seed), got {key}={overrides[key]!r}")
     valid = available_methods()
     own = load_experiment(autobalance_file).config.get("dataset") if autobalance_file else None
     grouped = any(name in DATASET_SPECS and DATASET_SPECS[name].has_groups for name in (dataset, own))
@@ -248,19 +255,20 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
     root = os.path.join(storage, name)
     # every file and override is checked before Ray starts
     experiments = {seed: load_methods(dataset, methods, seed, overrides, retrain, num_samples, autobalance_file)
-                   for seed in range(seeds)}
+                   for seed in seed_list}
+    # each seed has its own folder, so seeds are not a setting: a resume may add seeds, or other ones
     settings = {"dataset": dataset, "overrides": overrides, "retrain": retrain, "budget": budget,
-                "num_samples": num_samples, "methods": {m: _digest(e) for m, e in experiments[0].items()}}
+                "num_samples": num_samples, "methods": {m: _digest(e) for m, e in experiments[first_seed].items()}}
     _start_or_resume(root, name, settings, resume)
     continued = {(seed, method): _resumable(os.path.join(root, f"seed{seed}"), method, resume)
-                 for seed in range(seeds) for method in methods}  # every folder checked before Ray starts
+                 for seed in seed_list for method in methods}  # every folder checked before Ray starts
 
     records, grids, curves, best_rows = [], {}, {}, {}
     all_rows = {method: [] for method in methods}  # every seed's trials, for the fairness front
     # across methods (best baseline, anytime curves): the AutoBalance experiment's metric
-    reference = experiments[0][AUTOBALANCE if AUTOBALANCE in methods else methods[0]]
+    reference = experiments[first_seed][AUTOBALANCE if AUTOBALANCE in methods else methods[0]]
     metric, mode = reference.metric, reference.mode
-    for seed in range(seeds):
+    for seed in seed_list:
         for method in methods:
             experiment = experiments[seed][method]
             print(f"\n== seed {seed}, {method} ({experiment.source})", file=out, flush=True)
@@ -272,13 +280,14 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
             all_rows[method].extend(rows)
             grids[(seed, method)] = grid
             records.append(summarize(method, seed, experiment, rows, stopper))
-            if seed == 0:
+            if seed == first_seed:
                 curves[method] = anytime_curve(rows, stopper.last_report, metric, mode)
                 ranked_rows = ranked(rows, metric, mode)
                 best_rows[method] = ranked_rows[0] if ranked_rows else None
 
     table = format_comparison(records, methods, seeds)
-    header = (f"# AutoBalance vs grid-searched baselines on {dataset} ({seeds} seed(s)"
+    which = f", seed {first_seed}" if seeds == 1 else f", seeds {first_seed}-{first_seed + seeds - 1}"
+    header = (f"# AutoBalance vs grid-searched baselines on {dataset} ({seeds} seed(s){which if first_seed else ''}"
               f"{f', budget {budget:g} trial-seconds per method and seed' if budget else ', no budget'}"
               f"{', with retraining' if retrain else ''})\n\n")
     paths = {"table": os.path.join(root, "comparison.md"), "csv": os.path.join(root, "comparison.csv")}
@@ -287,7 +296,7 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
     write_comparison_csv(records, paths["csv"])
     paths.update(plot_comparison(root, curves, best_rows, metric, methods))
     points = [point for method in methods
-              for point in front_points(method, all_rows[method], list(experiments[0][method].space))]
+              for point in front_points(method, all_rows[method], list(experiments[first_seed][method].space))]
     paths.update(write_front(points, root, f"{dataset}: accuracy-fairness front, mean over {seeds} seed(s) "
                                            f"of each setting"))
     print("\n" + header + table + "\n", file=out)
