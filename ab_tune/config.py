@@ -164,8 +164,9 @@ OPTIONS: dict[str, Option] = {
     "solver_steps": Option(5, *NON_NEGATIVE_INT, "Hessian-vector products per hyper step"),
     "solver_alpha": Option("auto", "'auto' or a number > 0", lambda v: v == "auto" or _number(0, low_open=True)(v),
                            "Neumann step size, below 2 / lambda_max of the training loss's Hessian; auto: "
-                           "1 / lambda_max by power iteration at the first hyper step and every 10 after; a diverged "
-                           "solve is retried once with the curvature measured again and half the step"),
+                           "1 / lambda_max by power iteration at the first hyper step and every 10 after (whose iterates "
+                           "give the Neumann terms); a diverged solve is retried once at half the step, "
+                           "with this step's curvature"),
     # objective
     "fairness_weight": Option(0.0, "in [0, 1]", _number(0, 1), "blend weight of the fairness term"),
     "fairness": Option("worst_class", f"one of {sorted(FAIRNESS_TERMS)}", _one_of(*FAIRNESS_TERMS), "fairness term"),

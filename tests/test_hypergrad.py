@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from ab_tune.core.hypergrad import AutoNeumannStep, implicit_hypergradient, top_eigenvalue
-from ab_tune.core.linear_solve import SOLVERS, DivergenceError, make_solver
+from ab_tune.core.hypergrad import AutoNeumannStep, implicit_hypergradient, power_iteration, top_eigenvalue
+from ab_tune.core.linear_solve import SOLVERS, DivergenceError, make_solver, neumann, neumann_from_powers
 
 
 @pytest.fixture(autouse=True)
@@ -214,6 +214,71 @@ def test_auto_step_measures_again_after_refresh_steps_and_after_a_divergence():
     assert len(calls) == 6
     assert step(hvp, [torch.ones(3)]) == pytest.approx(0.125) and len(calls) == 6
     assert step(hvp, [torch.ones(3)]) == pytest.approx(0.25) and len(calls) == 8  # scheduled refresh: full step
+
+
+def _spd(eigenvalues, seed=1):
+    q, _ = torch.linalg.qr(torch.randn(len(eigenvalues), len(eigenvalues), generator=torch.Generator().manual_seed(seed)))
+    return q @ torch.diag(torch.tensor(eigenvalues)) @ q.T
+
+
+def _counting(h):
+    calls = []
+
+    def hvp(v):
+        calls.append(1)
+        return [h @ v[0]]
+
+    return hvp, calls
+
+
+def test_neumann_from_the_power_iterations_iterates_equals_the_iterated_series():
+    h = _spd([7.0, 3.0, 1.0, 0.5, 0.1, 0.05])
+    b = [torch.linspace(-1.0, 2.0, 6)]
+    _, powers = power_iteration(lambda v: [h @ v[0]], b, iterations=8, keep=5)
+    assert len(powers) == 6
+    for i, (scale, unit) in enumerate(powers):  # H^i b = scale * unit
+        assert torch.allclose(scale * unit[0], torch.linalg.matrix_power(h, i) @ b[0], rtol=1e-12)
+    for alpha in (0.05, 1 / 7.0, 0.25):
+        combined = neumann_from_powers(powers, steps=5, alpha=alpha)[0]
+        iterated = neumann(lambda v: [h @ v[0]], b, steps=5, alpha=alpha)[0]
+        assert torch.allclose(combined, iterated, rtol=1e-10, atol=1e-12)
+    with pytest.raises(DivergenceError, match="diverges at term"):  # alpha * 7 > 2, as neumann does
+        neumann_from_powers(powers, steps=5, alpha=0.4)
+    with pytest.raises(DivergenceError):
+        neumann(lambda v: [h @ v[0]], b, steps=5, alpha=0.4)
+
+
+def test_a_measuring_auto_step_costs_the_power_iteration_alone():
+    h = _spd([7.0, 3.0, 1.0, 0.5, 0.1, 0.05])
+    hvp, calls = _counting(h)
+    b = [torch.linspace(-1.0, 2.0, 6)]
+    step = AutoNeumannStep(iterations=10)
+    x = step.solve(hvp, b, steps=5)[0]
+    assert len(calls) == 10  # not 10 + 5: the Neumann terms come from the iterates
+    assert torch.allclose(x, neumann(lambda v: [h @ v[0]], b, steps=5, alpha=step.alpha)[0], rtol=1e-10)
+    x = step.solve(hvp, b, steps=5)[0]  # not due: the series' own 5 products
+    assert len(calls) == 15
+    assert torch.allclose(x, neumann(lambda v: [h @ v[0]], b, steps=5, alpha=step.alpha)[0], rtol=1e-12)
+    step.solve(hvp, b, solver="cg", steps=3)  # conjugate gradient takes no step: nothing measured
+    assert len(calls) == 18
+
+
+def test_a_diverged_auto_step_retries_at_half_the_step_with_this_steps_curvature():
+    h = torch.diag(torch.tensor([10.0, 1.0]))
+    hvp, calls = _counting(h)
+    b = [torch.tensor([1.0, 1.0])]
+    step = AutoNeumannStep(iterations=30)
+    step.load_state_dict({"lambda_max": 1.0, "calls": 1, "scale": 1.0})  # stale: 10x too low
+    x = step.solve(hvp, b, steps=5)[0]
+    assert len(calls) == 1 + 30  # the first term diverged (|1 - 10| > 2), then one measurement
+    assert step.scale == 0.5 and step.alpha == pytest.approx(0.05, rel=1e-6)
+    assert torch.allclose(x, neumann(lambda v: [h @ v[0]], b, steps=5, alpha=step.alpha)[0], rtol=1e-10)
+    # an indefinite Hessian diverges at half the step too: raised, measured again at the next call
+    indefinite = torch.diag(torch.tensor([10.0, -10.0]))
+    step = AutoNeumannStep(iterations=30)
+    with pytest.raises(DivergenceError):
+        step.solve(lambda v: [indefinite @ v[0]], b, steps=5)
+    assert step.lambda_max is None and step.scale == 0.25
 
 
 # --- finite-difference products ------------------------------------------------------------

@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ab_tune.core.linear_solve import DivergenceError, make_solver
+from ab_tune.core.linear_solve import DivergenceError, make_solver, neumann_from_powers
 
-__all__ = ["implicit_hypergradient", "DivergenceError", "top_eigenvalue", "AutoNeumannStep"]
+__all__ = ["implicit_hypergradient", "DivergenceError", "top_eigenvalue", "power_iteration", "AutoNeumannStep"]
 
 
 def _grads(outputs, inputs, grad_outputs=None, **kwargs) -> tuple[torch.Tensor, ...]:
@@ -33,7 +33,7 @@ def implicit_hypergradient(
     *,
     solver: str = "neumann",
     steps: int = 5,
-    alpha: float | Callable = 1.0,
+    alpha: float | AutoNeumannStep = 1.0,
     products: str = "autograd",
     radius: float = 0.01,
 ) -> list[torch.Tensor]:
@@ -46,8 +46,8 @@ def implicit_hypergradient(
         hparams: the upper-level parameters.
         solver: "neumann", "cg" or "identity" for H^-1 v.
         steps, alpha: number of Hessian-vector products, and the Neumann step / identity scale;
-            ``alpha`` may be a callable ``alpha(hessian_vector_product, v) -> float`` that
-            measures the curvature on this step's own Hessian (``AutoNeumannStep``).
+            ``alpha`` may be an ``AutoNeumannStep``, which measures the curvature on this step's
+            own Hessian, solves at the step it gives and retries a diverged solve at half of it.
         products: "autograd" (exact: double backward through one graph of grad_w L_T) or
             "finite_difference" (central differences of grad L_T at w +- eps u, eps = radius / |u|,
             as Betty's DARTS/SAMA hypergradients: two gradient evaluations per product and no
@@ -77,10 +77,7 @@ def implicit_hypergradient(
         # a gradient that depends on no weight (a constant) contributes a zero block of H
         return _grads(outputs, params, grad_outputs=_select(vector, params, linked), retain_graph=True)
 
-    if callable(alpha):
-        alpha = alpha(hessian_vector_product, v) if outputs else 1.0
-    solve = make_solver(solver, steps=steps, alpha=alpha)
-    x = solve(hessian_vector_product, v) if outputs else tuple(torch.zeros_like(p) for p in params)
+    x = _solve(hessian_vector_product, v, solver, steps, alpha) if outputs else tuple(torch.zeros_like(p) for p in params)
     if not all(torch.isfinite(t).all() for t in x):
         raise DivergenceError("the inverse-Hessian-vector product is not finite")
     if outputs:
@@ -120,9 +117,7 @@ def _finite_difference_hypergradient(train_loss, params, hparams, v, direct, sol
     def hessian_vector_product(vector):
         return tuple(central_difference(vector)[: len(params)])
 
-    if callable(alpha):
-        alpha = alpha(hessian_vector_product, v)
-    x = make_solver(solver, steps=steps, alpha=alpha)(hessian_vector_product, v)
+    x = _solve(hessian_vector_product, v, solver, steps, alpha)
     if not all(torch.isfinite(t).all() for t in x):
         raise DivergenceError("the inverse-Hessian-vector product is not finite")
     mixed = central_difference(x)[len(params):]
@@ -130,6 +125,13 @@ def _finite_difference_hypergradient(train_loss, params, hparams, v, direct, sol
     if not all(torch.isfinite(h).all() for h in hypergrads):
         raise DivergenceError("the hypergradient is not finite")
     return hypergrads
+
+
+def _solve(hessian_vector_product, v, solver, steps, alpha):
+    """H^-1 v at a fixed step, or at the automatic one."""
+    if isinstance(alpha, AutoNeumannStep):
+        return alpha.solve(hessian_vector_product, v, solver=solver, steps=steps)
+    return make_solver(solver, steps=steps, alpha=alpha)(hessian_vector_product, v)
 
 
 def _select(vector, params, linked):
@@ -141,20 +143,33 @@ def _select(vector, params, linked):
 def top_eigenvalue(hessian_vector_product: Callable, start: Sequence[torch.Tensor], iterations: int) -> float:
     """The largest-magnitude eigenvalue of H by power iteration from ``start`` (Rayleigh quotient of
     the last iterate); 0.0 when H maps ``start`` to zero."""
+    return power_iteration(hessian_vector_product, start, iterations)[0]
+
+
+def power_iteration(hessian_vector_product: Callable, start: Sequence[torch.Tensor], iterations: int,
+                    keep: int = 0) -> tuple[float, list[tuple[float, list[torch.Tensor]]]]:
+    """``top_eigenvalue``, and the powers H^i start for i = 0..``keep`` as ``(scale, unit)`` pairs
+    (H^i start = scale * unit; the iterates the iteration computes anyway). Fewer than ``keep`` + 1
+    when the iteration stops early (H maps an iterate to zero, or to non-finite values)."""
     v = [t.detach() for t in start]
     norm = torch.sqrt(sum((t * t).sum() for t in v))
     if not norm > 0 or not torch.isfinite(norm):
-        return 0.0
+        return 0.0, []
     v = [t / norm for t in v]
+    scale = float(norm)
+    powers = [(scale, v)]
     value = 0.0
-    for _ in range(iterations):
+    for i in range(1, iterations + 1):
         hv = [t.detach() for t in hessian_vector_product(v)]
         value = float(sum((a * b).sum() for a, b in zip(v, hv)))
         norm = torch.sqrt(sum((t * t).sum() for t in hv))
         if not norm > 0 or not torch.isfinite(norm):
             break
         v = [t / norm for t in hv]
-    return value
+        scale *= float(norm)
+        if i <= keep:
+            powers.append((scale, v))
+    return value, powers
 
 
 class AutoNeumannStep:
@@ -169,6 +184,10 @@ class AutoNeumannStep:
     or when a negative eigenvalue (a non-convex region) grows its term by (1 + alpha |lambda|) per
     product, so each divergence also halves ``scale`` (which damps both); a scheduled refresh
     restores scale 1.
+
+    The power iteration starts from the vector the Neumann series expands, so its iterates are
+    the series' Krylov vectors v, Hv, ..., H^steps v: ``solve`` combines the terms from them and a
+    step that measures costs ``iterations`` products, not ``iterations + steps``.
     """
 
     def __init__(self, iterations: int = 10, refresh: int = 10):
@@ -182,14 +201,49 @@ class AutoNeumannStep:
         return None if self.lambda_max is None else self.scale / self.lambda_max
 
     def __call__(self, hessian_vector_product: Callable, v: Sequence[torch.Tensor]) -> float:
+        """This call's step, measuring the curvature when it is due."""
+        self._next_call(hessian_vector_product, v)
+        return self.alpha
+
+    def solve(self, hessian_vector_product: Callable, v: Sequence[torch.Tensor], *, solver: str = "neumann",
+              steps: int = 5) -> tuple[torch.Tensor, ...]:
+        """H^-1 v by ``solver`` at this call's step. A solve that diverges is retried once at half
+        the step, from this call's curvature (measured now if the estimate was older; from the
+        powers already computed if not); a second divergence raises DivergenceError, and the
+        next call measures again. Conjugate gradient takes no step, so nothing is measured."""
+        if solver == "cg":
+            return make_solver(solver, steps=steps)(hessian_vector_product, v)
+        keep = steps if solver == "neumann" and steps <= self.iterations else 0
+        powers = self._next_call(hessian_vector_product, v, keep)
+        for attempt in (1, 2):
+            try:
+                if powers is not None and keep and len(powers) > steps:
+                    return neumann_from_powers(powers, steps=steps, alpha=self.alpha)
+                return make_solver(solver, steps=steps, alpha=self.alpha)(hessian_vector_product, v)
+            except DivergenceError:
+                if attempt == 2:
+                    self.diverged()
+                    raise
+                self.scale *= 0.5
+                if powers is None:  # the estimate was an older step's: measure this one's
+                    powers = self._measure(hessian_vector_product, v, keep)
+
+    def _next_call(self, hessian_vector_product, v, keep: int = 0):
+        """Measure when due; the powers of this call's measurement, None when it measured nothing."""
         scheduled = self.calls % self.refresh == 0
+        powers = None
         if self.lambda_max is None or scheduled:
-            estimate = abs(top_eigenvalue(hessian_vector_product, v, self.iterations))
-            self.lambda_max = estimate if estimate > 0 else 1.0  # a flat Hessian: any step converges
+            powers = self._measure(hessian_vector_product, v, keep)
             if scheduled:
                 self.scale = 1.0
         self.calls += 1
-        return self.alpha
+        return powers
+
+    def _measure(self, hessian_vector_product, v, keep: int):
+        estimate, powers = power_iteration(hessian_vector_product, v, self.iterations, keep)
+        estimate = abs(estimate)
+        self.lambda_max = estimate if estimate > 0 else 1.0  # a flat Hessian: any step converges
+        return powers
 
     def diverged(self) -> None:
         """The last solve diverged: measure again at the next call, with half the step."""

@@ -5,12 +5,14 @@ formed. Each solver is ``solve(matvec, b) -> x``; ``make_solver(name, **options)
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from functools import partial
 
 import torch
 
-__all__ = ["SOLVERS", "DivergenceError", "make_solver", "neumann", "conjugate_gradient", "identity"]
+__all__ = ["SOLVERS", "DivergenceError", "make_solver", "neumann", "neumann_from_powers", "conjugate_gradient",
+           "identity"]
 
 Vector = Sequence[torch.Tensor]
 MatVec = Callable[[Vector], Vector]
@@ -47,14 +49,42 @@ def neumann(matvec: MatVec, b: Vector, *, steps: int = 5, alpha: float = 1.0,
     limit = growth_limit * _norm(b)
     for j in range(1, steps + 1):
         term = _axpy(-alpha, matvec(term), term)  # (I - alpha H) term
-        size = _norm(term)
-        if not size <= limit:  # also catches nan
-            raise DivergenceError(
-                f"Neumann series diverges at term {j}: |term| = {size:.3g} > {growth_limit} |b| = {limit:.3g}; "
-                f"use a smaller solver_alpha (it must be below 2 / lambda_max(H)), got solver_alpha={alpha}"
-            )
+        _check_term(j, _norm(term), limit, growth_limit, alpha)
         total = _axpy(1.0, term, total)
     return tuple(alpha * t for t in total)
+
+
+def neumann_from_powers(powers: Sequence[tuple[float, Vector]], *, steps: int = 5, alpha: float = 1.0,
+                        growth_limit: float = 2.0) -> tuple[torch.Tensor, ...]:
+    """The series of ``neumann``, from b, Hb, ..., H^steps b computed beforehand (by the power
+    iteration that measured alpha), so with no product with H.
+
+    ``powers[i]`` is ``(scale, unit)`` with H^i b = scale * unit: the power iteration's normalised
+    iterates, so no power over- or underflows. The terms are (I - alpha H)^j b =
+    sum_i C(j, i) (-alpha)^i H^i b, checked for growth as in ``neumann``; their sum is
+    sum_i C(steps + 1, i + 1) (-alpha)^i H^i b. Equal to ``neumann`` up to rounding (the binomial
+    sums cancel, by up to 2^steps).
+    """
+    if len(powers) <= steps:
+        raise ValueError(f"neumann_from_powers needs H^0 b .. H^{steps} b, got {len(powers)} powers")
+    units = [unit for _, unit in powers]
+
+    def combination(coefficients):
+        return tuple(sum(c * unit[k] for c, unit in zip(coefficients, units)) for k in range(len(units[0])))
+
+    limit = growth_limit * powers[0][0]
+    for j in range(1, steps + 1):
+        term = combination([math.comb(j, i) * (-alpha) ** i * powers[i][0] for i in range(j + 1)])
+        _check_term(j, _norm(term), limit, growth_limit, alpha)
+    return combination([alpha * math.comb(steps + 1, i + 1) * (-alpha) ** i * powers[i][0] for i in range(steps + 1)])
+
+
+def _check_term(j: int, size: float, limit: float, growth_limit: float, alpha: float) -> None:
+    if not size <= limit:  # also catches nan
+        raise DivergenceError(
+            f"Neumann series diverges at term {j}: |term| = {size:.3g} > {growth_limit} |b| = {limit:.3g}; "
+            f"use a smaller solver_alpha (it must be below 2 / lambda_max(H)), got solver_alpha={alpha}"
+        )
 
 
 def conjugate_gradient(matvec: MatVec, b: Vector, *, steps: int = 5, tol: float = 1e-10,

@@ -46,24 +46,18 @@ def hyper_step(model: torch.nn.Module, train_loss: Callable[[], torch.Tensor], v
     # products never backpropagate into the backbone
     source = classifier_head(model)[1] if config["hessian"] == "last_layer" else model
     params = [p for p in source.parameters() if p.requires_grad]
-    # with the automatic step a diverged solve is retried once on the same batches, with the
-    # curvature measured afresh and half the step; a fixed step is skipped at once
-    for _ in range(2 if auto_step is not None else 1):
-        try:
-            with frozen_buffers(model):
-                grads = implicit_hypergradient(train_loss, val_loss, params, hparams, solver=config["solver"],
-                                               steps=config["solver_steps"],
-                                               alpha=auto_step if auto_step is not None else config["solver_alpha"],
-                                               products="finite_difference" if config["hessian"] == "finite_difference"
-                                               else "autograd")
-            break
-        except DivergenceError:
-            if auto_step is not None:
-                auto_step.diverged()
-        finally:
-            model.train()
-    else:
+    # a diverged solve is skipped; the automatic step has retried it once at half the step first
+    try:
+        with frozen_buffers(model):
+            grads = implicit_hypergradient(train_loss, val_loss, params, hparams, solver=config["solver"],
+                                           steps=config["solver_steps"],
+                                           alpha=auto_step if auto_step is not None else config["solver_alpha"],
+                                           products="finite_difference" if config["hessian"] == "finite_difference"
+                                           else "autograd")
+    except DivergenceError:
         return False
+    finally:
+        model.train()
     for h, g in zip(hparams, grads):
         h.grad = g
     optimizer.step()
