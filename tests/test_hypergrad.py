@@ -273,12 +273,38 @@ def test_a_diverged_auto_step_retries_at_half_the_step_with_this_steps_curvature
     assert len(calls) == 1 + 30  # the first term diverged (|1 - 10| > 2), then one measurement
     assert step.scale == 0.5 and step.alpha == pytest.approx(0.05, rel=1e-6)
     assert torch.allclose(x, neumann(lambda v: [h @ v[0]], b, steps=5, alpha=step.alpha)[0], rtol=1e-10)
-    # an indefinite Hessian diverges at half the step too: raised, measured again at the next call
-    indefinite = torch.diag(torch.tensor([10.0, -10.0]))
+    # an indefinite Hessian: the measured step (1/6 here) diverges, half of it too, both from the
+    # one measurement's powers; raised, and the next call measures again at a quarter of the step
+    hvp, calls = _counting(torch.diag(torch.tensor([10.0, -10.0])))
     step = AutoNeumannStep(iterations=30)
     with pytest.raises(DivergenceError):
-        step.solve(lambda v: [indefinite @ v[0]], b, steps=5)
-    assert step.lambda_max is None and step.scale == 0.25
+        step.solve(hvp, [torch.tensor([1.0, 0.5])], steps=5)
+    assert len(calls) == 30 and step.lambda_max is None and step.scale == 0.25 and step.calls == 1
+
+
+def test_the_auto_step_gives_the_same_hypergradient_with_exact_and_finite_difference_products():
+    """Ridge's training gradient is linear in w: both product kinds are exact, through the powers
+    of the measuring call and through the iterated series of the next, at the step measured."""
+    exact_step, fd_step = AutoNeumannStep(), AutoNeumannStep()
+    for call in range(2):
+        h_exact, _ = ridge_hypergradient("neumann", steps=5, alpha=exact_step)
+        h_fd, _ = ridge_hypergradient("neumann", steps=5, alpha=fd_step, products="finite_difference")
+        fixed, _ = ridge_hypergradient("neumann", steps=5, alpha=exact_step.alpha)
+        assert fd_step.alpha == pytest.approx(exact_step.alpha, rel=1e-6)
+        assert torch.allclose(h_exact, fixed, rtol=1e-9) and torch.allclose(h_fd, fixed, rtol=1e-6)
+        assert exact_step.calls == fd_step.calls == call + 1
+
+
+def test_a_callable_step_is_called_with_the_products():
+    seen = []
+
+    def alpha(hvp, v):
+        seen.append(hvp(v))
+        return 0.01
+
+    h, _ = ridge_hypergradient("neumann", steps=5, alpha=alpha)
+    fixed, _ = ridge_hypergradient("neumann", steps=5, alpha=0.01)
+    assert len(seen) == 1 and torch.equal(h, fixed)
 
 
 # --- finite-difference products ------------------------------------------------------------

@@ -33,7 +33,7 @@ def implicit_hypergradient(
     *,
     solver: str = "neumann",
     steps: int = 5,
-    alpha: float | AutoNeumannStep = 1.0,
+    alpha: float | AutoNeumannStep | Callable = 1.0,
     products: str = "autograd",
     radius: float = 0.01,
 ) -> list[torch.Tensor]:
@@ -47,7 +47,8 @@ def implicit_hypergradient(
         solver: "neumann", "cg" or "identity" for H^-1 v.
         steps, alpha: number of Hessian-vector products, and the Neumann step / identity scale;
             ``alpha`` may be an ``AutoNeumannStep``, which measures the curvature on this step's
-            own Hessian, solves at the step it gives and retries a diverged solve at half of it.
+            own Hessian, solves at the step it gives and retries a diverged solve at half of it,
+            or any callable ``alpha(hessian_vector_product, v) -> float``.
         products: "autograd" (exact: double backward through one graph of grad_w L_T) or
             "finite_difference" (central differences of grad L_T at w +- eps u, eps = radius / |u|,
             as Betty's DARTS/SAMA hypergradients: two gradient evaluations per product and no
@@ -79,14 +80,14 @@ def implicit_hypergradient(
 
     x = _solve(hessian_vector_product, v, solver, steps, alpha) if outputs else tuple(torch.zeros_like(p) for p in params)
     if not all(torch.isfinite(t).all() for t in x):
-        raise DivergenceError("the inverse-Hessian-vector product is not finite")
+        _diverged(alpha, "the inverse-Hessian-vector product is not finite")
     if outputs:
         mixed = _grads(outputs, hparams, grad_outputs=_select(x, params, linked))
     else:
         mixed = tuple(torch.zeros_like(h) for h in hparams)
     hypergrads = [d - m for d, m in zip(direct, mixed)]
     if not all(torch.isfinite(h).all() for h in hypergrads):
-        raise DivergenceError("the hypergradient is not finite")
+        _diverged(alpha, "the hypergradient is not finite")
     return hypergrads
 
 
@@ -119,19 +120,28 @@ def _finite_difference_hypergradient(train_loss, params, hparams, v, direct, sol
 
     x = _solve(hessian_vector_product, v, solver, steps, alpha)
     if not all(torch.isfinite(t).all() for t in x):
-        raise DivergenceError("the inverse-Hessian-vector product is not finite")
+        _diverged(alpha, "the inverse-Hessian-vector product is not finite")
     mixed = central_difference(x)[len(params):]
     hypergrads = [d - m for d, m in zip(direct, mixed)]
     if not all(torch.isfinite(h).all() for h in hypergrads):
-        raise DivergenceError("the hypergradient is not finite")
+        _diverged(alpha, "the hypergradient is not finite")
     return hypergrads
 
 
 def _solve(hessian_vector_product, v, solver, steps, alpha):
-    """H^-1 v at a fixed step, or at the automatic one."""
+    """H^-1 v at a fixed step, at the automatic one, or at the step a callable ``alpha(hvp, v)`` gives."""
     if isinstance(alpha, AutoNeumannStep):
         return alpha.solve(hessian_vector_product, v, solver=solver, steps=steps)
+    if callable(alpha):
+        alpha = alpha(hessian_vector_product, v)
     return make_solver(solver, steps=steps, alpha=alpha)(hessian_vector_product, v)
+
+
+def _diverged(alpha, message: str):
+    """Raise DivergenceError; the automatic step measures again, at half the step, next time."""
+    if isinstance(alpha, AutoNeumannStep):
+        alpha.diverged()
+    raise DivergenceError(message)
 
 
 def _select(vector, params, linked):

@@ -139,7 +139,7 @@ def format_comparison(records: list[dict], methods: list[str], seeds: int) -> st
     return "\n".join(lines)
 
 
-def plot_comparison(out_dir, curves, best_rows, metric, methods) -> dict:
+def plot_comparison(out_dir, curves, best_rows, metric, methods, seed: int = 0) -> dict:
     plt = pyplot()
 
     paths = {}
@@ -152,7 +152,7 @@ def plot_comparison(out_dir, curves, best_rows, metric, methods) -> dict:
     ax.set_xscale("log")
     ax.set_xlabel("cumulative compute (trial-seconds, log scale)")
     ax.set_ylabel("test balanced error of the best trial so far (%)")
-    ax.set_title(f"anytime curves (seed 0; best so far by {metric})")
+    ax.set_title(f"anytime curves (seed {seed}; best so far by {metric})")
     ax.grid(alpha=0.3, which="both")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
@@ -182,7 +182,7 @@ def plot_comparison(out_dir, curves, best_rows, metric, methods) -> dict:
             ax.set_xticklabels([f"{k}\n({counts[k]})" for k in order], fontsize=7)
             ax.set_xlabel("class (training samples), most frequent first")
             ax.set_ylabel("test error of the class (%)")
-            ax.set_title("per-class test error, best trial by validation (seed 0)")
+            ax.set_title(f"per-class test error, best trial by validation (seed {seed})")
             ax.legend(fontsize=8)
             ax.grid(alpha=0.3, axis="y")
             fig.tight_layout()
@@ -191,7 +191,7 @@ def plot_comparison(out_dir, curves, best_rows, metric, methods) -> dict:
             plt.close(fig)
     if ab is not None:
         path = os.path.join(out_dir, "loss_parameters.png")
-        if plot_loss_parameters(ab, path, f"AutoBalance: learned loss of the best trial ({ab['trial_id']}, seed 0)"):
+        if plot_loss_parameters(ab, path, f"AutoBalance: learned loss of the best trial ({ab['trial_id']}, seed {seed})"):
             paths[LOSS_PARAMETERS] = path
     return paths
 

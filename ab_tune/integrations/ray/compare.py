@@ -222,7 +222,7 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
     (its data, model and schedule keys are then the ones every baseline shares); ``resume``
     continues the comparison of that name (see the module's docstring); ``first_seed`` shifts the
     seeds, so that a setting chosen on seeds 0-2 can be confirmed on fresh ones (3-5) whose test
-    errors nobody has looked at.
+    errors nobody has looked at; their report goes to ``<name>/seeds3-5/`` (``seed3`` for one).
     Returns ``{"records", "table", "paths", "result_grids", "curves"}``: one record per
     (method, seed), result grids by (seed, method), the first seed's anytime curves by method.
     """
@@ -290,15 +290,18 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
     header = (f"# AutoBalance vs grid-searched baselines on {dataset} ({seeds} seed(s){which if first_seed else ''}"
               f"{f', budget {budget:g} trial-seconds per method and seed' if budget else ', no budget'}"
               f"{', with retraining' if retrain else ''})\n\n")
-    paths = {"table": os.path.join(root, "comparison.md"), "csv": os.path.join(root, "comparison.csv")}
+    # fresh seeds report in a folder of their own, so the first seeds' report is never overwritten
+    report_dir = root if not first_seed else os.path.join(root, which.strip(", ").replace(" ", ""))
+    os.makedirs(report_dir, exist_ok=True)
+    paths = {"table": os.path.join(report_dir, "comparison.md"), "csv": os.path.join(report_dir, "comparison.csv")}
     with open(paths["table"], "w") as f:
         f.write(header + table + "\n")
     write_comparison_csv(records, paths["csv"])
-    paths.update(plot_comparison(root, curves, best_rows, metric, methods))
+    paths.update(plot_comparison(report_dir, curves, best_rows, metric, methods, seed=first_seed))
     points = [point for method in methods
               for point in front_points(method, all_rows[method], list(experiments[first_seed][method].space))]
-    paths.update(write_front(points, root, f"{dataset}: accuracy-fairness front, mean over {seeds} seed(s) "
-                                           f"of each setting"))
+    paths.update(write_front(points, report_dir, f"{dataset}: accuracy-fairness front, mean over {seeds} seed(s)"
+                                                 f"{which if first_seed else ''} of each setting"))
     print("\n" + header + table + "\n", file=out)
     for what, p in paths.items():
         print(f"{what}: {p}", file=out)
