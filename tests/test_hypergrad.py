@@ -283,8 +283,9 @@ def test_a_diverged_auto_step_retries_at_half_the_step_with_this_steps_curvature
 
 
 def test_the_auto_step_gives_the_same_hypergradient_with_exact_and_finite_difference_products():
-    """Ridge's training gradient is linear in w: both product kinds are exact, through the powers
-    of the measuring call and through the iterated series of the next, at the step measured."""
+    """Ridge's training gradient is linear in w: both product kinds are exact (autograd through the
+    powers at the measuring call, finite differences always through the iterated series), at the
+    step measured."""
     exact_step, fd_step = AutoNeumannStep(), AutoNeumannStep()
     for call in range(2):
         h_exact, _ = ridge_hypergradient("neumann", steps=5, alpha=exact_step)

@@ -118,7 +118,7 @@ def _finite_difference_hypergradient(train_loss, params, hparams, v, direct, sol
     def hessian_vector_product(vector):
         return tuple(central_difference(vector)[: len(params)])
 
-    x = _solve(hessian_vector_product, v, solver, steps, alpha)
+    x = _solve(hessian_vector_product, v, solver, steps, alpha, exact_products=False)
     if not all(torch.isfinite(t).all() for t in x):
         _diverged(alpha, "the inverse-Hessian-vector product is not finite")
     mixed = central_difference(x)[len(params):]
@@ -128,10 +128,10 @@ def _finite_difference_hypergradient(train_loss, params, hparams, v, direct, sol
     return hypergrads
 
 
-def _solve(hessian_vector_product, v, solver, steps, alpha):
+def _solve(hessian_vector_product, v, solver, steps, alpha, exact_products=True):
     """H^-1 v at a fixed step, at the automatic one, or at the step a callable ``alpha(hvp, v)`` gives."""
     if isinstance(alpha, AutoNeumannStep):
-        return alpha.solve(hessian_vector_product, v, solver=solver, steps=steps)
+        return alpha.solve(hessian_vector_product, v, solver=solver, steps=steps, reuse_powers=exact_products)
     if callable(alpha):
         alpha = alpha(hessian_vector_product, v)
     return make_solver(solver, steps=steps, alpha=alpha)(hessian_vector_product, v)
@@ -216,18 +216,20 @@ class AutoNeumannStep:
         return self.alpha
 
     def solve(self, hessian_vector_product: Callable, v: Sequence[torch.Tensor], *, solver: str = "neumann",
-              steps: int = 5) -> tuple[torch.Tensor, ...]:
+              steps: int = 5, reuse_powers: bool = True) -> tuple[torch.Tensor, ...]:
         """H^-1 v by ``solver`` at this call's step. A solve that diverges is retried once at half
         the step, from this call's curvature (measured now if the estimate was older; from the
         powers already computed if not); a second divergence raises DivergenceError, and the
-        next call measures again. Conjugate gradient takes no step, so nothing is measured."""
+        next call measures again. Conjugate gradient takes no step, so nothing is measured.
+        ``reuse_powers=False`` always iterates the series: for products that are linear in the
+        vector only approximately (finite differences), whose error the recombination amplifies."""
         if solver == "cg":
             return make_solver(solver, steps=steps)(hessian_vector_product, v)
-        keep = steps if solver == "neumann" and steps <= self.iterations else 0
+        keep = steps if reuse_powers and solver == "neumann" and steps <= self.iterations else 0
         powers = self._next_call(hessian_vector_product, v, keep)
         for attempt in (1, 2):
             try:
-                if powers is not None and keep and len(powers) > steps:
+                if keep and powers is not None and len(powers) > steps:
                     return neumann_from_powers(powers, steps=steps, alpha=self.alpha)
                 return make_solver(solver, steps=steps, alpha=self.alpha)(hessian_vector_product, v)
             except DivergenceError:
