@@ -210,11 +210,6 @@ class AutoNeumannStep:
     def alpha(self) -> float | None:
         return None if self.lambda_max is None else self.scale / self.lambda_max
 
-    def __call__(self, hessian_vector_product: Callable, v: Sequence[torch.Tensor]) -> float:
-        """This call's step, measuring the curvature when it is due."""
-        self._next_call(hessian_vector_product, v)
-        return self.alpha
-
     def solve(self, hessian_vector_product: Callable, v: Sequence[torch.Tensor], *, solver: str = "neumann",
               steps: int = 5, reuse_powers: bool = True) -> tuple[torch.Tensor, ...]:
         """H^-1 v by ``solver`` at this call's step. A solve that diverges is retried once at half
