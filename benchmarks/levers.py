@@ -19,6 +19,7 @@ frequency`, a summary for per-class corrections).
 from __future__ import annotations
 
 import argparse
+import glob
 import math
 import os
 import statistics
@@ -32,6 +33,16 @@ def _pct(values) -> str:
     values = [100 * v for v in values]
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):.2f} ± {spread:.2f}"
+
+
+def _per_seed(rows) -> str:
+    return ", ".join(f"{100 * v:.2f}" for v in rows["test_balanced_error"])
+
+
+def _trials_folder(folder: str) -> str:
+    """Where a comparison's seed folders are: the folder itself, or, for the report of fresh seeds
+    (``ab-tune compare --first-seed``: ``<name>/seeds3-5/``), the comparison's folder above it."""
+    return folder if glob.glob(os.path.join(folder, "seed[0-9]*", "")) else os.path.dirname(os.path.normpath(folder))
 
 
 def learned_tau_gamma(result: dict) -> tuple[float, float]:
@@ -61,32 +72,33 @@ def main(argv=None) -> int:
     means = baselines.groupby("method")["test_balanced_error"].mean()
     best = means.idxmin()
     base_seconds = baselines["trial_seconds"].sum()
-    print(f"Best baseline: {best}, {_pct(baselines[baselines['method'] == best]['test_balanced_error'])}% "
-          f"test balanced error over seeds {[int(s) for s in seeds]}; baselines' trial-seconds {base_seconds:.0f}.\n")
+    best_rows = baselines[baselines["method"] == best].sort_values("seed")
+    print(f"Best baseline: {best}, {_pct(best_rows['test_balanced_error'])}% test balanced error over seeds "
+          f"{[int(s) for s in seeds]} (per seed {_per_seed(best_rows)}); baselines' trial-seconds {base_seconds:.0f}.\n")
     print("| variant | selected val metric % | test balanced error % | test worst-class error % | per seed "
           "| oracle % | trials | trial-seconds | x baselines | against the best baseline |")
     print("|---|---|---|---|---|---|---|---|---|---|")
+    variants = []  # (name, selected rows, trials) of each variant, read once
     for spec in args.variants:
         name, _, folder = spec.partition("=")
         ab = pd.read_csv(os.path.join(folder, "comparison.csv"))
         ab = ab[ab["method"] == "autobalance"].sort_values("seed")
+        trials = trial_results(_trials_folder(folder))
+        variants.append((name, ab, trials))
         if sorted(ab["seed"].unique()) != seeds:
             parser.error(f"{name}: seeds {sorted(ab['seed'].unique())} differ from the baselines' {seeds}")
         diff = 100 * (ab["test_balanced_error"].mean() - means[best])
         verdict = "beats" if diff < 0 else "loses" if diff > 0 else "ties"
-        per_seed = ", ".join(f"{100 * v:.2f}" for v in ab["test_balanced_error"])
-        seconds, oracle = ab["trial_seconds"].sum(), oracle_mean(trial_results(folder))
+        seconds, oracle = ab["trial_seconds"].sum(), oracle_mean(trials)
         print(f"| {name} | {100 * ab['val_metric'].mean():.2f} | {_pct(ab['test_balanced_error'])} "
-              f"| {_pct(ab['test_worst_class_error'])} | {per_seed} | {oracle:.2f} | {ab['trials'].sum()} "
+              f"| {_pct(ab['test_worst_class_error'])} | {_per_seed(ab)} | {oracle:.2f} | {ab['trials'].sum()} "
               f"| {seconds:.0f} | {seconds / base_seconds:.2f}x "
               f"| {verdict} by {abs(diff):.2f} |")
     print("\n| variant | seed | selected trial | learned tau (slope of iota) | learned gamma (slope of log Delta) |")
     print("|---|---|---|---|---|")
-    for spec in args.variants:
-        name, _, folder = spec.partition("=")
-        ab = pd.read_csv(os.path.join(folder, "comparison.csv"))
-        selected = set(ab[ab["method"] == "autobalance"]["selected_trial"])
-        for seed, result in trial_results(folder):
+    for name, ab, trials in variants:
+        selected = set(ab["selected_trial"])
+        for seed, result in trials:
             if result["trial_id"] in selected:
                 tau, gamma = learned_tau_gamma(result)
                 print(f"| {name} | {seed} | {result['trial_id']} | {tau:.2f} | {gamma:+.2f} |")

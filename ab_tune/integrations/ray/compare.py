@@ -286,12 +286,15 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
                 best_rows[method] = ranked_rows[0] if ranked_rows else None
 
     table = format_comparison(records, methods, seeds)
-    which = f", seed {first_seed}" if seeds == 1 else f", seeds {first_seed}-{first_seed + seeds - 1}"
-    header = (f"# AutoBalance vs grid-searched baselines on {dataset} ({seeds} seed(s){which if first_seed else ''}"
+    # fresh seeds are named in the report, which goes to a folder of its own (seeds3-5, or seed3):
+    # the first seeds' report is never overwritten
+    span = f"{first_seed}" if seeds == 1 else f"{first_seed}-{seed_list[-1]}"
+    word = "seed" if seeds == 1 else "seeds"
+    fresh, which = (f"{word}{span}", f", {word} {span}") if first_seed else ("", "")
+    header = (f"# AutoBalance vs grid-searched baselines on {dataset} ({seeds} seed(s){which}"
               f"{f', budget {budget:g} trial-seconds per method and seed' if budget else ', no budget'}"
               f"{', with retraining' if retrain else ''})\n\n")
-    # fresh seeds report in a folder of their own, so the first seeds' report is never overwritten
-    report_dir = root if not first_seed else os.path.join(root, which.strip(", ").replace(" ", ""))
+    report_dir = os.path.join(root, fresh) if fresh else root
     os.makedirs(report_dir, exist_ok=True)
     paths = {"table": os.path.join(report_dir, "comparison.md"), "csv": os.path.join(report_dir, "comparison.csv")}
     with open(paths["table"], "w") as f:
@@ -301,7 +304,7 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
     points = [point for method in methods
               for point in front_points(method, all_rows[method], list(experiments[first_seed][method].space))]
     paths.update(write_front(points, report_dir, f"{dataset}: accuracy-fairness front, mean over {seeds} seed(s)"
-                                                 f"{which if first_seed else ''} of each setting"))
+                                                 f"{which} of each setting"))
     print("\n" + header + table + "\n", file=out)
     for what, p in paths.items():
         print(f"{what}: {p}", file=out)
