@@ -4,7 +4,7 @@
 
 Plain epoch: ``Trainer.train_epoch()`` with ``learn: []`` (cross-entropy, no hyper step), timed
 by ``Trainer.seconds`` (evaluation excluded). Bare loop: what a user writes by hand, on a copy of
-the same freshly initialised model, the same SGD settings and the same batches (the trainer's
+the same freshly initialised model, the same SGD settings and learning-rate schedule, the same batches (the trainer's
 permutation for that epoch, the same stored tensors, normalised per batch as the trainer does):
 
     for index in batches:
@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 import ab_tune
 from ab_tune.data import from_tensors
+from ab_tune.training.schedule import learning_rate
 
 SETUPS = ("digits", "mnist1d", "resnet32")
 
@@ -62,7 +63,7 @@ def measure(setup: str, epochs: int, threads: int) -> dict:
     optimizer = torch.optim.SGD(model.parameters(), lr=c["lr"], momentum=c["momentum"], weight_decay=c["weight_decay"])
     data = trainer.train_data
     plain, bare = [], []
-    for _ in range(epochs + 1):
+    for epoch in range(epochs + 1):
         # the permutation the trainer is about to draw, from a copy of its generator
         order_rng = torch.Generator().set_state(trainer.order_rng.get_state())
         order = torch.randperm(len(data.y), generator=order_rng)
@@ -70,6 +71,8 @@ def measure(setup: str, epochs: int, threads: int) -> dict:
         before = trainer.seconds
         trainer.train_epoch()
         plain.append(trainer.seconds - before)
+        for group in optimizer.param_groups:  # the trainer's warm-up and decay schedule
+            group["lr"] = learning_rate(c, epoch)
         bare.append(bare_epoch(model, optimizer, data.x, data.y, batches, trainer.splits.prepare))
     plain_s, bare_s = statistics.median(plain[1:]), statistics.median(bare[1:])
     return {"setup": setup, "model": c["model"], "batch": c["batch_size"], "iterations": len(batches),

@@ -215,3 +215,64 @@ def test_bad_learn_and_band_size_are_rejected():
         ParametricLoss.from_preset("ce", COUNTS, learn=["scale"])
     with pytest.raises(ValueError, match=r"band_size must be an integer in \[1, 5\], got band_size=9"):
         ParametricLoss.from_preset("ce", COUNTS, band_size=9)
+
+
+def _uncached(loss, z, y):
+    """The loss and its logit gradient through the learning path (a correction requiring a
+    gradient turns the per-class cache off; its value is zero, so the loss is the same)."""
+    loss.iota_correction.requires_grad_(True)
+    z = z.detach().requires_grad_(True)
+    value = loss(z, y)
+    (grad,) = torch.autograd.grad(value, z)
+    loss.iota_correction.requires_grad_(False)
+    return value.detach(), grad
+
+
+def _fixed(loss, z, y):
+    z = z.detach().requires_grad_(True)
+    value = loss(z, y)
+    (grad,) = torch.autograd.grad(value, z)
+    return value.detach(), grad
+
+
+@pytest.mark.parametrize("name, params, focal", [("ce", {}, 0.0), ("la", {"tau": 1.5}, 0.0), ("cb", {"beta": 0.99}, 0.0),
+                                                 ("vs", {"gamma": 0.2, "tau": 0.5}, 0.0), ("ce", {}, 1.0)])
+def test_a_fixed_loss_computes_its_per_class_values_once_and_stays_bit_identical(name, params, focal):
+    z, y = _batch()
+    loss = ParametricLoss.from_preset(name, COUNTS, focal_gamma=focal, **params)
+    for _ in range(2):  # the second call reads the cache
+        value, grad = _fixed(loss, z, y)
+        ref_value, ref_grad = _uncached(loss, z, y)
+        assert torch.equal(value, ref_value) and torch.equal(grad, ref_grad)
+    delta, iota, omega = preset_values(name, COUNTS, **params)
+    if focal == 0.0:
+        assert torch.allclose(value, reference(z, y, delta.float(), iota.float(), omega.float()), rtol=1e-6)
+
+
+def test_the_fixed_loss_cache_follows_every_change_of_the_loss():
+    z, y = _batch()
+    loss = ParametricLoss.from_preset("la", COUNTS)
+    before = loss(z, y)
+    with torch.no_grad():
+        loss.iota_correction[0].add_(0.7)  # an in-place change of the head class (band 0), as an optimizer's step
+    iota = torch.log(pi) + torch.tensor([0.7, 0.0, 0.0, 0.0, 0.0])
+    moved = loss(z, y)
+    assert torch.allclose(moved, reference(z, y, torch.ones(5), iota, torch.ones(5)), rtol=1e-6)
+    assert not torch.equal(moved, before)
+    weight = torch.tensor([1.0, 1.0, 2.0, 3.0, 4.0])
+    loss.set_class_weight(weight)
+    assert torch.allclose(loss(z, y), reference(z, y, torch.ones(5), iota, weight), rtol=1e-6)
+    loss.set_class_weight(None)
+    assert torch.equal(loss(z, y), moved)
+    loss.load_state_dict(ParametricLoss.from_preset("la", COUNTS).state_dict())
+    assert torch.equal(loss(z, y), before)
+    assert loss.double()(z.double(), y).dtype == torch.float64
+
+
+def test_a_learning_loss_still_gets_gradients_and_a_frozen_one_none():
+    z, y = _batch()
+    loss = ParametricLoss.from_preset("ce", COUNTS, learn=["iota"])
+    loss(z, y).backward()
+    assert loss.iota_correction.grad is not None and loss.iota_correction.grad.abs().sum() > 0
+    loss.iota_correction.requires_grad_(False)  # what LossTuner.freeze does
+    assert not loss(z, y).requires_grad

@@ -185,7 +185,8 @@ class Trainer:
         family one, weight 1)."""
         k = self.splits.num_classes
         # a family may permute labels (mixup): the (class, group) pair travels as one label y + K g
-        x, targets = (none if augmented else self.augment)(x, y + k * g, rng)
+        # (g is None for data without groups: no per-step work for them)
+        x, targets = (none if augmented else self.augment)(x, y if g is None else y + k * g, rng)
         inputs = self._inputs(x)
         if self.learned_augment is not None:  # never with mixup (config), so sample i is still (y[i], g[i])
             # the labels were checked when the data was loaded: no per-step check (a device sync)
@@ -250,9 +251,10 @@ class Trainer:
             inputs = data.x.batches(batches, self.augment, seeds.cpu().split(sizes))
         else:
             inputs = data.x.batches(batches)
+        groups = self.num_groups is not None
         for batch, x in zip(batches, inputs):
             with self._lower_precision():
-                loss = self._train_loss(x, data.y[batch], data.g[batch], self.augment_rng,
+                loss = self._train_loss(x, data.y[batch], data.g[batch] if groups else None, self.augment_rng,
                                         augmented=self.augment_on_workers)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
