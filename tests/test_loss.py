@@ -274,5 +274,26 @@ def test_a_learning_loss_still_gets_gradients_and_a_frozen_one_none():
     loss = ParametricLoss.from_preset("ce", COUNTS, learn=["iota"])
     loss(z, y).backward()
     assert loss.iota_correction.grad is not None and loss.iota_correction.grad.abs().sum() > 0
+    loss.iota_correction.grad = None
     loss.iota_correction.requires_grad_(False)  # what LossTuner.freeze does
-    assert not loss(z, y).requires_grad
+    loss(z.requires_grad_(True), y).backward()
+    assert loss.iota_correction.grad is None and z.grad is not None
+
+
+def test_a_loss_computed_in_inference_mode_still_trains_afterwards():
+    z, y = _batch()
+    loss = ParametricLoss.from_preset("la", COUNTS)
+    with torch.inference_mode():
+        at_inference = loss(z, y)
+    trained = loss(z.requires_grad_(True), y)
+    trained.backward()  # the cache holds no inference tensor
+    assert torch.equal(at_inference, trained.detach()) and z.grad is not None
+
+
+@pytest.mark.parametrize("name", ["ce", "la"])
+def test_low_precision_logits_are_promoted_as_multiplying_by_delta_promotes_them(name):
+    z, y = _batch()
+    loss = ParametricLoss.from_preset(name, COUNTS)
+    fixed = loss(z.bfloat16(), y)
+    reference_value, _ = _uncached(loss, z.bfloat16(), y)
+    assert fixed.dtype == torch.float32 and torch.equal(fixed, reference_value)

@@ -282,7 +282,8 @@ class ParametricLoss(nn.Module):
         the retraining phase, grad mode off) they are computed once per change of the loss's tensors
         and the steps an all-ones or all-zeros value makes skipped: a fixed loss's step then costs
         about what ``F.cross_entropy`` costs, with bit-identical results (x * 1, x + 0 and a mean
-        weighted by ones are exact)."""
+        weighted by ones are exact). Changes made through ``.data`` bypass the version counters that
+        keep the cache current: change the loss's tensors in place or through ``load_state_dict``."""
         # the module's own dicts: Module.parameters() walks submodules, at a cost per step
         parameters = self._parameters.values()
         if torch.is_grad_enabled() and any(p.requires_grad for p in parameters):
@@ -290,8 +291,13 @@ class ParametricLoss(nn.Module):
         tensors = [t for t in (*parameters, *self._buffers.values()) if t is not None]  # class_weight while set
         versions = [t._version for t in tensors]
         cached = self._fixed_cache
-        if (cached is None or len(cached[0]) != len(tensors) or versions != cached[1]
-                or any(a is not b for a, b in zip(cached[0], tensors))):
+        stale = (cached is None or len(cached[0]) != len(tensors) or versions != cached[1]
+                 or any(a is not b for a, b in zip(cached[0], tensors)))
+        if stale and torch.is_inference_mode_enabled():
+            # inference tensors could not be saved for a later training step's backward: not cached
+            delta, iota, omega = self._delta(), self._iota(), self._omega()
+            return _PerClass(delta, iota, omega, identity=False, unweighted=False)
+        if stale:
             with torch.no_grad():
                 delta, iota, omega = self._delta(), self._iota(), self._omega()
                 # one device sync per change of the loss, not per step
@@ -308,8 +314,8 @@ class ParametricLoss(nn.Module):
         delta, iota = values.delta, values.iota
         if group is None and self.grouped and delta.shape[1] > 1:
             raise ValueError("this loss has per-(class, group) parameters: pass the group labels")
-        if values.identity:
-            return logits
+        if values.identity:  # the dtype that multiplying by Delta gave
+            return logits.to(torch.promote_types(logits.dtype, delta.dtype))
         if group is None:
             return logits * delta[:, 0] + iota[:, 0]
         return logits * delta[:, group].T + iota[:, group].T
@@ -320,8 +326,8 @@ class ParametricLoss(nn.Module):
         nll = F.cross_entropy(self._adjusted(values, logits, group), target, reduction="none")
         if self.focal_gamma:
             nll = focal_factor(nll, self.focal_gamma) * nll
-        if values.unweighted:  # all weights 1: the weighted mean below, bit for bit
-            return nll.sum() / len(target)
+        if values.unweighted:  # all weights 1: the weighted mean below, bit for bit (a true division by
+            return nll.sum() / values.omega.new_full((), len(target))  # a tensor: CUDA multiplies by 1/N for a number)
         # F.cross_entropy(weight=omega)'s weighted mean, written out: its weight cannot be learned
         omega = values.omega
         weight = omega[target, 0] if group is None else omega[target, group]
