@@ -287,24 +287,25 @@ class ParametricLoss(nn.Module):
         # the module's own dicts: Module.parameters() walks submodules, at a cost per step
         parameters = self._parameters.values()
         if torch.is_grad_enabled() and any(p.requires_grad for p in parameters):
-            return _PerClass(self._delta(), self._iota(), self._omega(), identity=False, unweighted=False)
+            return self._computed()  # a learning loss: through the graph, every call
         tensors = [t for t in (*parameters, *self._buffers.values()) if t is not None]  # class_weight while set
         versions = [t._version for t in tensors]
         cached = self._fixed_cache
         stale = (cached is None or len(cached[0]) != len(tensors) or versions != cached[1]
                  or any(a is not b for a, b in zip(cached[0], tensors)))
         if stale and torch.is_inference_mode_enabled():
-            # inference tensors could not be saved for a later training step's backward: not cached
-            delta, iota, omega = self._delta(), self._iota(), self._omega()
-            return _PerClass(delta, iota, omega, identity=False, unweighted=False)
+            return self._computed()  # inference tensors could not be saved for a later step's backward
         if stale:
             with torch.no_grad():
-                delta, iota, omega = self._delta(), self._iota(), self._omega()
+                delta, iota, omega, _, _ = self._computed()
                 # one device sync per change of the loss, not per step
                 identity = bool((delta == 1).all() and (iota == 0).all())
                 unweighted = self.class_weight is None and bool((omega == 1).all())
             cached = self._fixed_cache = (tensors, versions, _PerClass(delta, iota, omega, identity, unweighted))
         return cached[2]
+
+    def _computed(self) -> _PerClass:
+        return _PerClass(self._delta(), self._iota(), self._omega(), identity=False, unweighted=False)
 
     def adjusted_logits(self, logits: torch.Tensor, group: torch.Tensor | None = None) -> torch.Tensor:
         """``Delta * z + iota``, with a sample's group selecting its column of parameters."""
