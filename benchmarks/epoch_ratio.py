@@ -1,6 +1,7 @@
 """A shipped experiment's bilevel epoch against its plain epoch, and its whole trial against a plain trial.
 
     python benchmarks/epoch_ratio.py [--files digits_lt,mnist1d_lt,gmm,digits_groups,gmm_groups] [--threads 1]
+                                     [--set key=value ...]
 
 For each shipped search-space file that runs on a CPU (the CIFAR files need the data; their
 schedule is ``hypergrad_cost.py``'s ResNet-32 row), one trial of the file's fixed config at one
@@ -10,7 +11,8 @@ and loss preset, no hyper step). Epoch times are ``Trainer.seconds`` per epoch (
 excluded). The bilevel epoch is the mean over the epochs that run hyper steps (from
 ``hyper_start_epoch`` in the search phase), the plain epoch the mean over the same epochs of the
 plain trial; the trial ratio is the two trials' total training seconds. Torch threads default to
-1, as in a trial of ``ab-tune compare`` (``resources: cpu: 1``). Target: bilevel epoch <= 1.5x.
+1, as in a trial of ``ab-tune compare`` (``resources: cpu: 1``); ``--set`` overrides keys of every
+file's config, as ``ab-tune compare --set`` does. Target: bilevel epoch <= 1.5x.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import sys
 import torch
 
 import ab_tune
+from ab_tune.cli import parse_assignments
 from ab_tune.search.searchspace import bundled_path, load_experiment
 
 FILES = ("digits_lt", "mnist1d_lt", "gmm", "digits_groups", "gmm_groups")
@@ -36,8 +39,8 @@ def trial_epochs(config: dict) -> tuple[ab_tune.Trainer, list[float]]:
     return trainer, seconds
 
 
-def measure(name: str, threads: int) -> dict:
-    experiment = load_experiment(bundled_path(f"{name}.yaml"))
+def measure(name: str, threads: int, overrides: dict) -> dict:
+    experiment = load_experiment(bundled_path(f"{name}.yaml"), overrides)
     point = {key: domain.sample_point() for key, domain in experiment.space.items()}
     config = {**experiment.trial_config(point), "num_threads": threads, "device": "cpu"}
     bilevel, bilevel_s = trial_epochs(config)
@@ -55,18 +58,21 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", default=",".join(FILES), help=f"comma-separated subset of {FILES}")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     args = parser.parse_args(argv)
     files = [f for f in args.files.split(",") if f]
     if any(f not in FILES for f in files):
         parser.error(f"--files must be a subset of {FILES}, got {files}")
     torch.set_num_threads(args.threads)
-    print(f"{args.threads} torch thread(s); bilevel epoch = mean over the epochs with hyper steps; target <= 1.5x.\n")
+    settings = "".join(f", --set {a}" for a in args.set)
+    print(f"{args.threads} torch thread(s){settings}; bilevel epoch = mean over the epochs with hyper steps; "
+          "target <= 1.5x.\n")
     print("| file | point | hyper_every | hyper train / val batches | solver steps | iterations / epoch | "
           "plain epoch (s) | bilevel epoch (s) | ratio | target | plain trial (s) | bilevel trial (s) | trial ratio | "
           "hyper steps applied / skipped |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name in files:
-        r = measure(name, args.threads)
+        r = measure(name, args.threads, parse_assignments(args.set))
         c = r["config"]
         ratio = r["bilevel_epoch"] / r["plain_epoch"]
         point = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["point"].items())

@@ -1,8 +1,9 @@
 """Cost of a hypergradient against a plain training step, and of a bilevel epoch against a plain one.
 
-Two setups, each on the same model and the same batches (same seed in every process):
+Three setups, each on the same model and the same batches (same seed in every process):
 
 * ``digits``  : ``digits_cnn`` on (1, 8, 8) inputs, batch 32;
+* ``mnist1d`` : ``mnist1d_cnn`` on (40,) inputs, batch 64 (epoch level: MNIST-1D-LT);
 * ``resnet32``: ``resnet32`` on CIFAR-shaped (3, 32, 32) inputs, batch 128.
 
 Part 1 (step level), per setup, two measurements, each in a fresh subprocess:
@@ -43,6 +44,7 @@ STEPS = 5
 SETUPS = {
     # name: model, input shape, batch, lr, weight decay (the trainer's defaults for the data)
     "digits": {"model": "digits_cnn", "shape": [1, 8, 8], "batch": 32, "lr": 0.05, "weight_decay": 5e-4},
+    "mnist1d": {"model": "mnist1d_cnn", "shape": [40], "batch": 64, "lr": 0.05, "weight_decay": 5e-4},
     "resnet32": {"model": "resnet32", "shape": [3, 32, 32], "batch": 128, "lr": 0.1, "weight_decay": 1e-4},
 }
 NUM_CLASSES = 10
@@ -255,8 +257,8 @@ def child_epoch(spec: dict) -> dict:
 
     torch.set_num_threads(spec["threads"])
     data = None
-    if spec["setup"] == "digits":
-        config = {"dataset": "digits", "hyper_start_epoch": 0, "num_threads": spec["threads"]}
+    if spec["setup"] in ("digits", "mnist1d"):
+        config = {"dataset": spec["setup"], "hyper_start_epoch": 0, "num_threads": spec["threads"]}
     else:
         # Random CIFAR-shaped uint8 images; the pool is balanced (imbalance_ratio 1), so the
         # 80/20 train/val split gives exactly `pool * 0.8` training images.
@@ -354,7 +356,8 @@ def main(argv=None) -> int:
     parser.add_argument("--alpha", type=float, default=0.01, help="Neumann alpha (divided by 10 on divergence)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in every measurement")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--setups", default="digits,resnet32", help="comma-separated subset of digits,resnet32")
+    parser.add_argument("--setups", default="digits,mnist1d,resnet32",
+                        help="comma-separated subset of digits,mnist1d,resnet32")
     parser.add_argument("--epoch-alpha", type=float, default=0.01,
                         help="also run the bilevel epoch with this solver_alpha (the default 1.0 can diverge, "
                              "and a diverged hyper step is skipped early, which makes it cheaper); 0 to skip")
@@ -383,9 +386,10 @@ def main(argv=None) -> int:
 
     for name in setups:
         batch = SETUPS[name]["batch"] if not (args.quick and name == "resnet32") else 16
-        reps = repeats if name == "digits" else max(1 if args.quick else 2, repeats // 3)
+        small = name != "resnet32"
+        reps = repeats if small else max(1 if args.quick else 2, repeats // 3)
         for kind in ("plain", "hyper"):
-            warmup = (3 if name == "digits" else 2) if kind == "plain" else 1
+            warmup = (3 if small else 2) if kind == "plain" else 1
             spec = {"setup": name, "kind": kind, "batch": batch, "repeats": reps, "warmup": warmup,
                     "steps": args.steps, "alpha": args.alpha, "threads": args.threads, "device": args.device}
             _log(f"[{time.perf_counter() - started:6.1f}s] step {name} {kind} batch={batch} repeats={reps}")
@@ -393,7 +397,7 @@ def main(argv=None) -> int:
 
     if not args.skip_epochs:
         for name in setups:
-            if name == "digits":
+            if name != "resnet32":
                 spec = {"setup": name, "warmup": 1, "epochs": args.epochs or (2 if args.quick else 6)}
             else:
                 # a pool of 8000 gives 6400 training images = 50 iterations of 128 = hyper_every:
@@ -492,7 +496,7 @@ def render(results: dict) -> str:
                 f"{s['hyper_train_batches']} / {s['hyper_val_batches']} | {b['iterations_mean']:.0f} | "
                 f"{p['train_s_mean']:.2f} | {b['train_s_mean']:.2f} | {ratio:.2f}x | "
                 f"{'met' if ratio <= 1.5 else 'NOT met'} | {b['hyper_steps_mean'] + b['skipped_mean']:.2f} "
-                f"({b['hyper_steps_total']} applied) | {b['skipped_total']} (alpha {s['solver_alpha']:g}) | "
+                f"({b['hyper_steps_total']} applied) | {b['skipped_total']} (alpha {s['solver_alpha']}) | "
                 f"{p['evaluate_s_mean']:.2f} / {b['evaluate_s_mean']:.2f} | {len([e for e in b['epochs'] if not e['warmup']])} |")
     lines += ["", f"Wall time of the whole run: {results['wall_s']:.0f} s."]
     return "\n".join(lines)
