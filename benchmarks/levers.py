@@ -69,6 +69,8 @@ def main(argv=None) -> int:
     base = pd.read_csv(os.path.join(args.baselines, "comparison.csv"))
     seeds = sorted(base["seed"].unique())
     baselines = base[base["method"] != "autobalance"]
+    if baselines.empty:
+        parser.error(f"{args.baselines} holds no baseline rows: give the folder of a comparison with every method")
     means = baselines.groupby("method")["test_balanced_error"].mean()
     best = means.idxmin()
     base_seconds = baselines["trial_seconds"].sum()
