@@ -219,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "class on group data; report the Pareto front")
     study.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="fix a trial config key for every trial (repeatable; dotted keys for nested)")
-    study.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler (default: 0)")
+    study.add_argument("--seed", type=int, default=None,
+                       help="seed of the TPE sampler (default: the config's seed, else 0)")
     study.add_argument("--out", help="report folder (default: ab_tune_results/<study name>_optuna)")
     study.set_defaults(handler=_optuna)
     return parser

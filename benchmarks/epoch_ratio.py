@@ -5,12 +5,14 @@
 
 For each shipped search-space file that runs on a CPU (the CIFAR files need the data; their
 schedule is ``hypergrad_cost.py``'s ResNet-32 row), one trial of the file's fixed config at one
-point of its space (each choice's first value, each range's middle: ``Domain.sample_point``) is
+point of its space (``Domain.sample_point``: each choice's first value, an integer range's low
+end, a real range's arithmetic middle) is
 trained to the end twice: as shipped, and with ``learn: []`` (the same network, data, schedule
 and loss preset, no hyper step). Epoch times are ``Trainer.seconds`` per epoch (evaluation
 excluded). The bilevel epoch is the mean over the epochs that run hyper steps (from
 ``hyper_start_epoch`` in the search phase), the plain epoch the mean over the same epochs of the
-plain trial; the trial ratio is the two trials' total training seconds. Torch threads default to
+plain trial; iterations per epoch are those of the search phase; the trial ratio is the two
+trials' total training seconds (with ``retrain``, its plain retraining phase included). Torch threads default to
 1, as in a trial of ``ab-tune compare`` (``resources: cpu: 1``); ``--set`` overrides keys of every
 file's config, as ``ab-tune compare --set`` does. Target: bilevel epoch <= 1.5x.
 """
@@ -28,29 +30,33 @@ from ab_tune.search.searchspace import bundled_path, load_experiment
 FILES = ("digits_lt", "mnist1d_lt", "gmm", "digits_groups", "gmm_groups")
 
 
-def trial_epochs(config: dict) -> tuple[ab_tune.Trainer, list[float]]:
-    """Train one trial to the end; its trainer and the training seconds of each epoch."""
+def trial_epochs(config: dict) -> tuple[ab_tune.Trainer, list[float], list[int]]:
+    """Train one trial to the end; its trainer, and the training seconds and iterations of each epoch."""
     trainer = ab_tune.Trainer(config)
-    seconds = []
+    seconds, iterations = [], []
     while not trainer.done:
-        before = trainer.seconds
+        before, iteration = trainer.seconds, trainer.iteration
         trainer.train_epoch()
         seconds.append(trainer.seconds - before)
-    return trainer, seconds
+        iterations.append(trainer.iteration - iteration)
+    return trainer, seconds, iterations
 
 
 def measure(name: str, threads: int, overrides: dict) -> dict:
     experiment = load_experiment(bundled_path(f"{name}.yaml"), overrides)
     point = {key: domain.sample_point() for key, domain in experiment.space.items()}
     config = {**experiment.trial_config(point), "num_threads": threads, "device": "cpu"}
-    bilevel, bilevel_s = trial_epochs(config)
-    _, plain_s = trial_epochs({**config, "learn": []})
+    bilevel, bilevel_s, iterations = trial_epochs(config)
+    _, plain_s, _ = trial_epochs({**config, "learn": []})
     c = bilevel.config
-    hyper_epochs = range(c["hyper_start_epoch"], c["epochs"])  # the search phase's epochs with hyper steps
+    hyper_epochs = range(int(c["hyper_start_epoch"]), c["epochs"])  # the search phase's epochs with hyper steps
+    if not hyper_epochs:
+        raise SystemExit(f"{name}: no epoch runs hyper steps (hyper_start_epoch={c['hyper_start_epoch']}, "
+                         f"epochs={c['epochs']}): nothing to compare")
     mean = lambda values: sum(values[e] for e in hyper_epochs) / len(hyper_epochs)  # noqa: E731
     return {"file": name, "point": point, "config": c, "bilevel_epoch": mean(bilevel_s), "plain_epoch": mean(plain_s),
             "bilevel_trial": sum(bilevel_s), "plain_trial": sum(plain_s), "hyper_steps": bilevel.hyper_steps,
-            "iterations": bilevel.iteration / len(bilevel_s),
+            "iterations": sum(iterations[: c["epochs"]]) / c["epochs"],
             "skipped": bilevel.skipped_hyper_steps}
 
 

@@ -109,3 +109,40 @@ def test_the_schedule_scales_with_the_epochs():
     c = resolve_config({"dataset": "digits", "epochs": 30})
     assert (c["warmup_epochs"], c["lr_decay_epochs"], c["hyper_start_epoch"]) == (0, [22, 26], 12)
     assert learning_rate(c, 0) == c["lr"] and learning_rate(c, 26) == pytest.approx(c["lr"] * 0.01)
+
+
+# --- the search's sampler seed ----------------------------------------------------------------
+
+def _seeded(config: dict, space: dict | None = None):
+    return parse_experiment({"name": "t", "config": {"dataset": "digits", "epochs": 2, **config},
+                             "space": space or {"lr": {"loguniform": [0.001, 0.5]}},
+                             "search": {"algorithm": "optuna", "scheduler": "fifo"}})
+
+
+@pytest.mark.parametrize("config, space, expected", [
+    ({}, None, 0),                                         # unset: the default run keeps seed 0's points
+    ({"seed": 4}, None, 4),
+    ({"seed": 4.0}, None, 4),                              # an integral float passes the config check
+    ({}, {"seed": {"choice": [1, 2]}}, 0),                 # searched: no one seed
+    ({"seed": 7}, {"seed": {"choice": [1, 2]}}, 0),        # searched wins over the fixed value in a trial
+])
+def test_sampler_seed_is_the_trials_fixed_seed(config, space, expected):
+    assert _seeded(config, space).sampler_seed() == expected
+
+
+def test_ray_tunes_optuna_sampler_draws_by_the_trials_seed():
+    """Each seed of a comparison replicates the whole search: the same seed draws the same points,
+    another seed other ones (before, every seed drew seed 0's). No Ray instance is started."""
+    from ab_tune.integrations.ray.experiment import _search_algorithm
+
+    space = {"lr": {"loguniform": [0.001, 0.5]}, "hyper_lr": {"loguniform": [0.001, 0.5]}}
+
+    def first_points(config):
+        exp = _seeded(config, space)
+        searcher = _search_algorithm(exp)
+        searcher.set_search_properties("val_balanced_error", "min", exp.param_space())
+        return [searcher.suggest(f"t{i}")["lr"] for i in range(3)]
+
+    assert first_points({"seed": 3}) == first_points({"seed": 3})
+    assert first_points({"seed": 3}) != first_points({"seed": 4})
+    assert first_points({}) == first_points({"seed": 0})

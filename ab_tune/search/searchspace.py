@@ -120,6 +120,15 @@ class Experiment:
         config["gpus_per_trial"] = self.gpu
         return config
 
+    def sampler_seed(self) -> int:
+        """The seed of the search's sampler: the trials' fixed ``seed`` (0 when it is unset or
+        searched), so that each seed of a comparison replicates the whole search rather than
+        drawing seed 0's points on other splits."""
+        seed = self.config.get("seed", 0)
+        if "seed" in self.space or isinstance(seed, bool) or not isinstance(seed, (int, float)) or seed != int(seed):
+            return 0
+        return int(seed)
+
     def param_space(self) -> dict:
         """The Ray Tune param_space: fixed values and tune domains, nested."""
         return self.trial_config({key: domain.to_tune() for key, domain in self.space.items()})

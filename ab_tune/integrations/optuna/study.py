@@ -266,8 +266,11 @@ def _open_study(storage: str, study_name: str, directions: list[str], seed: int,
 
 def run_study(experiment: Experiment, *, storage: str, study_name: str | None = None,
               n_trials: int | None = None, multi_objective: bool = False, out_dir: str | None = None,
-              seed: int = 0, out=None):
+              seed: int | None = None, out=None):
     """Create or resume an Optuna study over the experiment, run ``n_trials`` more, report.
+
+    ``seed`` seeds the TPE sampler; None takes the experiment's (its config's ``seed``, else 0),
+    as a Ray Tune run of the same file does.
 
     Returns ``(study, paths, failed)``: ``failed`` counts this run's failed trials.
     """
@@ -287,6 +290,7 @@ def run_study(experiment: Experiment, *, storage: str, study_name: str | None = 
     study_name = study_name or (f"{experiment.name}_multi" if objective.multi_objective else experiment.name)
     pruner = (optuna.pruners.NopPruner() if objective.multi_objective
               else optuna.pruners.MedianPruner(n_warmup_steps=experiment.grace_period))
+    seed = experiment.sampler_seed() if seed is None else seed
     study = _open_study(storage, study_name, objective.directions, seed, pruner)
     before = len(study.trials)
     study.optimize(objective, n_trials=n_trials, catch=(Exception,))

@@ -74,15 +74,8 @@ def _search_algorithm(experiment: Experiment):
     if experiment.algorithm == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
-        return OptunaSearch(seed=search_seed(experiment))
+        return OptunaSearch(seed=experiment.sampler_seed())
     return None  # random and grid: Tune's variant generator samples and enumerates
-
-
-def search_seed(experiment: Experiment) -> int:
-    """The sampler's seed: the trials' own ``seed`` (0 when it is searched or unset), so that each
-    seed of a comparison is a replicate of the whole search, not the same points on other splits."""
-    seed = experiment.config.get("seed", 0)
-    return seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
 
 
 def build_tuner(experiment: Experiment, storage: str, name: str, stopper=None):
