@@ -247,7 +247,9 @@ def test_fresh_seeds_run_in_their_own_folders_with_their_own_split(comparison, t
     [before] = result_rows(summary["result_grids"][(0, "ce")])
     # another split, another network
     assert row["metrics"]["test_balanced_error"] != before["metrics"]["test_balanced_error"]
-    assert "(1 seed(s), seed 1," in (tmp_path / "tiny" / "seed1" / "comparison.md").read_text()
+    # the report has a folder of its own, not the seed's folder of runs
+    assert "(1 seed(s), seed 1," in (tmp_path / "tiny" / "seeds1-1" / "comparison.md").read_text()
+    assert sorted(p.name for p in (tmp_path / "tiny" / "seed1").iterdir()) == ["ce"]
     assert (tmp_path / "tiny" / "comparison.md").read_text() == (root / "comparison.md").read_text()  # kept
 
 

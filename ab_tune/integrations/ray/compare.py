@@ -222,7 +222,7 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
     (its data, model and schedule keys are then the ones every baseline shares); ``resume``
     continues the comparison of that name (see the module's docstring); ``first_seed`` shifts the
     seeds, so that a setting chosen on seeds 0-2 can be confirmed on fresh ones (3-5) whose test
-    errors nobody has looked at; their report goes to ``<name>/seeds3-5/`` (``seed3`` for one).
+    errors nobody has looked at; their report goes to ``<name>/seeds3-5/`` (``seeds3-3`` for one).
     Returns ``{"records", "table", "paths", "result_grids", "curves"}``: one record per
     (method, seed), result grids by (seed, method), the first seed's anytime curves by method.
     """
@@ -286,11 +286,11 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
                 best_rows[method] = ranked_rows[0] if ranked_rows else None
 
     table = format_comparison(records, methods, seeds)
-    # fresh seeds are named in the report, which goes to a folder of its own (seeds3-5, or seed3):
-    # the first seeds' report is never overwritten
+    # fresh seeds are named in the report, which goes to a folder of its own (seeds3-5; seeds3-3 for
+    # one, since seed3/ holds that seed's runs): the first seeds' report is never overwritten
     span = f"{first_seed}" if seeds == 1 else f"{first_seed}-{seed_list[-1]}"
-    word = "seed" if seeds == 1 else "seeds"
-    fresh, which = (f"{word}{span}", f", {word} {span}") if first_seed else ("", "")
+    which = f", {'seed' if seeds == 1 else 'seeds'} {span}"
+    fresh, which = (f"seeds{first_seed}-{seed_list[-1]}", which) if first_seed else ("", "")
     header = (f"# AutoBalance vs grid-searched baselines on {dataset} ({seeds} seed(s){which}"
               f"{f', budget {budget:g} trial-seconds per method and seed' if budget else ', no budget'}"
               f"{', with retraining' if retrain else ''})\n\n")
