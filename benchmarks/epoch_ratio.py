@@ -25,6 +25,8 @@ import torch
 
 import ab_tune
 from ab_tune.cli import parse_assignments
+from ab_tune.config import resolve_config
+from ab_tune.errors import AbTuneError
 from ab_tune.search.searchspace import bundled_path, load_experiment
 
 FILES = ("digits_lt", "mnist1d_lt", "gmm", "digits_groups", "gmm_groups")
@@ -42,17 +44,23 @@ def trial_epochs(config: dict) -> tuple[ab_tune.Trainer, list[float], list[int]]
     return trainer, seconds, iterations
 
 
-def measure(name: str, threads: int, overrides: dict) -> dict:
+def trial_config(name: str, threads: int, overrides: dict) -> tuple[dict, dict]:
+    """The file's trial config at one point of its space, and that point; checked before anything trains."""
     experiment = load_experiment(bundled_path(f"{name}.yaml"), overrides)
     point = {key: domain.sample_point() for key, domain in experiment.space.items()}
     config = {**experiment.trial_config(point), "num_threads": threads, "device": "cpu"}
+    c = resolve_config(config)
+    if int(c["hyper_start_epoch"]) >= c["epochs"]:
+        raise AbTuneError(f"{name}: no epoch runs hyper steps (hyper_start_epoch={c['hyper_start_epoch']}, "
+                          f"epochs={c['epochs']}): nothing to compare")
+    return config, point
+
+
+def measure(name: str, config: dict, point: dict) -> dict:
     bilevel, bilevel_s, iterations = trial_epochs(config)
     _, plain_s, _ = trial_epochs({**config, "learn": []})
     c = bilevel.config
     hyper_epochs = range(int(c["hyper_start_epoch"]), c["epochs"])  # the search phase's epochs with hyper steps
-    if not hyper_epochs:
-        raise SystemExit(f"{name}: no epoch runs hyper steps (hyper_start_epoch={c['hyper_start_epoch']}, "
-                         f"epochs={c['epochs']}): nothing to compare")
     mean = lambda values: sum(values[e] for e in hyper_epochs) / len(hyper_epochs)  # noqa: E731
     return {"file": name, "point": point, "config": c, "bilevel_epoch": mean(bilevel_s), "plain_epoch": mean(plain_s),
             "bilevel_trial": sum(bilevel_s), "plain_trial": sum(plain_s), "hyper_steps": bilevel.hyper_steps,
@@ -69,6 +77,11 @@ def main(argv=None) -> int:
     files = [f for f in args.files.split(",") if f]
     if any(f not in FILES for f in files):
         parser.error(f"--files must be a subset of {FILES}, got {files}")
+    try:  # every file's config checked before the first trial trains
+        overrides = parse_assignments(args.set)
+        configs = {name: trial_config(name, args.threads, overrides) for name in files}
+    except AbTuneError as e:
+        parser.error(str(e))
     torch.set_num_threads(args.threads)
     settings = "".join(f", --set {a}" for a in args.set)
     print(f"{args.threads} torch thread(s){settings}; bilevel epoch = mean over the epochs with hyper steps; "
@@ -78,7 +91,7 @@ def main(argv=None) -> int:
           "hyper steps applied / skipped |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name in files:
-        r = measure(name, args.threads, parse_assignments(args.set))
+        r = measure(name, *configs[name])
         c = r["config"]
         ratio = r["bilevel_epoch"] / r["plain_epoch"]
         point = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["point"].items())

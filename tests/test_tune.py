@@ -261,7 +261,6 @@ def test_pbt_perturbations_stay_inside_the_space():
     assert seen == {"none", "mixup"}
 
 
-
 # --- 8. more GPUs than the cluster has --------------------------------------------------------
 
 def test_too_many_gpus_are_refused_up_front(ray_local, tmp_path, capsys):

@@ -288,9 +288,10 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
     table = format_comparison(records, methods, seeds)
     # fresh seeds are named in the report, which goes to a folder of its own (seeds3-5; seeds3-3 for
     # one, since seed3/ holds that seed's runs): the first seeds' report is never overwritten
-    span = f"{first_seed}" if seeds == 1 else f"{first_seed}-{seed_list[-1]}"
-    which = f", {'seed' if seeds == 1 else 'seeds'} {span}"
-    fresh, which = (f"seeds{first_seed}-{seed_list[-1]}", which) if first_seed else ("", "")
+    fresh = which = ""
+    if first_seed:
+        span = f"{first_seed}-{seed_list[-1]}"
+        fresh, which = f"seeds{span}", (f", seed {first_seed}" if seeds == 1 else f", seeds {span}")
     header = (f"# AutoBalance vs grid-searched baselines on {dataset} ({seeds} seed(s){which}"
               f"{f', budget {budget:g} trial-seconds per method and seed' if budget else ', no budget'}"
               f"{', with retraining' if retrain else ''})\n\n")
