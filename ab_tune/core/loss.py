@@ -281,9 +281,10 @@ class ParametricLoss(nn.Module):
         """Delta, iota and omega per class (and group). While no correction is learning (a baseline,
         the retraining phase, grad mode off) they are computed once per change of the loss's tensors
         and the steps an all-ones or all-zeros value makes skipped: a fixed loss's step then costs
-        about what ``F.cross_entropy`` costs, with bit-identical results (x * 1, x + 0 and a mean
-        weighted by ones are exact). Changes made through ``.data`` bypass the version counters that
-        keep the cache current: change the loss's tensors in place or through ``load_state_dict``."""
+        about what ``F.cross_entropy`` costs, with bit-identical gradients (x * 1 and x + 0 are
+        exact, and the fused mean's gradient is the written-out one's). Changes made through
+        ``.data`` bypass the version counters that keep the cache current: change the loss's
+        tensors in place or through ``load_state_dict``."""
         # the module's own dicts: Module.parameters() walks submodules, at a cost per step
         parameters = self._parameters.values()
         if torch.is_grad_enabled() and any(p.requires_grad for p in parameters):
@@ -324,7 +325,13 @@ class ParametricLoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor,
                 group: torch.Tensor | None = None) -> torch.Tensor:
         values = self._per_class()
-        nll = F.cross_entropy(self._adjusted(values, logits, group), target, reduction="none")
+        adjusted = self._adjusted(values, logits, group)
+        if values.unweighted and not self.focal_gamma:
+            # all weights 1: the fused mean. Its gradient is the written-out mean's below bit for bit
+            # (each sample gets upstream / N either way); its value may differ in the last bit
+            # (another summation order), and no result reads a fixed loss's value
+            return F.cross_entropy(adjusted, target)
+        nll = F.cross_entropy(adjusted, target, reduction="none")
         if self.focal_gamma:
             nll = focal_factor(nll, self.focal_gamma) * nll
         if values.unweighted:  # all weights 1: the weighted mean below, bit for bit (a true division by
