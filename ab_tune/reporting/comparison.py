@@ -135,8 +135,22 @@ def format_comparison(records: list[dict], methods: list[str], seeds: int) -> st
             else:
                 verdict += f" AutoBalance ties with the best baseline ({best_base})"
             verdict += f", using {share} the trial-seconds of all baselines together."
+            verdict += _seed_by_seed(by_method[AUTOBALANCE], by_method[best_base], best_base)
         lines.append(verdict)
     return "\n".join(lines)
+
+
+def _seed_by_seed(autobalance: list[dict], baseline: list[dict], name: str) -> str:
+    """Per seed, the best baseline's test balanced error minus AutoBalance's: whether a mean's
+    margin is a separation or a tie the spread over seeds cannot tell from one (seeds both ran)."""
+    theirs = {r["seed"]: r[TEST_BALANCED_ERROR] for r in baseline}
+    diffs = [100 * (theirs[r["seed"]] - r[TEST_BALANCED_ERROR]) for r in autobalance
+             if r["seed"] in theirs and not math.isnan(theirs[r["seed"]]) and not math.isnan(r[TEST_BALANCED_ERROR])]
+    if len(diffs) < 2:
+        return ""
+    lower = sum(d > 0 for d in diffs)
+    return (f" Seed by seed, AutoBalance is lower than {name} on {lower} of {len(diffs)} seeds ({name}'s test "
+            f"balanced error minus AutoBalance's: {', '.join(f'{d:+.2f}' for d in diffs)} points).")
 
 
 def plot_comparison(out_dir, curves, best_rows, metric, methods, seed: int = 0) -> dict:
