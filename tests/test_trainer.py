@@ -274,6 +274,40 @@ def test_last_layer_mode_is_exact_when_only_the_head_has_parameters():
         assert torch.equal(value, runs["last_layer"].loss.state_dict()[name]), name
 
 
+def test_last_layer_mode_computes_the_backbones_features_without_a_graph(monkeypatch):
+    """The backbone records no graph during a last-layer hyper step, its weights require gradients
+    again afterwards, and the hypergradient is the one computed with the backbone's graph kept."""
+    import ab_tune.training.bilevel as bilevel
+    from ab_tune.core.models import classifier_head
+
+    trainer = Trainer({**TINY, "hessian": "last_layer", "solver_alpha": 0.05, "epochs": 1, "hyper_start_epoch": 0})
+    head = list(classifier_head(trainer.model)[1].parameters())
+    backbone = [p for p in trainer.model.parameters() if all(p is not h for h in head)]
+    real = bilevel.implicit_hypergradient
+    pairs = []
+
+    def both_ways(train_loss, val_loss, params, hparams, **kwargs):
+        assert all(p is q for p, q in zip(params, head)) and not any(p.requires_grad for p in backbone)
+        assert train_loss().grad_fn is not None  # the head still records its graph
+        with bilevel.frozen_buffers(trainer.model):  # the second call sees the BatchNorm statistics the first did
+            graph_free = real(train_loss, val_loss, params, hparams, **kwargs)
+        for p in backbone:
+            p.requires_grad_(True)
+        with_graph = real(train_loss, val_loss, params, hparams, **kwargs)
+        for p in backbone:
+            p.requires_grad_(False)
+        pairs.append(([g.clone() for g in graph_free], with_graph))  # the hyper optimizer may reuse the first
+        return graph_free
+
+    monkeypatch.setattr(bilevel, "implicit_hypergradient", both_ways)
+    trainer.train_epoch()
+    assert trainer.hyper_steps > 0 and len(pairs) == trainer.hyper_steps
+    assert all(p.requires_grad for p in trainer.model.parameters())
+    for graph_free, with_graph in pairs:
+        for a, b in zip(graph_free, with_graph):
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-8) and a.abs().sum() > 0
+
+
 def test_last_layer_and_finite_difference_modes_train_a_cnn():
     for hessian in ("last_layer", "finite_difference"):
         trainer = Trainer({**TINY, "hessian": hessian, "epochs": 2})

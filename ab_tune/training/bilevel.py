@@ -11,7 +11,7 @@ from ab_tune.core.hypergrad import AutoNeumannStep, DivergenceError, implicit_hy
 from ab_tune.core.models import classifier_head
 from ab_tune.training.components import DeviceSplit
 
-__all__ = ["sample_batches", "frozen_buffers", "hyper_step"]
+__all__ = ["sample_batches", "frozen_buffers", "graph_free_backbone", "hyper_step"]
 
 
 def sample_batches(data: DeviceSplit, batch_size: int, batches: int, rng: torch.Generator):
@@ -33,6 +33,23 @@ def frozen_buffers(model: torch.nn.Module):
                 buffer.copy_(value)
 
 
+@contextlib.contextmanager
+def graph_free_backbone(model: torch.nn.Module, head: torch.nn.Module):
+    """Every weight outside ``head`` stops requiring gradients for the block, so the backbone's
+    forward passes record no graph: its features are computed as constants (last-layer mode), at
+    the memory and time of inference. An input that requires a gradient (a learned augmentation's
+    strength) still records its path through the backbone. Restored afterwards."""
+    own = {id(p) for p in head.parameters()}
+    held = [p for p in model.parameters() if p.requires_grad and id(p) not in own]
+    for p in held:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in held:
+            p.requires_grad_(True)
+
+
 def hyper_step(model: torch.nn.Module, train_loss: Callable[[], torch.Tensor], val_loss: Callable[[], torch.Tensor],
                hparams: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer, config: dict,
                auto_step: AutoNeumannStep | None = None) -> bool:
@@ -42,13 +59,15 @@ def hyper_step(model: torch.nn.Module, train_loss: Callable[[], torch.Tensor], v
     the model is back in training mode afterwards, its BatchNorm statistics untouched.
     ``auto_step`` sets the Neumann step from the curvature when ``solver_alpha`` is ``auto``.
     """
-    # last_layer: the implicit system on the classifier head only (the backbone held fixed), so the
-    # products never backpropagate into the backbone
-    source = classifier_head(model)[1] if config["hessian"] == "last_layer" else model
+    # last_layer: the implicit system on the classifier head only, the backbone's features computed
+    # without a graph, so no product or forward pass of the hyper step records the backbone
+    last_layer = config["hessian"] == "last_layer"
+    source = classifier_head(model)[1] if last_layer else model
     params = [p for p in source.parameters() if p.requires_grad]
+    backbone = graph_free_backbone(model, source) if last_layer else contextlib.nullcontext()
     # a diverged solve is skipped; the automatic step has retried it once at half the step first
     try:
-        with frozen_buffers(model):
+        with frozen_buffers(model), backbone:
             grads = implicit_hypergradient(train_loss, val_loss, params, hparams, solver=config["solver"],
                                            steps=config["solver_steps"],
                                            alpha=auto_step if auto_step is not None else config["solver_alpha"],
