@@ -22,7 +22,14 @@ def test_the_verdict_gives_the_margin_the_compute_share_and_each_seeds_differenc
     assert f"AutoBalance beats the best baseline (vs) by {margin:.2f} points" in table
     assert "using 0.25x the trial-seconds" in table  # 15 against 30 + 30
     assert ("Seed by seed, AutoBalance is lower than vs on 1 of 3 seeds (vs's test balanced error minus "
-            "AutoBalance's: +1.30, -0.52, -0.20 points).") in table
+            "AutoBalance's: seed 3 +1.30, seed 4 -0.52, seed 5 -0.20 points).") in table
+
+
+def test_a_difference_that_rounds_to_zero_is_not_counted_as_lower():
+    records = ([_record("autobalance", s, e) for s, e in [(0, 0.05), (1, 0.04999)]]
+               + [_record("la", s, 0.05) for s in (0, 1)])
+    table = format_comparison(records, ["autobalance", "la"], seeds=2)
+    assert "lower than la on 0 of 2 seeds" in table and "seed 1 +0.00" in table
 
 
 def test_one_seed_gives_no_seed_by_seed_line_and_a_loss_is_said_plainly():

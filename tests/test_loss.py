@@ -250,6 +250,15 @@ def test_the_fused_mean_a_fixed_loss_takes_gives_the_written_out_mean_gradient_b
         assert torch.equal(fused, expected)
 
 
+def test_a_fixed_loss_ignores_no_target():
+    """F.cross_entropy's default would leave a -100 label out of the mean; every path of the
+    family rejects it instead."""
+    z, y = _batch()
+    y[0] = -100
+    with pytest.raises(IndexError):
+        ParametricLoss.from_preset("ce", COUNTS)(z, y)
+
+
 @pytest.mark.parametrize("name, params, focal", [("ce", {}, 0.0), ("la", {"tau": 1.5}, 0.0), ("cb", {"beta": 0.99}, 0.0),
                                                  ("vs", {"gamma": 0.2, "tau": 0.5}, 0.0), ("ce", {}, 1.0)])
 def test_a_fixed_loss_computes_its_per_class_values_once_and_stays_bit_identical(name, params, focal):

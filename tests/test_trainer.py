@@ -287,9 +287,11 @@ def test_last_layer_mode_computes_the_backbones_features_without_a_graph(monkeyp
     pairs = []
 
     def both_ways(train_loss, val_loss, params, hparams, **kwargs):
-        assert all(p is q for p, q in zip(params, head)) and not any(p.requires_grad for p in backbone)
-        assert train_loss().grad_fn is not None  # the head still records its graph
-        with bilevel.frozen_buffers(trainer.model):  # the second call sees the BatchNorm statistics the first did
+        assert len(params) == len(head) and all(p is q for p, q in zip(params, head))
+        assert not any(p.requires_grad for p in backbone)
+        with bilevel.frozen_buffers(trainer.model):  # a probe, and a second call, that see the statistics the first did
+            assert train_loss().grad_fn is not None  # the head still records its graph
+        with bilevel.frozen_buffers(trainer.model):
             graph_free = real(train_loss, val_loss, params, hparams, **kwargs)
         for p in backbone:
             p.requires_grad_(True)
@@ -305,7 +307,43 @@ def test_last_layer_mode_computes_the_backbones_features_without_a_graph(monkeyp
     assert all(p.requires_grad for p in trainer.model.parameters())
     for graph_free, with_graph in pairs:
         for a, b in zip(graph_free, with_graph):
-            assert torch.allclose(a, b, rtol=1e-5, atol=1e-8) and a.abs().sum() > 0
+            assert torch.equal(a, b) and a.abs().sum() > 0
+
+
+def test_a_graph_free_backbone_keeps_hyperparameters_and_frozen_weights_and_restores_the_rest():
+    import ab_tune.training.bilevel as bilevel
+
+    class Scale(torch.nn.Module):  # a hyperparameter that lives in the model (a user's learned augmentation)
+        def __init__(self):
+            super().__init__()
+            self.strength = torch.nn.Parameter(torch.tensor(1.0))
+
+        def forward(self, x):
+            return self.strength * x
+
+    model = torch.nn.Sequential(Scale(), torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8),
+                                torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    model[3].weight.requires_grad_(False)  # frozen by the user: stays frozen
+    strength, head = model[0].strength, model[5]
+    with pytest.raises(RuntimeError, match="inside"):
+        with bilevel.graph_free_backbone(model, head, keep=[strength]):
+            assert strength.requires_grad and all(p.requires_grad for p in head.parameters())
+            assert not any(p.requires_grad for p in (*model[1].parameters(), *model[3].parameters()))
+            raise RuntimeError("inside")
+    assert [p.requires_grad for p in model.parameters()] == [True, True, True, False, True, True, True]
+    # a last-layer hyper step over that hyperparameter runs, and moves it
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    optimizer = torch.optim.SGD([strength], lr=0.1)
+    config = {"hessian": "last_layer", "solver": "neumann", "solver_steps": 3, "solver_alpha": 0.1}
+
+    def train_loss():
+        return torch.nn.functional.cross_entropy(model(x), y) + 0.1 * strength ** 2
+
+    def val_loss():
+        return torch.nn.functional.cross_entropy(model(x + 1), y)
+
+    assert bilevel.hyper_step(model, train_loss, val_loss, [strength], optimizer, config)
+    assert strength.item() != 1.0
 
 
 def test_last_layer_and_finite_difference_modes_train_a_cnn():

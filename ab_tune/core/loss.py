@@ -46,6 +46,7 @@ from torch import nn
 __all__ = ["ParametricLoss", "PRESETS", "LEARNABLE", "preset_values", "check_params", "focal_factor"]
 
 LEARNABLE = ("delta", "iota", "omega")
+_NO_IGNORED_TARGET = -(2**62)  # F.cross_entropy's ignore_index that no label can equal
 PARAMETRIZATIONS = ("per_class", "frequency")
 
 
@@ -328,9 +329,10 @@ class ParametricLoss(nn.Module):
         adjusted = self._adjusted(values, logits, group)
         if values.unweighted and not self.focal_gamma:
             # all weights 1: the fused mean. Its gradient is the written-out mean's below bit for bit
-            # (each sample gets upstream / N either way); its value may differ in the last bit
-            # (another summation order), and no result reads a fixed loss's value
-            return F.cross_entropy(adjusted, target)
+            # (each sample gets upstream / N either way); its value may differ in the last bits
+            # (another summation order), and no result reads a fixed loss's value. No target is
+            # ignored: a -100 label is out of range here as on every other path, not left out of N
+            return F.cross_entropy(adjusted, target, ignore_index=_NO_IGNORED_TARGET)
         nll = F.cross_entropy(adjusted, target, reduction="none")
         if self.focal_gamma:
             nll = focal_factor(nll, self.focal_gamma) * nll

@@ -141,16 +141,16 @@ def format_comparison(records: list[dict], methods: list[str], seeds: int) -> st
 
 
 def _seed_by_seed(autobalance: list[dict], baseline: list[dict], name: str) -> str:
-    """Per seed, the best baseline's test balanced error minus AutoBalance's: whether a mean's
-    margin is a separation or a tie the spread over seeds cannot tell from one (seeds both ran)."""
+    """The best baseline's test balanced error minus AutoBalance's on each seed both have, so a
+    reader sees whether the means' margin holds seed by seed or is a tie inside the spread."""
     theirs = {r["seed"]: r[TEST_BALANCED_ERROR] for r in baseline}
-    diffs = [100 * (theirs[r["seed"]] - r[TEST_BALANCED_ERROR]) for r in autobalance
-             if r["seed"] in theirs and not math.isnan(theirs[r["seed"]]) and not math.isnan(r[TEST_BALANCED_ERROR])]
+    diffs = {r["seed"]: round(100 * (theirs[r["seed"]] - r[TEST_BALANCED_ERROR]), 2) for r in autobalance
+             if r["seed"] in theirs and not math.isnan(theirs[r["seed"]]) and not math.isnan(r[TEST_BALANCED_ERROR])}
     if len(diffs) < 2:
         return ""
-    lower = sum(d > 0 for d in diffs)
+    lower = sum(d > 0 for d in diffs.values())  # as printed: +0.00 is not lower
     return (f" Seed by seed, AutoBalance is lower than {name} on {lower} of {len(diffs)} seeds ({name}'s test "
-            f"balanced error minus AutoBalance's: {', '.join(f'{d:+.2f}' for d in diffs)} points).")
+            f"balanced error minus AutoBalance's: {', '.join(f'seed {s} {d:+.2f}' for s, d in diffs.items())} points).")
 
 
 def plot_comparison(out_dir, curves, best_rows, metric, methods, seed: int = 0) -> dict:

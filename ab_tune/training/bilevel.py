@@ -34,12 +34,14 @@ def frozen_buffers(model: torch.nn.Module):
 
 
 @contextlib.contextmanager
-def graph_free_backbone(model: torch.nn.Module, head: torch.nn.Module):
-    """Every weight outside ``head`` stops requiring gradients for the block, so the backbone's
+def graph_free_backbone(model: torch.nn.Module, head: torch.nn.Module, keep=()):
+    """Every weight outside ``head`` and ``keep`` (hyperparameters that live in the model, such as a
+    learned augmentation inside it) stops requiring gradients for the block, so the backbone's
     forward passes record no graph: its features are computed as constants (last-layer mode), at
     the memory and time of inference. An input that requires a gradient (a learned augmentation's
-    strength) still records its path through the backbone. Restored afterwards."""
-    own = {id(p) for p in head.parameters()}
+    strength) still records its path through the backbone. Weights frozen before stay frozen;
+    the others require gradients again afterwards, whatever the block raised."""
+    own = {id(p) for p in (*head.parameters(), *keep)}
     held = [p for p in model.parameters() if p.requires_grad and id(p) not in own]
     for p in held:
         p.requires_grad_(False)
@@ -64,7 +66,7 @@ def hyper_step(model: torch.nn.Module, train_loss: Callable[[], torch.Tensor], v
     last_layer = config["hessian"] == "last_layer"
     source = classifier_head(model)[1] if last_layer else model
     params = [p for p in source.parameters() if p.requires_grad]
-    backbone = graph_free_backbone(model, source) if last_layer else contextlib.nullcontext()
+    backbone = graph_free_backbone(model, source, keep=hparams) if last_layer else contextlib.nullcontext()
     # a diverged solve is skipped; the automatic step has retried it once at half the step first
     try:
         with frozen_buffers(model), backbone:
