@@ -268,7 +268,7 @@ def test_a_fixed_loss_computes_its_per_class_values_once_and_stays_bit_identical
         value, grad = _fixed(loss, z, y)
         ref_value, ref_grad = _uncached(loss, z, y)
         assert torch.equal(grad, ref_grad)  # what training reads: bit for bit
-        # an unweighted one takes the fused mean, whose value may differ in the last bit
+        # an unweighted one takes the fused mean, whose value may differ in the last bits
         fused = name in ("ce", "la", "vs") and not focal
         assert torch.equal(value, ref_value) or (fused and torch.allclose(value, ref_value, rtol=1e-6, atol=0))
     delta, iota, omega = preset_values(name, COUNTS, **params)
