@@ -6,8 +6,10 @@ the spread of those trials' test errors.
 Reads the last result of each trial (``<seed>/<method>/<trial>/result.json``, one JSON line per
 epoch; the counts are cumulative) and prints one Markdown row: trials, steps applied, skipped and
 the skipped share. Trials stopped early (ASHA) count the steps they ran. Then, per seed, the
-lowest and highest test balanced error over the method's trials: the lowest is an oracle pick by
-test error, a bound on what any selection by validation could reach.
+lowest, mean and highest test balanced error over the method's trials: the lowest is an oracle
+pick by test error, a bound on what any selection by validation could reach; the mean is what one
+trial drawn at random from the search gives on average, so a selected trial worse than it means
+the validation metric picked worse than chance.
 """
 from __future__ import annotations
 
@@ -47,6 +49,12 @@ def oracle_mean(trials: list[tuple[str, dict]]) -> float:
     return sum(best) / len(best) if best else float("nan")
 
 
+def trial_mean(trials: list[tuple[str, dict]]) -> float:
+    """Mean over seeds of the mean test balanced error over the trials, in %."""
+    means = [sum(errors) / len(errors) for errors in errors_by_seed(trials).values()]
+    return sum(means) / len(means) if means else float("nan")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("comparison", help="the comparison's folder (<storage>/<name>)")
@@ -63,11 +71,11 @@ def main(argv=None) -> int:
     print(f"| {os.path.basename(os.path.normpath(args.comparison))} | {len(results)} | {applied} | {skipped} | "
           f"{100 * skipped / max(applied + skipped, 1):.1f} |")
     by_seed = errors_by_seed(trials)
-    print("\n| seed | trials | lowest test balanced error % (oracle) | highest |")
-    print("|---|---|---|---|")
+    print("\n| seed | trials | lowest test balanced error % (oracle) | mean | highest |")
+    print("|---|---|---|---|---|")
     for seed, errors in sorted(by_seed.items()):
-        print(f"| {seed} | {len(errors)} | {min(errors):.2f} | {max(errors):.2f} |")
-    print(f"\noracle mean over seeds: {oracle_mean(trials):.2f}%")
+        print(f"| {seed} | {len(errors)} | {min(errors):.2f} | {sum(errors) / len(errors):.2f} | {max(errors):.2f} |")
+    print(f"\noracle mean over seeds: {oracle_mean(trials):.2f}%; mean over trials: {trial_mean(trials):.2f}%")
     return 0
 
 

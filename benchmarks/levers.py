@@ -8,13 +8,19 @@ same dataset and seeds (``--file`` or ``--set``; the baselines share the data, m
 keys, which the variants leave alone). Prints one Markdown row per variant: test balanced and
 worst-class error of the validation-selected trial (mean ± std over seeds), each seed's error, the
 oracle (per seed the lowest test error over the variant's trials: what a perfect selection would
-reach), the selected trials' validation metric (mean over seeds: the figure a lever is chosen by,
+reach), the trial mean (per seed the mean test error over the trials: what one trial drawn at
+random gives; a selected error above it means validation picked worse than chance), the selected
+trials' validation metric (mean over seeds: the figure a lever is chosen by,
 comparable between variants that keep the same validation split), the variant's trial-seconds
 against the baselines' and the verdict against the best baseline. The baselines' rows are the
 comparison's own; nothing is re-selected here. A second table gives each selected trial's
 learned loss as two numbers: the least-squares slopes of iota and of log Delta on log n_k, i.e.
 the logit-adjustment tau and the CDT/VS gamma it amounts to (exact for `parametrization:
 frequency`, a summary for per-class corrections).
+
+Where no full comparison of those seeds is at hand, BASELINE_COMPARISON may be an AutoBalance-only
+run (one of the variants, say): the variants are then compared with each other only, and the
+columns that need the baselines print "-".
 """
 from __future__ import annotations
 
@@ -26,7 +32,7 @@ import statistics
 import sys
 
 import pandas as pd
-from count_hyper_steps import oracle_mean, trial_results  # benchmarks/, the script's own folder
+from count_hyper_steps import oracle_mean, trial_mean, trial_results  # benchmarks/, the script's own folder
 
 
 def _pct(values) -> str:
@@ -70,16 +76,19 @@ def main(argv=None) -> int:
     seeds = sorted(base["seed"].unique())
     baselines = base[base["method"] != "autobalance"]
     if baselines.empty:
-        parser.error(f"{args.baselines} holds no baseline rows: give the folder of a comparison with every method")
-    means = baselines.groupby("method")["test_balanced_error"].mean()
-    best = means.idxmin()
-    base_seconds = baselines["trial_seconds"].sum()
-    best_rows = baselines[baselines["method"] == best].sort_values("seed")
-    print(f"Best baseline: {best}, {_pct(best_rows['test_balanced_error'])}% test balanced error over seeds "
-          f"{[int(s) for s in seeds]} (per seed {_per_seed(best_rows)}); baselines' trial-seconds {base_seconds:.0f}.\n")
+        best = None
+        print(f"{args.baselines} holds no baseline rows: the variants are compared with each other only.\n")
+    else:
+        means = baselines.groupby("method")["test_balanced_error"].mean()
+        best = means.idxmin()
+        base_seconds = baselines["trial_seconds"].sum()
+        best_rows = baselines[baselines["method"] == best].sort_values("seed")
+        print(f"Best baseline: {best}, {_pct(best_rows['test_balanced_error'])}% test balanced error over seeds "
+              f"{[int(s) for s in seeds]} (per seed {_per_seed(best_rows)}); baselines' trial-seconds "
+              f"{base_seconds:.0f}.\n")
     print("| variant | selected val metric % | test balanced error % | test worst-class error % | per seed "
-          "| oracle % | trials | trial-seconds | x baselines | against the best baseline |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| oracle % | trial mean % | trials | trial-seconds | x baselines | against the best baseline |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     variants = []  # (name, selected rows, trials) of each variant, read once
     for spec in args.variants:
         name, _, folder = spec.partition("=")
@@ -89,13 +98,15 @@ def main(argv=None) -> int:
         variants.append((name, ab, trials))
         if sorted(ab["seed"].unique()) != seeds:
             parser.error(f"{name}: seeds {sorted(ab['seed'].unique())} differ from the baselines' {seeds}")
-        diff = 100 * (ab["test_balanced_error"].mean() - means[best])
-        verdict = "beats" if diff < 0 else "loses" if diff > 0 else "ties"
-        seconds, oracle = ab["trial_seconds"].sum(), oracle_mean(trials)
+        seconds = ab["trial_seconds"].sum()
+        share, verdict = "-", "-"
+        if best is not None:
+            diff = 100 * (ab["test_balanced_error"].mean() - means[best])
+            share = f"{seconds / base_seconds:.2f}x"
+            verdict = f"{'beats' if diff < 0 else 'loses' if diff > 0 else 'ties'} by {abs(diff):.2f}"
         print(f"| {name} | {100 * ab['val_metric'].mean():.2f} | {_pct(ab['test_balanced_error'])} "
-              f"| {_pct(ab['test_worst_class_error'])} | {_per_seed(ab)} | {oracle:.2f} | {ab['trials'].sum()} "
-              f"| {seconds:.0f} | {seconds / base_seconds:.2f}x "
-              f"| {verdict} by {abs(diff):.2f} |")
+              f"| {_pct(ab['test_worst_class_error'])} | {_per_seed(ab)} | {oracle_mean(trials):.2f} "
+              f"| {trial_mean(trials):.2f} | {ab['trials'].sum()} | {seconds:.0f} | {share} | {verdict} |")
     print("\n| variant | seed | selected trial | learned tau (slope of iota) | learned gamma (slope of log Delta) |")
     print("|---|---|---|---|---|")
     for name, ab, trials in variants:
