@@ -16,7 +16,8 @@ against the baselines' and the verdict against the best baseline. The baselines'
 comparison's own; nothing is re-selected here. A second table gives each selected trial's
 learned loss as two numbers: the least-squares slopes of iota and of log Delta on log n_k, i.e.
 the logit-adjustment tau and the CDT/VS gamma it amounts to (exact for `parametrization:
-frequency`, a summary for per-class corrections).
+frequency`, a summary for per-class corrections), and a third the mean of those slopes over all
+of a variant's trials (variants run on the same seeds draw the same search points).
 
 Where no full comparison of those seeds is at hand, BASELINE_COMPARISON may be an AutoBalance-only
 run (one of the variants, say): the variants are then compared with each other only, and the
@@ -115,6 +116,14 @@ def main(argv=None) -> int:
             if result["trial_id"] in selected:
                 tau, gamma = learned_tau_gamma(result)
                 print(f"| {name} | {seed} | {result['trial_id']} | {tau:.2f} | {gamma:+.2f} |")
+    # every trial, not only the selected: variants run with the same seeds draw the same search
+    # points, so these means compare what each variant learns at matched points
+    print("\n| variant | trials | learned tau, mean over all trials | learned gamma, mean over all trials |")
+    print("|---|---|---|---|")
+    for name, _, trials in variants:
+        slopes = [learned_tau_gamma(result) for _, result in trials]
+        print(f"| {name} | {len(slopes)} | {statistics.mean(t for t, _ in slopes):.2f} "
+              f"| {statistics.mean(g for _, g in slopes):+.2f} |")
     return 0
 
 
