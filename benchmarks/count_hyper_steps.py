@@ -29,9 +29,15 @@ def last_result(path: str) -> dict | None:
     return last
 
 
+def seed_number(folder_name: str) -> int:
+    """``seed10`` -> 10: seed folders in numeric order (seed9 before seed10)."""
+    return int(folder_name.removeprefix("seed"))
+
+
 def trial_results(comparison: str, method: str = "autobalance") -> list[tuple[str, dict]]:
-    """(seed folder name, last result) of every trial of ``method`` in a comparison."""
-    paths = sorted(glob.glob(os.path.join(comparison, "seed*", method, "*", "result.json")))
+    """(seed folder name, last result) of every trial of ``method`` in a comparison, by seed."""
+    paths = sorted(glob.glob(os.path.join(comparison, "seed[0-9]*", method, "*", "result.json")),
+                   key=lambda path: (seed_number(path.split(os.sep)[-4]), path))
     return [(path.split(os.sep)[-4], result) for path in paths if (result := last_result(path)) is not None]
 
 
@@ -73,7 +79,7 @@ def main(argv=None) -> int:
     by_seed = errors_by_seed(trials)
     print("\n| seed | trials | lowest test balanced error % (oracle) | mean | highest |")
     print("|---|---|---|---|---|")
-    for seed, errors in sorted(by_seed.items()):
+    for seed, errors in sorted(by_seed.items(), key=lambda item: seed_number(item[0])):
         print(f"| {seed} | {len(errors)} | {min(errors):.2f} | {sum(errors) / len(errors):.2f} | {max(errors):.2f} |")
     print(f"\noracle mean over seeds: {oracle_mean(trials):.2f}%; mean over trials: {trial_mean(trials):.2f}%")
     return 0

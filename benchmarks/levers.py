@@ -17,7 +17,8 @@ comparison's own; nothing is re-selected here. A second table gives each selecte
 learned loss as two numbers: the least-squares slopes of iota and of log Delta on log n_k, i.e.
 the logit-adjustment tau and the CDT/VS gamma it amounts to (exact for `parametrization:
 frequency`, a summary for per-class corrections), and a third the mean of those slopes over all
-of a variant's trials (variants run on the same seeds draw the same search points).
+of a variant's trials (variants with the same search space run on the same seeds draw the
+same search points).
 
 Where no full comparison of those seeds is at hand, BASELINE_COMPARISON may be an AutoBalance-only
 run (one of the variants, say): the variants are then compared with each other only, and the
@@ -33,7 +34,7 @@ import statistics
 import sys
 
 import pandas as pd
-from count_hyper_steps import oracle_mean, trial_mean, trial_results  # benchmarks/, the script's own folder
+from count_hyper_steps import oracle_mean, seed_number, trial_mean, trial_results  # benchmarks/, the script's own folder
 
 
 def _pct(values) -> str:
@@ -95,7 +96,10 @@ def main(argv=None) -> int:
         name, _, folder = spec.partition("=")
         ab = pd.read_csv(os.path.join(folder, "comparison.csv"))
         ab = ab[ab["method"] == "autobalance"].sort_values("seed")
-        trials = trial_results(_trials_folder(folder))
+        # a report of fresh seeds (seeds3-5/) reads the trials of the folder above, which may hold
+        # other seeds too: keep the report's own
+        trials = [(seed, result) for seed, result in trial_results(_trials_folder(folder))
+                  if seed_number(seed) in set(ab["seed"])]
         variants.append((name, ab, trials))
         if sorted(ab["seed"].unique()) != seeds:
             parser.error(f"{name}: seeds {sorted(ab['seed'].unique())} differ from the baselines' {seeds}")
@@ -116,14 +120,15 @@ def main(argv=None) -> int:
             if result["trial_id"] in selected:
                 tau, gamma = learned_tau_gamma(result)
                 print(f"| {name} | {seed} | {result['trial_id']} | {tau:.2f} | {gamma:+.2f} |")
-    # every trial, not only the selected: variants run with the same seeds draw the same search
-    # points, so these means compare what each variant learns at matched points
+    # every trial, not only the selected: variants with the same search space run on the same
+    # seeds draw the same search points, so these means compare what each variant learns there
     print("\n| variant | trials | learned tau, mean over all trials | learned gamma, mean over all trials |")
     print("|---|---|---|---|")
     for name, _, trials in variants:
         slopes = [learned_tau_gamma(result) for _, result in trials]
-        print(f"| {name} | {len(slopes)} | {statistics.mean(t for t, _ in slopes):.2f} "
-              f"| {statistics.mean(g for _, g in slopes):+.2f} |")
+        if slopes:
+            print(f"| {name} | {len(slopes)} | {statistics.mean(t for t, _ in slopes):.2f} "
+                  f"| {statistics.mean(g for _, g in slopes):+.2f} |")
     return 0
 
 
