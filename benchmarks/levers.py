@@ -69,12 +69,20 @@ def learned_tau_gamma(result: dict) -> tuple[float, float]:
     return slope(params["iota"]), slope([math.log(d) for d in params["delta"]])
 
 
+def _read_comparison(parser: argparse.ArgumentParser, folder: str) -> pd.DataFrame:
+    """A comparison's rows, or a one-line usage error when the folder holds no ``comparison.csv``."""
+    path = os.path.join(folder, "comparison.csv")
+    if not os.path.isfile(path):
+        parser.error(f"{folder} holds no comparison.csv: give the folder of an `ab-tune compare` run")
+    return pd.read_csv(path)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("baselines", help="folder of the full comparison whose baseline rows are the reference")
     parser.add_argument("variants", nargs="+", metavar="NAME=FOLDER", help="an AutoBalance-only comparison")
     args = parser.parse_args(argv)
-    base = pd.read_csv(os.path.join(args.baselines, "comparison.csv"))
+    base = _read_comparison(parser, args.baselines)
     seeds = sorted(base["seed"].unique())
     baselines = base[base["method"] != "autobalance"]
     if baselines.empty:
@@ -94,12 +102,13 @@ def main(argv=None) -> int:
     variants = []  # (name, selected rows, trials) of each variant, read once
     for spec in args.variants:
         name, _, folder = spec.partition("=")
-        ab = pd.read_csv(os.path.join(folder, "comparison.csv"))
+        ab = _read_comparison(parser, folder)
         ab = ab[ab["method"] == "autobalance"].sort_values("seed")
         # a report of fresh seeds (seeds3-5/) reads the trials of the folder above, which may hold
         # other seeds too: keep the report's own
+        own_seeds = set(ab["seed"])
         trials = [(seed, result) for seed, result in trial_results(_trials_folder(folder))
-                  if seed_number(seed) in set(ab["seed"])]
+                  if seed_number(seed) in own_seeds]
         variants.append((name, ab, trials))
         if sorted(ab["seed"].unique()) != seeds:
             parser.error(f"{name}: seeds {sorted(ab['seed'].unique())} differ from the baselines' {seeds}")
