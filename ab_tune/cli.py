@@ -2,16 +2,18 @@
 
     ab-tune run [FILE] [--set key=value ...] [--num-samples N] [--gpus-per-trial F]
                 [--address ADDR] [--storage PATH] [--name NAME] [--resume] [--retrain]
-    ab-tune compare [--dataset NAME] [--set key=value ...] [--budget SECONDS] [--seeds N] [--first-seed K] [--retrain] [--resume]
-                    [--methods m1,m2] [--num-samples N] [--file FILE] [--storage PATH] [--name NAME]
+    ab-tune compare [--dataset NAME] [--metric VAL_METRIC] [--set key=value ...] [--budget SECONDS] [--seeds N]
+                    [--first-seed K] [--retrain] [--resume] [--methods m1,m2] [--num-samples N] [--file FILE]
+                    [--storage PATH] [--name NAME]
     ab-tune optuna [FILE] --storage URL [--study-name NAME] [--n-trials N] [--multi-objective]
                    [--set key=value ...] [--out DIR]
     ab-tune train [--config FILE] [--set key=value ...] [--output result.json]
 
 ``run`` runs a Ray Tune experiment from a search-space file (default: long-tailed digits);
 ``optuna`` runs or resumes an Optuna study (TPE, median pruning) of the same file without Ray;
-``compare`` runs AutoBalance and the grid-searched loss baselines on the same splits and
-reports them side by side (comparison.md, comparison.csv, plots);
+``compare`` runs AutoBalance and the grid-searched loss baselines on the same splits, reports them
+side by side with the grid a user would run and the trial it recommends (comparison.md,
+comparison.csv, plots, recommended.json);
 ``train`` trains one trial (no Ray) and prints each epoch's metrics, then the result as JSON.
 User errors print one line and exit with status 2.
 """
@@ -134,7 +136,7 @@ def _compare(args) -> int:
     summary = compare(dataset=args.dataset, overrides=overrides, seeds=args.seeds, budget=args.budget,
                       retrain=args.retrain, methods=methods, storage=args.storage, name=args.name,
                       num_samples=args.num_samples, address=args.address, autobalance_file=args.file,
-                      resume=args.resume, first_seed=args.first_seed)
+                      resume=args.resume, first_seed=args.first_seed, metric=args.metric)
     return 1 if any(grid.errors for grid in summary["result_grids"].values()) else 0
 
 
@@ -184,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--dataset", default="digits",
                       help=f"one of {', '.join(sorted(COMPARED))} (default digits; a *_groups dataset adds the "
                            "accuracy-fairness front)")
+    comp.add_argument("--metric", metavar="VAL_METRIC",
+                      help="the validation metric every method, the pooled grid and the pick select by, e.g. "
+                           "val_worst_class_error (default: the AutoBalance file's, val_balanced_error); a fairness "
+                           "metric also gives AutoBalance's upper level that term, its weight searched")
     comp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="fix a trial config key for every method's trials (repeatable)")
     comp.add_argument("--budget", type=float, metavar="SECONDS",

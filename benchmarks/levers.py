@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     base = _read_comparison(parser, args.baselines)
     seeds = sorted(base["seed"].unique())
-    baselines = base[base["method"] != "autobalance"]
+    baselines = base[~base["method"].isin(("autobalance", "grid_search", "ab_tune_pick"))]  # methods, not selections
     if baselines.empty:
         best = None
         print(f"{args.baselines} holds no baseline rows: the variants are compared with each other only.\n")

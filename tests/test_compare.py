@@ -47,13 +47,13 @@ def test_compare_writes_table_csv_and_plots(comparison):
         assert (root / name).read_bytes()[:8] == PNG, name
     with open(root / "comparison.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [r["method"] for r in rows] == ["autobalance", "ce", "la"] and {r["seed"] for r in rows} == {"0"}
-    assert [int(r["trials"]) for r in rows] == [2, 1, 4]
+    assert [r["method"] for r in rows] == ["autobalance", "ce", "la", "grid_search", "ab_tune_pick"]
+    assert {r["seed"] for r in rows} == {"0"} and [int(r["trials"]) for r in rows] == [2, 1, 4, 5, 7]
     table = (root / "comparison.md").read_text()
-    for method in ("autobalance", "ce", "la"):
+    for method in ("autobalance", "ce", "la", "**grid_search**", "**ab_tune_pick**"):
         assert f"| {method} |" in table
-    assert "Lowest test balanced error" in table and ("AutoBalance beats" in table or "AutoBalance loses" in table
-                                                      or "AutoBalance ties" in table)
+    assert "**AutoBalance against grid_search** (test balanced error): AutoBalance " in table
+    assert "Against the best baseline in hindsight, **" in table and "**ab_tune_pick**: " in table
     assert json.loads(rows[2]["hyperparameters"]).keys() == {"loss_params.tau"}
 
 
@@ -61,6 +61,8 @@ def test_every_method_shares_the_split_and_selects_on_validation(comparison):
     summary, _ = comparison
     counts = set()
     for record in summary["records"]:
+        if record["method"] in ("grid_search", "ab_tune_pick"):
+            continue
         experiment_rows = result_rows(summary["result_grids"][(0, record["method"])])
         best = ranked(experiment_rows, "val_balanced_error", "min")[0]
         assert record["selected_trial"] == best["trial_id"] and record["selected_by"] == "val_balanced_error"
@@ -74,6 +76,63 @@ def test_every_method_shares_the_split_and_selects_on_validation(comparison):
         assert record["trial_seconds"] > 0 and record["gpu_seconds"] == 0
         assert math.isclose(record["trial_seconds"], sum(r["metrics"]["time_total_s"] for r in experiment_rows))
     assert len(counts) == 1
+
+
+def test_the_pooled_grid_and_the_pick_select_across_methods_on_validation(comparison):
+    summary, root = comparison
+    rows = {m: result_rows(summary["result_grids"][(0, m)]) for m in ("autobalance", "ce", "la")}
+    record = {r["method"]: r for r in summary["records"]}
+    for pooled, methods in (("grid_search", ("ce", "la")), ("ab_tune_pick", ("autobalance", "ce", "la"))):
+        best = ranked([row for m in methods for row in rows[m]], "val_balanced_error", "min")[0]
+        owner = next(m for m in methods if best in rows[m])
+        assert (record[pooled]["selected_method"], record[pooled]["selected_trial"]) == (owner, best["trial_id"])
+        assert record[pooled]["test_balanced_error"] == best["metrics"]["test_balanced_error"]
+        assert math.isclose(record[pooled]["trial_seconds"], sum(record[m]["trial_seconds"] for m in methods))
+    # the pick's config is written for the seed and for the report
+    assert json.loads((root / "recommended.json").read_text()) == json.loads(
+        (root / "seed0" / "recommended.json").read_text())
+
+
+def test_recommended_json_trains_as_is_with_ab_tune_train(comparison, tmp_path, capsys):
+    summary, root = comparison
+    pick = next(r for r in summary["records"] if r["method"] == "ab_tune_pick")
+    out = tmp_path / "result.json"
+    assert ab_tune.cli.main(["train", "--config", str(root / "recommended.json"), "--output", str(out)]) == 0
+    result = json.loads(out.read_text())
+    # the same trial again: the same data, seed and loss give the same test errors
+    for key in ("test_balanced_error", "test_worst_class_error"):
+        assert math.isclose(result[key], pick[key], abs_tol=1e-9), key
+
+
+def test_a_selection_metric_selects_every_method_and_gives_autobalance_its_fairness_term(ray_local, tmp_path):
+    overrides = ab_tune.cli.parse_assignments(TINY[1::2])
+    summary = compare(dataset="digits", overrides=overrides, methods=["autobalance", "ce"], num_samples=2,
+                      metric="val_worst_class_error", storage=str(tmp_path), name="worst")
+    assert not any(grid.errors for grid in summary["result_grids"].values())
+    ab_rows = result_rows(summary["result_grids"][(0, "autobalance")])
+    assert {row["config"]["fairness"] for row in ab_rows} == {"worst_class"}
+    assert all(0.0 <= row["config"]["fairness_weight"] <= 1.0 for row in ab_rows)
+    assert {r["selected_by"] for r in summary["records"]} == {"val_worst_class_error"}
+    pick = next(r for r in summary["records"] if r["method"] == "ab_tune_pick")
+    every = [row for grid in summary["result_grids"].values() for row in result_rows(grid)]
+    assert pick["selected_trial"] == ranked(every, "val_worst_class_error", "min")[0]["trial_id"]
+    table = (tmp_path / "worst" / "comparison.md").read_text()
+    assert "| method | test worst-class error % |" in table and "(test worst-class error): AutoBalance" in table
+    assert json.loads((tmp_path / "worst" / "settings.json").read_text())["metric"] == "val_worst_class_error"
+
+
+def test_a_fairness_metric_searches_autobalances_blend_weight_unless_it_is_fixed():
+    experiments = load_methods("gmm", ["autobalance", "la"], seed=0, overrides={}, retrain=False,
+                               metric="val_worst_class_error")
+    ab, la = experiments["autobalance"], experiments["la"]
+    assert ab.config["fairness"] == "worst_class" and ab.space["fairness_weight"].values == (0.0, 1.0)
+    assert ab.metric == la.metric == "val_worst_class_error"
+    assert "fairness" not in la.config and "fairness_weight" not in la.space  # a baseline's loss is its own
+    fixed = load_methods("gmm", ["autobalance"], seed=0, overrides={"fairness_weight": 0.3}, retrain=False,
+                         metric="val_worst_class_error")["autobalance"]
+    assert fixed.config["fairness_weight"] == 0.3 and "fairness_weight" not in fixed.space
+    plain = load_methods("gmm", ["autobalance"], seed=0, overrides={}, retrain=False)["autobalance"]
+    assert plain.metric == "val_balanced_error" and "fairness_weight" not in plain.space
 
 
 def test_anytime_curves_accumulate_compute(comparison):
@@ -161,6 +220,9 @@ def test_run_retrain_sets_retrain_for_every_trial(monkeypatch, tmp_path):
     (["--set", "seed=4"], "seed is set by the comparison's seeds"),
     (["--num-samples", "0"], "--num-samples must be a positive integer"),
     (["--first-seed", "-1"], "--first-seed must be an integer >= 0, got --first-seed -1"),
+    (["--metric", "test_balanced_error"], "metric must be a validation metric, one of ['val_objective', "),
+    (["--metric", "val_deo"], "metric 'val_deo' is reported only on data with group labels, but dataset 'digits'"),
+    (["--dataset", "mnist1d", "--metric", "val_worst_group_error"], "metric 'val_worst_group_error' is reported only"),
 ])
 def test_bad_compare_input_exits_2_with_one_line(args, message, tmp_path, capsys, monkeypatch):
     def no_ray(*a, **k):
@@ -183,7 +245,7 @@ def test_an_existing_comparison_is_never_overwritten(tmp_path, capsys):
 def test_a_budget_stops_the_grid_early(ray_local, tmp_path):
     overrides = ab_tune.cli.parse_assignments(TINY[1::2])
     summary = compare(dataset="digits", overrides=overrides, methods=["la"], budget=0.2, storage=str(tmp_path))
-    (record,) = summary["records"]
+    record = next(r for r in summary["records"] if r["method"] == "la")
     assert not summary["result_grids"][(0, "la")].errors
     assert record["budget_stopped"] and record["trials"] < 4  # a full grid is 4 trials
     assert (tmp_path / "compare_digits" / "comparison.csv").is_file()
@@ -221,7 +283,12 @@ def test_resume_reads_finished_runs_back_and_starts_the_missing_methods(comparis
     before = {r["trial_id"] for r in result_rows(summary["result_grids"][(0, "ce")])}
     assert {r["trial_id"] for r in result_rows(resumed["result_grids"][(0, "ce")])} == before
     assert not resumed["result_grids"][(0, "focal")].errors
-    assert [r["trials"] for r in resumed["records"]] == [1, 3]  # focal's grid ran in full
+    assert {r["method"]: r["trials"] for r in resumed["records"]} == {"ce": 1, "focal": 3, "grid_search": 4,
+                                                                       "ab_tune_pick": 4}  # focal's grid ran in full
+    with pytest.raises(ab_tune.ConfigError, match=r"^--resume: comparison 'tiny' was started with "
+                                                  r"metric='val_balanced_error', got metric='val_worst_class_error'"):
+        compare(dataset="digits", overrides=overrides, seeds=1, methods=["ce"], num_samples=2,
+                metric="val_worst_class_error", storage=str(tmp_path), name="tiny", resume=True)
     with pytest.raises(ab_tune.ConfigError, match=r"^--resume: comparison 'tiny' was started with retrain=False, "
                                                   r"got retrain=True"):
         compare(dataset="digits", overrides=overrides, seeds=1, methods=["ce"], num_samples=2, retrain=True,
@@ -240,7 +307,7 @@ def test_fresh_seeds_run_in_their_own_folders_with_their_own_split(comparison, t
     overrides = ab_tune.cli.parse_assignments(TINY[1::2])
     fresh = compare(dataset="digits", overrides=overrides, seeds=1, first_seed=1, methods=["ce"], num_samples=2,
                     storage=str(tmp_path), name="tiny", resume=True)
-    assert [r["seed"] for r in fresh["records"]] == [1] and list(fresh["result_grids"]) == [(1, "ce")]
+    assert {r["seed"] for r in fresh["records"]} == {1} and list(fresh["result_grids"]) == [(1, "ce")]
     [row] = result_rows(fresh["result_grids"][(1, "ce")])
     assert row["config"]["seed"] == 1 and row["config"]["data_seed"] == 1
     assert (tmp_path / "tiny" / "seed1" / "ce").is_dir()
@@ -249,7 +316,7 @@ def test_fresh_seeds_run_in_their_own_folders_with_their_own_split(comparison, t
     assert row["metrics"]["test_balanced_error"] != before["metrics"]["test_balanced_error"]
     # the report has a folder of its own, not the seed's folder of runs
     assert "(1 seed(s), seed 1," in (tmp_path / "tiny" / "seeds1-1" / "comparison.md").read_text()
-    assert sorted(p.name for p in (tmp_path / "tiny" / "seed1").iterdir()) == ["ce"]
+    assert sorted(p.name for p in (tmp_path / "tiny" / "seed1").iterdir()) == ["ce", "recommended.json"]
     assert (tmp_path / "tiny" / "comparison.md").read_text() == (root / "comparison.md").read_text()  # kept
 
 

@@ -282,8 +282,10 @@ def bundled_path(name: str) -> str:
     raise SearchSpaceError(f"the search-space files are not installed next to {package}; give a FILE")
 
 
-def load_experiment(path: str | None = None, overrides: dict | None = None) -> Experiment:
-    """Read and validate a search-space file; ``None`` is the embedded default (digits)."""
+def load_experiment(path: str | None = None, overrides: dict | None = None, searched: dict | None = None) -> Experiment:
+    """Read and validate a search-space file; ``None`` is the embedded default (digits).
+    ``overrides`` fix config keys (a fixed key is no longer searched); ``searched`` adds domains
+    (``{"fairness_weight": {"uniform": [0, 1]}}``) for keys the file neither fixes nor searches."""
     if path is None:
         path = bundled_path(DEFAULT_FILE)
     try:
@@ -304,6 +306,11 @@ def load_experiment(path: str | None = None, overrides: dict | None = None) -> E
                 set_nested(config, key, value)
             except ConfigError as e:
                 raise _fail(path, str(e)) from None
+    if isinstance(data, dict) and searched:
+        data = copy.deepcopy(data)
+        fixed, space = data.get("config") or {}, data.get("space") or {}
+        if isinstance(fixed, dict) and isinstance(space, dict):  # else parse_experiment says what is wrong
+            data["space"] = {**{k: v for k, v in searched.items() if k not in fixed}, **space}
     config = data.get("config") if isinstance(data, dict) else None
     if isinstance(config, dict) and isinstance(config.get("data_root"), str):
         # trials run in their own working directory: resolve against the driver's

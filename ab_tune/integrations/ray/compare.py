@@ -42,16 +42,21 @@ from ab_tune.data import DATASETS as DATASET_SPECS
 from ab_tune.data.registry import EXPERIMENTS
 from ab_tune.errors import ConfigError
 from ab_tune.integrations.ray.experiment import DEFAULT_STORAGE, result_rows, run_experiment
+from ab_tune.names import TEST_OF, VAL_DEO, VAL_WORST_CLASS_ERROR, VAL_WORST_GROUP_ERROR, VALIDATION_METRICS
 from ab_tune.reporting.comparison import (
     AUTOBALANCE,
+    GRID_SEARCH,
+    Run,
     anytime_curve,
     format_comparison,
+    in_completion_order,
     plot_comparison,
-    summarize,
+    seed_records,
     write_comparison_csv,
 )
 from ab_tune.reporting.pareto import front_points, write_front
-from ab_tune.reporting.rows import ranked
+from ab_tune.reporting.rows import best_row
+from ab_tune.search.preflight import check_metrics
 from ab_tune.search.searchspace import Experiment, bundled_path, load_experiment
 
 __all__ = ["compare", "ComputeBudget", "DATASETS", "available_methods", "LOSS_KEYS"]
@@ -67,6 +72,10 @@ LOSS_KEYS = frozenset({"learn", "loss_init", "loss_params", "band_size", "parame
                        "drw_start", "drw_beta", "fairness", "fairness_weight", "hyper_optimizer", "hyper_lr",
                        "hyper_momentum", "hyper_weight_decay", "hyper_start_epoch", "hyper_every", "hyper_train_batches",
                        "hyper_val_batches", "solver", "hessian", "solver_steps", "solver_alpha"})
+# the upper-level objective that fits a selection metric: the fairness term that measures it, blended
+# into the balanced loss by a weight the outer search picks (unless the file or --set fixes the weight)
+FAIRNESS_OF = {VAL_WORST_CLASS_ERROR: "worst_class", VAL_WORST_GROUP_ERROR: "worst_group", VAL_DEO: "deo"}
+FAIRNESS_WEIGHTS = {"uniform": [0.0, 1.0]}
 
 class ComputeBudget:
     """A ``ray.tune.Stopper``: stops the whole run once the trials' summed ``time_this_iter_s``
@@ -121,11 +130,18 @@ def _shared_config(autobalance: Experiment) -> dict:
 
 
 def load_methods(dataset: str, methods: list[str], seed: int, overrides: dict, retrain: bool,
-                 num_samples: int | None = None, autobalance_file: str | None = None) -> dict[str, Experiment]:
+                 num_samples: int | None = None, autobalance_file: str | None = None,
+                 metric: str | None = None) -> dict[str, Experiment]:
     """The experiments of one seed, validated; baselines get the AutoBalance file's shared keys.
-    ``autobalance_file`` replaces the dataset's bundled AutoBalance experiment."""
+    ``autobalance_file`` replaces the dataset's bundled AutoBalance experiment; ``metric`` (a
+    validation metric) is every method's selection metric, and AutoBalance's upper level blends in
+    the fairness term that measures it (``FAIRNESS_OF``)."""
     fixed = {"seed": seed, "data_seed": seed, **({"retrain": True} if retrain else {})}
-    autobalance = load_experiment(autobalance_file or _method_path(AUTOBALANCE, dataset), {**overrides, **fixed})
+    objective, searched = {}, None
+    if metric in FAIRNESS_OF:
+        objective, searched = {"fairness": FAIRNESS_OF[metric]}, {"fairness_weight": FAIRNESS_WEIGHTS}
+    autobalance = load_experiment(autobalance_file or _method_path(AUTOBALANCE, dataset),
+                                  {**objective, **overrides, **fixed}, searched)
     shared = _shared_config(autobalance)
     out = {}
     for method in methods:
@@ -141,6 +157,8 @@ def load_methods(dataset: str, methods: list[str], seed: int, overrides: dict, r
             experiment.cpu, experiment.gpu = autobalance.cpu, autobalance.gpu
         if num_samples is not None and experiment.algorithm != "grid":
             experiment.num_samples = num_samples
+        if metric is not None:
+            experiment.metric, experiment.mode = metric, "min"  # every validation metric is minimized
         out[method] = experiment
     return out
 
@@ -210,10 +228,25 @@ def _resumable(seed_dir: str, method: str, resume: bool) -> bool:
     return True
 
 
+def _first_seed_curves(runs: dict[str, Run], orders: dict[str, dict], metric: str, mode: str):
+    """Each method's anytime curve and the pooled grid's (baselines run one after another, so
+    its trials complete method by method), and the selected row of each method and of the grid."""
+    curves = {m: anytime_curve(run.rows, orders[m], metric, mode, TEST_OF[metric]) for m, run in runs.items()}
+    best_rows = {m: best_row(run.rows, metric, mode) for m, run in runs.items()}
+    baselines = [m for m in runs if m != AUTOBALANCE]
+    if baselines:
+        pooled = [row for m in baselines for row in in_completion_order(runs[m].rows, orders[m])]
+        curves[GRID_SEARCH] = anytime_curve(pooled, {row["trial_id"]: i for i, row in enumerate(pooled)}, metric,
+                                            mode, TEST_OF[metric])
+        best_rows[GRID_SEARCH] = best_row(pooled, metric, mode)
+    return curves, best_rows
+
+
 def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: int = 1, budget: float | None = None,
             retrain: bool = False, methods: list[str] | None = None, storage: str | None = None,
             name: str | None = None, num_samples: int | None = None, address: str | None = None,
-            autobalance_file: str | None = None, resume: bool = False, first_seed: int = 0, out=None) -> dict:
+            autobalance_file: str | None = None, resume: bool = False, first_seed: int = 0, metric: str | None = None,
+            out=None) -> dict:
     """Run every method for seeds first_seed..first_seed+seeds-1 and write comparison.md/.csv and the plots.
 
     ``budget``: trial-seconds per method and seed (``None``: every grid runs fully, AutoBalance
@@ -223,8 +256,13 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
     continues the comparison of that name (see the module's docstring); ``first_seed`` shifts the
     seeds, so that a setting chosen on seeds 0-2 can be confirmed on fresh ones (3-5) whose test
     errors nobody has looked at; their report goes to ``<name>/seeds3-5/`` (``seeds3-3`` for one).
-    Returns ``{"records", "table", "paths", "result_grids", "curves"}``: one record per
-    (method, seed), result grids by (seed, method), the first seed's anytime curves by method.
+    ``metric``: the validation metric every method, the pooled grid and the pick select by
+    (default: the AutoBalance file's); a fairness metric gives AutoBalance's upper level its term.
+    Each seed's folder gets ``recommended.json``, the config of the trial validation selects among
+    every method, which ``ab-tune train --config`` trains as is; the report's folder gets the first
+    seed's. Returns ``{"records", "table", "paths", "result_grids", "curves"}``: one record per
+    (method, seed), ``grid_search`` and ``ab_tune_pick`` included, result grids by (seed, method),
+    the first seed's anytime curves by method.
     """
     out = out or sys.stdout
     overrides = dict(overrides or {})
@@ -250,42 +288,52 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
         raise ConfigError(f"methods must be distinct names from {valid}, got methods={methods}")
     if autobalance_file:  # the file's data is what every method trains on
         dataset = own or dataset
+    if metric is not None:
+        if metric not in VALIDATION_METRICS:
+            raise ConfigError(f"metric must be a validation metric, one of {list(VALIDATION_METRICS)} (the test split "
+                              f"never selects), got metric={metric!r}")
+        check_metrics([metric], dataset)
     name = name or f"compare_{dataset}"
     storage = os.path.abspath(os.path.expanduser(storage or DEFAULT_STORAGE))
     root = os.path.join(storage, name)
     # every file and override is checked before Ray starts
-    experiments = {seed: load_methods(dataset, methods, seed, overrides, retrain, num_samples, autobalance_file)
+    experiments = {seed: load_methods(dataset, methods, seed, overrides, retrain, num_samples, autobalance_file, metric)
                    for seed in seed_list}
+    # across methods (the pooled grid, the pick, anytime curves): the AutoBalance experiment's metric
+    reference = experiments[first_seed][AUTOBALANCE if AUTOBALANCE in methods else methods[0]]
+    metric, mode = reference.metric, reference.mode
     # each seed has its own folder, so seeds are not a setting: a resume may add seeds, or other ones
-    settings = {"dataset": dataset, "overrides": overrides, "retrain": retrain, "budget": budget,
+    settings = {"dataset": dataset, "metric": metric, "overrides": overrides, "retrain": retrain, "budget": budget,
                 "num_samples": num_samples, "methods": {m: _digest(e) for m, e in experiments[first_seed].items()}}
     _start_or_resume(root, name, settings, resume)
     continued = {(seed, method): _resumable(os.path.join(root, f"seed{seed}"), method, resume)
                  for seed in seed_list for method in methods}  # every folder checked before Ray starts
 
-    records, grids, curves, best_rows = [], {}, {}, {}
+    records, grids, curves, best_rows, picks = [], {}, {}, {}, {}
     all_rows = {method: [] for method in methods}  # every seed's trials, for the fairness front
-    # across methods (best baseline, anytime curves): the AutoBalance experiment's metric
-    reference = experiments[first_seed][AUTOBALANCE if AUTOBALANCE in methods else methods[0]]
-    metric, mode = reference.metric, reference.mode
     for seed in seed_list:
+        runs, orders = {}, {}
+        seed_dir = os.path.join(root, f"seed{seed}")
         for method in methods:
             experiment = experiments[seed][method]
             print(f"\n== seed {seed}, {method} ({experiment.source})", file=out, flush=True)
             stopper = _stopper_class()(budget)
-            seed_dir = os.path.join(root, f"seed{seed}")
             grid, _ = run_experiment(experiment, storage=seed_dir, name=method, address=address, out=out,
                                      stopper=stopper, resume=continued[(seed, method)])
             rows = result_rows(grid)
             all_rows[method].extend(rows)
             grids[(seed, method)] = grid
-            records.append(summarize(method, seed, experiment, rows, stopper))
-            if seed == first_seed:
-                curves[method] = anytime_curve(rows, stopper.last_report, metric, mode)
-                ranked_rows = ranked(rows, metric, mode)
-                best_rows[method] = ranked_rows[0] if ranked_rows else None
+            runs[method] = Run(rows, tuple(experiment.space), experiment.gpu, stopper.stop_all())
+            orders[method] = stopper.last_report
+        seed_table, picks[seed] = seed_records(seed, runs, metric, mode)
+        records.extend(seed_table)
+        if picks[seed] is not None:
+            _write_atomically(os.path.join(seed_dir, "recommended.json"), json.dumps(picks[seed]["config"], indent=2))
+        if seed == first_seed:
+            curves, best_rows = _first_seed_curves(runs, orders, metric, mode)
 
-    table = format_comparison(records, methods, seeds)
+    biased = AUTOBALANCE in methods and not reference.config.get("selection_fraction")
+    table = format_comparison(records, methods, seeds, metric, pick_biased=biased)
     # fresh seeds are named in the report, which goes to a folder of its own (seeds3-5; seeds3-3 for
     # one, since seed3/ holds that seed's runs): the first seeds' report is never overwritten
     fresh = which = ""
@@ -301,7 +349,10 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
     with open(paths["table"], "w") as f:
         f.write(header + table + "\n")
     write_comparison_csv(records, paths["csv"])
-    paths.update(plot_comparison(report_dir, curves, best_rows, metric, methods, seed=first_seed))
+    if picks[first_seed] is not None:
+        paths["recommended"] = os.path.join(report_dir, "recommended.json")
+        _write_atomically(paths["recommended"], json.dumps(picks[first_seed]["config"], indent=2))
+    paths.update(plot_comparison(report_dir, curves, best_rows, metric, seed=first_seed))
     points = [point for method in methods
               for point in front_points(method, all_rows[method], list(experiments[first_seed][method].space))]
     paths.update(write_front(points, report_dir, f"{dataset}: accuracy-fairness front, mean over {seeds} seed(s)"

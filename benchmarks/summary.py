@@ -1,0 +1,94 @@
+"""Should I use it? One table of several `ab-tune compare` reports: per dataset, AutoBalance, the
+validation-selected grid (`grid_search`), the pick (`ab_tune_pick`), the best baseline in
+hindsight (chosen on test) and logit adjustment, each selected on validation by the report's
+metric; then seed by seed, who is lower on the headline error.
+
+    python benchmarks/summary.py NAME=REPORT_FOLDER [NAME=REPORT_FOLDER ...]
+
+REPORT_FOLDER holds a `comparison.csv` (``<storage>/compare_mnist1d``, or ``.../seeds12-17`` for
+fresh seeds). Errors are mean ± std over the report's seeds in %; cost is trial-seconds per seed
+as a multiple of one plain cross-entropy trial and of the LA grid. A seed-by-seed difference that
+rounds to 0.00 is a tie; a mean margin inside the spread of the per-seed differences is a tie.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+
+import pandas as pd
+
+from ab_tune.names import TEST_OF, TEST_WORST_CLASS_ERROR
+
+POOLED = ("grid_search", "ab_tune_pick")
+
+
+def _pct(values) -> str:
+    values = [100 * v for v in values]
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.2f}"
+
+
+def _who(diffs: list[float]) -> str:
+    """AutoBalance against another row from the other's error minus AutoBalance's, per seed."""
+    mean = statistics.mean(diffs)
+    spread = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
+    if round(mean, 2) == 0 or abs(mean) <= spread:
+        return f"tie ({mean:+.2f})"
+    return f"{'wins' if mean > 0 else 'loses'} ({mean:+.2f})"
+
+
+def summarize(name: str, table: pd.DataFrame) -> list[str]:
+    headline = TEST_OF[table["selected_by"].iloc[0]]
+    seeds = sorted(table["seed"].unique())
+    rows = {m: t.sort_values("seed") for m, t in table.groupby("method")}
+    baselines = [m for m in rows if m not in ("autobalance", *POOLED)]
+    hindsight = min(baselines, key=lambda m: rows[m][headline].mean())
+    plain = (rows["ce"]["trial_seconds"] / rows["ce"]["trials"]).mean() if "ce" in rows else float("nan")
+    la = rows["la"]["trial_seconds"].sum() if "la" in rows else float("nan")
+    out = [f"**{name}** ({len(seeds)} seeds: {', '.join(str(s) for s in seeds)}; selected by "
+           f"`{table['selected_by'].iloc[0]}`)", "",
+           f"| row | {headline.replace('_', ' ')} % | test worst-class error % | per seed | x one plain trial | x LA grid "
+           "| AutoBalance against it, seed by seed (its error minus AutoBalance's) |",
+           "|---|---|---|---|---|---|---|"]
+    ab = rows.get("autobalance")
+    shown = [("autobalance", "autobalance"), ("grid_search", "grid_search (selected on validation)"),
+             ("ab_tune_pick", "ab_tune_pick (selected on validation)"),
+             (hindsight, f"{hindsight} (best baseline in hindsight, chosen on test)"), ("la", "la")]
+    for method, label in shown:
+        if method not in rows or (method == "la" and hindsight == "la"):
+            continue
+        r = rows[method]
+        seconds = r["trial_seconds"].sum()
+        versus = "-"
+        if ab is not None and method != "autobalance":
+            diffs = [round(100 * (b - a), 2) for a, b in zip(ab[headline], r[headline])]
+            versus = f"{_who(diffs)}: " + ", ".join(f"{d:+.2f}" for d in diffs)
+        out.append(f"| {label} | {_pct(r[headline])} | {_pct(r[TEST_WORST_CLASS_ERROR])} "
+                   f"| {', '.join(f'{100 * v:.2f}' for v in r[headline])} | {seconds / len(r) / plain:.1f}x "
+                   f"| {seconds / la:.2f}x | {versus} |")
+    if "ab_tune_pick" in rows:
+        chose = rows["ab_tune_pick"]["selected_method"].tolist()
+        out += ["", f"The pick chose: {', '.join(f'seed {s} {m}' for s, m in zip(rows['ab_tune_pick']['seed'], chose))}."]
+    return out + [""]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("reports", nargs="+", metavar="NAME=REPORT_FOLDER")
+    args = parser.parse_args(argv)
+    for spec in args.reports:
+        name, _, folder = spec.partition("=")
+        path = os.path.join(folder, "comparison.csv")
+        if not os.path.isfile(path):
+            parser.error(f"{folder} holds no comparison.csv: give the folder of an `ab-tune compare` report")
+        table = pd.read_csv(path)
+        if not set(POOLED) <= set(table["method"]):
+            parser.error(f"{path} has no grid_search or ab_tune_pick rows: re-summarize it with "
+                         "`ab-tune compare ... --resume`")
+        print("\n".join(summarize(name, table)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
