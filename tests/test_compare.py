@@ -135,6 +135,15 @@ def test_a_fairness_metric_searches_autobalances_blend_weight_unless_it_is_fixed
     assert plain.metric == "val_balanced_error" and "fairness_weight" not in plain.space
 
 
+def test_without_metric_every_method_selects_by_the_autobalance_files_metric(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text(open(bundled_path("gmm.yaml")).read().replace("metric: val_balanced_error",
+                                                                  "metric: val_worst_class_error"))
+    experiments = load_methods("gmm", ["autobalance", "la", "ce"], seed=0, overrides={}, retrain=False,
+                               autobalance_file=str(path))
+    assert {e.metric for e in experiments.values()} == {"val_worst_class_error"}
+
+
 def test_anytime_curves_accumulate_compute(comparison):
     summary, _ = comparison
     for method, curve in summary["curves"].items():

@@ -134,8 +134,8 @@ def load_methods(dataset: str, methods: list[str], seed: int, overrides: dict, r
                  metric: str | None = None) -> dict[str, Experiment]:
     """The experiments of one seed, validated; baselines get the AutoBalance file's shared keys.
     ``autobalance_file`` replaces the dataset's bundled AutoBalance experiment; ``metric`` (a
-    validation metric) is every method's selection metric, and AutoBalance's upper level blends in
-    the fairness term that measures it (``FAIRNESS_OF``)."""
+    validation metric; default: the AutoBalance file's) is every method's selection metric, and for
+    a fairness metric AutoBalance's upper level blends in the term that measures it (``FAIRNESS_OF``)."""
     fixed = {"seed": seed, "data_seed": seed, **({"retrain": True} if retrain else {})}
     objective, searched = {}, None
     if metric in FAIRNESS_OF:
@@ -143,6 +143,7 @@ def load_methods(dataset: str, methods: list[str], seed: int, overrides: dict, r
     autobalance = load_experiment(autobalance_file or _method_path(AUTOBALANCE, dataset),
                                   {**objective, **overrides, **fixed}, searched)
     shared = _shared_config(autobalance)
+    metric, mode = (metric, "min") if metric else (autobalance.metric, autobalance.mode)  # validation: minimized
     out = {}
     for method in methods:
         if method == AUTOBALANCE:
@@ -157,8 +158,7 @@ def load_methods(dataset: str, methods: list[str], seed: int, overrides: dict, r
             experiment.cpu, experiment.gpu = autobalance.cpu, autobalance.gpu
         if num_samples is not None and experiment.algorithm != "grid":
             experiment.num_samples = num_samples
-        if metric is not None:
-            experiment.metric, experiment.mode = metric, "min"  # every validation metric is minimized
+        experiment.metric, experiment.mode = metric, mode
         out[method] = experiment
     return out
 
@@ -299,7 +299,7 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
     # every file and override is checked before Ray starts
     experiments = {seed: load_methods(dataset, methods, seed, overrides, retrain, num_samples, autobalance_file, metric)
                    for seed in seed_list}
-    # across methods (the pooled grid, the pick, anytime curves): the AutoBalance experiment's metric
+    # every method, the pooled grid and the pick select by one metric (load_methods)
     reference = experiments[first_seed][AUTOBALANCE if AUTOBALANCE in methods else methods[0]]
     metric, mode = reference.metric, reference.mode
     # each seed has its own folder, so seeds are not a setting: a resume may add seeds, or other ones
