@@ -19,7 +19,8 @@ import sys
 
 import pandas as pd
 
-from ab_tune.names import TEST_OF, TEST_WORST_CLASS_ERROR
+from ab_tune.names import TEST_BALANCED_ERROR, TEST_OF, TEST_WORST_CLASS_ERROR
+from ab_tune.reporting.comparison import TITLES
 
 POOLED = ("grid_search", "ab_tune_pick")
 
@@ -40,6 +41,7 @@ def _who(diffs: list[float]) -> str:
 
 def summarize(name: str, table: pd.DataFrame) -> list[str]:
     headline = TEST_OF[table["selected_by"].iloc[0]]
+    second = TEST_BALANCED_ERROR if headline == TEST_WORST_CLASS_ERROR else TEST_WORST_CLASS_ERROR
     seeds = sorted(table["seed"].unique())
     rows = {m: t.sort_values("seed") for m, t in table.groupby("method")}
     baselines = [m for m in rows if m not in ("autobalance", *POOLED)]
@@ -48,7 +50,7 @@ def summarize(name: str, table: pd.DataFrame) -> list[str]:
     la = rows["la"]["trial_seconds"].sum() if "la" in rows else float("nan")
     out = [f"**{name}** ({len(seeds)} seeds: {', '.join(str(s) for s in seeds)}; selected by "
            f"`{table['selected_by'].iloc[0]}`)", "",
-           f"| row | {headline.replace('_', ' ')} % | test worst-class error % | per seed | x one plain trial | x LA grid "
+           f"| row | {TITLES[headline]} | {TITLES[second]} | per seed | x one plain trial | x LA grid "
            "| AutoBalance against it, seed by seed (its error minus AutoBalance's) |",
            "|---|---|---|---|---|---|---|"]
     ab = rows.get("autobalance")
@@ -64,7 +66,7 @@ def summarize(name: str, table: pd.DataFrame) -> list[str]:
         if ab is not None and method != "autobalance":
             diffs = [round(100 * (b - a), 2) for a, b in zip(ab[headline], r[headline])]
             versus = f"{_who(diffs)}: " + ", ".join(f"{d:+.2f}" for d in diffs)
-        out.append(f"| {label} | {_pct(r[headline])} | {_pct(r[TEST_WORST_CLASS_ERROR])} "
+        out.append(f"| {label} | {_pct(r[headline])} | {_pct(r[second])} "
                    f"| {', '.join(f'{100 * v:.2f}' for v in r[headline])} | {seconds / len(r) / plain:.1f}x "
                    f"| {seconds / la:.2f}x | {versus} |")
     if "ab_tune_pick" in rows:
