@@ -132,6 +132,7 @@ def child_step(spec: dict) -> dict:
     import torch
 
     from ab_tune.core.hypergrad import DivergenceError, implicit_hypergradient
+    from ab_tune.core.linear_solve import make_solver
     from ab_tune.core.loss import ParametricLoss
     from ab_tune.core.models import build_model
     from ab_tune.core.objectives import ValidationObjective
@@ -182,8 +183,8 @@ def child_step(spec: dict) -> dict:
             return objective(model(xv), yv)
 
         def run():
-            grads = implicit_hypergradient(train_loss, val_loss, params, hparams, solver="neumann",
-                                           steps=spec["steps"], alpha=alpha[0])
+            grads = implicit_hypergradient(train_loss, val_loss, params, hparams,
+                                           solver=make_solver("neumann", steps=spec["steps"], alpha=alpha[0]))
             model.train()
             return {"hypergrad_norm": float(sum((g * g).sum() for g in grads) ** 0.5)}
 

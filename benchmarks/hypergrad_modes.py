@@ -21,6 +21,7 @@ import torch
 
 import ab_tune
 from ab_tune.core.hypergrad import implicit_hypergradient
+from ab_tune.core.linear_solve import make_solver
 from ab_tune.core.models import classifier_head
 from ab_tune.training import bilevel
 
@@ -36,8 +37,10 @@ def direction_run(config: dict) -> tuple[dict, dict]:
     seconds = {m: [] for m in MODES}
     original = bilevel.hyper_step
 
-    def measuring(model, train_loss, val_loss, hparams, optimizer, c, auto_step=None):
-        alpha = auto_step.alpha if auto_step is not None and auto_step.alpha else 0.05
+    def measuring(model, train_loss, val_loss, hparams, optimizer, c, solver):
+        # every mode at the trial's last measured step (a fixed one before the first measurement)
+        alpha = getattr(solver, "alpha", None) or 0.05
+        fixed = make_solver(c["solver"], steps=c["solver_steps"], alpha=alpha)
         grads = {}
         for mode in MODES:
             source = classifier_head(model)[1] if mode == "last_layer" else model
@@ -46,8 +49,8 @@ def direction_run(config: dict) -> tuple[dict, dict]:
             try:
                 with bilevel.frozen_buffers(model):
                     grads[mode] = _flat(implicit_hypergradient(
-                        train_loss, val_loss, params, hparams, solver=c["solver"], steps=c["solver_steps"],
-                        alpha=alpha, products="finite_difference" if mode == "finite_difference" else "autograd"))
+                        train_loss, val_loss, params, hparams, solver=fixed,
+                        products="finite_difference" if mode == "finite_difference" else "autograd"))
             except ArithmeticError:
                 grads[mode] = None
             finally:
@@ -58,7 +61,7 @@ def direction_run(config: dict) -> tuple[dict, dict]:
                 if grads[mode] is not None:
                     cosines[mode].append(float(torch.nn.functional.cosine_similarity(grads[mode], grads["exact"],
                                                                                       dim=0)))
-        return original(model, train_loss, val_loss, hparams, optimizer, c, auto_step)
+        return original(model, train_loss, val_loss, hparams, optimizer, c, solver)
 
     bilevel.hyper_step = measuring
     try:

@@ -49,6 +49,9 @@ def exact_ridge_hypergradient(a, x, y, group, xv, yv):
 
 
 def ridge_hypergradient(solver, **options):
+    """``solver``: a ``(matvec, b) -> x``, or a name with its options (``steps``, ``alpha``)."""
+    if isinstance(solver, str):
+        solver = make_solver(solver, **{k: options.pop(k) for k in ("steps", "alpha") if k in options})
     x, y, group, xv, yv, a = _problem()
     w = ridge_optimum(a, x, y, group).requires_grad_(True)
     a = a.clone().requires_grad_(True)
@@ -90,7 +93,7 @@ def test_identity_solver_is_alpha_times_the_validation_gradient():
     w = ridge_optimum(a, x, y, group).requires_grad_(True)
     a = a.clone().requires_grad_(True)
     (h,) = implicit_hypergradient(lambda: ridge_train(w, a, x, y, group), lambda: ridge_val(w, a, xv, yv),
-                                  [w], [a], solver="identity", alpha=0.3)
+                                  [w], [a], solver=make_solver("identity", alpha=0.3))
     v = torch.autograd.grad(ridge_val(w, a, xv, yv), w)[0]
     # d/da of grad_w L_T . u  with u = 0.3 v, by autograd on the explicit gradient formula
     def gw(a_):
@@ -129,7 +132,8 @@ def test_cg_matches_finite_differences_on_logistic_regression():
     w = logistic_optimum(a, x, labels, group).requires_grad_(True)
     a_var = a.clone().requires_grad_(True)
     (h,) = implicit_hypergradient(lambda: logistic_train(w, a_var, x, labels, group),
-                                  lambda: logistic_val(w, xv, labels_v), [w], [a_var], solver="cg", steps=50)
+                                  lambda: logistic_val(w, xv, labels_v), [w], [a_var],
+                                  solver=make_solver("cg", steps=50))
     eps = 1e-5
     fd = torch.zeros_like(a)
     for j in range(len(a)):
@@ -167,7 +171,7 @@ def test_hyperparameter_unused_by_both_losses_gets_a_zero_gradient():
     w = torch.ones(2, requires_grad=True)
     a, unused = torch.zeros(1, requires_grad=True), torch.zeros(3, requires_grad=True)
     hs = implicit_hypergradient(lambda: ((w - a) ** 2).sum(), lambda: (w ** 2).sum(), [w], [a, unused],
-                                solver="cg", steps=5)
+                                solver=make_solver("cg", steps=5))
     assert torch.equal(hs[1], torch.zeros(3))
     # at w = (1, 1): H = 2 I, grad_w L_V = 2 w, and d/da grad_w L_T = -2 per entry, so
     # the hypergradient is 0 - (-2) * sum(H^-1 grad_w L_V) = 2 * 2 = 4
@@ -190,8 +194,8 @@ def test_auto_step_on_a_quadratic_picks_a_convergent_step_and_solves_it():
     fixed step above 2/lambda_max diverges."""
     x, _, group, _, _, a = _problem()
     lam = _lambda_max(a, x, group)
-    step = AutoNeumannStep(iterations=30)
-    many, exact = ridge_hypergradient("neumann", steps=3000, alpha=step)
+    step = AutoNeumannStep(steps=3000, iterations=30)
+    many, exact = ridge_hypergradient(step)
     assert 0 < step.alpha < 2.0 / lam  # within the convergent range
     assert step.alpha == pytest.approx(1.0 / lam, rel=0.05)
     assert torch.linalg.norm(many - exact) / torch.linalg.norm(exact) < 1e-6
@@ -206,10 +210,10 @@ def test_auto_step_measures_again_after_refresh_steps_and_after_a_divergence():
         calls.append(1)
         return [4.0 * v[0]]
 
-    step = AutoNeumannStep(iterations=2, refresh=3)
+    step = AutoNeumannStep("identity", iterations=2, refresh=3)
 
     def solve():  # the identity solver takes the step and no product: only the measurements count
-        step.solve(hvp, [torch.ones(3)], solver="identity", steps=0)
+        step(hvp, [torch.ones(3)])
         return step.alpha
 
     alphas = [solve() for _ in range(4)]
@@ -257,60 +261,67 @@ def test_a_measuring_auto_step_costs_the_power_iteration_alone():
     h = _spd([7.0, 3.0, 1.0, 0.5, 0.1, 0.05])
     hvp, calls = _counting(h)
     b = [torch.linspace(-1.0, 2.0, 6)]
-    step = AutoNeumannStep(iterations=10)
-    x = step.solve(hvp, b, steps=5)[0]
+    step = AutoNeumannStep(steps=5, iterations=10)
+    x = step(hvp, b)[0]
     assert len(calls) == 10  # not 10 + 5: the Neumann terms come from the iterates
     assert torch.allclose(x, neumann(lambda v: [h @ v[0]], b, steps=5, alpha=step.alpha)[0], rtol=1e-10)
-    x = step.solve(hvp, b, steps=5)[0]  # not due: the series' own 5 products
+    x = step(hvp, b)[0]  # not due: the series' own 5 products
     assert len(calls) == 15
     assert torch.allclose(x, neumann(lambda v: [h @ v[0]], b, steps=5, alpha=step.alpha)[0], rtol=1e-12)
-    step.solve(hvp, b, solver="cg", steps=3)  # conjugate gradient takes no step: nothing measured
-    assert len(calls) == 18
+
+
+def test_the_automatic_step_needs_a_solver_that_takes_a_step():
+    with pytest.raises(ValueError, match="the automatic step needs a solver that takes a step, 'neumann' or "
+                                         "'identity', got solver='cg'"):
+        AutoNeumannStep("cg")
 
 
 def test_a_diverged_auto_step_retries_at_half_the_step_with_this_steps_curvature():
     h = torch.diag(torch.tensor([10.0, 1.0]))
     hvp, calls = _counting(h)
     b = [torch.tensor([1.0, 1.0])]
-    step = AutoNeumannStep(iterations=30)
+    step = AutoNeumannStep(steps=5, iterations=30)
     step.load_state_dict({"lambda_max": 1.0, "calls": 1, "scale": 1.0})  # stale: 10x too low
-    x = step.solve(hvp, b, steps=5)[0]
+    x = step(hvp, b)[0]
     assert len(calls) == 1 + 30  # the first term diverged (|1 - 10| > 2), then one measurement
     assert step.scale == 0.5 and step.alpha == pytest.approx(0.05, rel=1e-6)
     assert torch.allclose(x, neumann(lambda v: [h @ v[0]], b, steps=5, alpha=step.alpha)[0], rtol=1e-10)
     # an indefinite Hessian: the measured step (1/6 here) diverges, half of it too, both from the
-    # one measurement's powers; raised, and the next call measures again at a quarter of the step
+    # one measurement's powers; raised, and once told (the tuner skips the step), the next call
+    # measures again at a quarter of the step
     hvp, calls = _counting(torch.diag(torch.tensor([10.0, -10.0])))
-    step = AutoNeumannStep(iterations=30)
+    step = AutoNeumannStep(steps=5, iterations=30)
     with pytest.raises(DivergenceError):
-        step.solve(hvp, [torch.tensor([1.0, 0.5])], steps=5)
-    assert len(calls) == 30 and step.lambda_max is None and step.scale == 0.25 and step.calls == 1
+        step(hvp, [torch.tensor([1.0, 0.5])])
+    assert len(calls) == 30 and step.scale == 0.5 and step.calls == 1
+    step.diverged()
+    assert step.lambda_max is None and step.scale == 0.25
 
 
 def test_the_auto_step_gives_the_same_hypergradient_with_exact_and_finite_difference_products():
     """Ridge's training gradient is linear in w: both product kinds are exact (autograd through the
     powers at the measuring call, finite differences always through the iterated series), at the
     step measured."""
-    exact_step, fd_step = AutoNeumannStep(), AutoNeumannStep()
+    exact_step, fd_step = AutoNeumannStep(), AutoNeumannStep(reuse_powers=False)
     for call in range(2):
-        h_exact, _ = ridge_hypergradient("neumann", steps=5, alpha=exact_step)
-        h_fd, _ = ridge_hypergradient("neumann", steps=5, alpha=fd_step, products="finite_difference")
+        h_exact, _ = ridge_hypergradient(exact_step)
+        h_fd, _ = ridge_hypergradient(fd_step, products="finite_difference")
         fixed, _ = ridge_hypergradient("neumann", steps=5, alpha=exact_step.alpha)
         assert fd_step.alpha == pytest.approx(exact_step.alpha, rel=1e-6)
         assert torch.allclose(h_exact, fixed, rtol=1e-9) and torch.allclose(h_fd, fixed, rtol=1e-6)
         assert exact_step.calls == fd_step.calls == call + 1
 
 
-def test_a_callable_step_is_called_with_the_products():
-    seen = []
+def test_any_solver_of_matvec_and_b_plugs_in():
+    """The seam is ``solver(matvec, b) -> x``: a dense solver that builds H column by column from the
+    products and calls torch.linalg.solve gives the ridge closed form."""
+    def dense(matvec, b):
+        (n,) = b[0].shape
+        h = torch.stack([matvec([torch.eye(n, dtype=b[0].dtype)[i]])[0] for i in range(n)], dim=1)
+        return (torch.linalg.solve(h, b[0]),)
 
-    def alpha(hvp, v):
-        seen.append(hvp(v))
-        return 0.01
-
-    h, _ = ridge_hypergradient("neumann", steps=5, alpha=alpha)
-    fixed, _ = ridge_hypergradient("neumann", steps=5, alpha=0.01)
-    assert len(seen) == 1 and torch.equal(h, fixed)
+    h, exact = ridge_hypergradient(dense)
+    assert torch.linalg.norm(h - exact) / torch.linalg.norm(exact) < 1e-10
 
 
 # --- finite-difference products ------------------------------------------------------------
@@ -329,7 +340,7 @@ def test_finite_difference_products_agree_with_autograd_on_logistic_regression()
     for products in ("autograd", "finite_difference"):
         (results[products],) = implicit_hypergradient(
             lambda: logistic_train(w, a_var, x, labels, group), lambda: logistic_val(w, xv, labels_v),
-            [w], [a_var], solver="cg", steps=50, products=products, radius=1e-4)
+            [w], [a_var], solver=make_solver("cg", steps=50), products=products, radius=1e-4)
     exact, fd = results["autograd"], results["finite_difference"]
     assert torch.linalg.norm(fd - exact) / torch.linalg.norm(exact) < 1e-5
     assert torch.equal(w, logistic_optimum(a, x, labels, group))  # the weights are restored exactly

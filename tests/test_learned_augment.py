@@ -8,6 +8,7 @@ from torch.func import functional_call
 
 from ab_tune.core.hypergrad import implicit_hypergradient
 from ab_tune.core.learned_augment import KINDS, LearnedAugmentation, affine_warp, build_learned_augmentation
+from ab_tune.core.linear_solve import make_solver
 
 
 @pytest.fixture(autouse=True)
@@ -159,7 +160,8 @@ def test_implicit_hypergradient_matches_the_closed_form():
     def val_loss():
         return 0.5 * ((xv @ w - tv) ** 2).sum()
 
-    (hypergrad,) = implicit_hypergradient(train_loss, val_loss, [w], aug.hparameters(), solver="cg", steps=2 * d)
+    (hypergrad,) = implicit_hypergradient(train_loss, val_loss, [w], aug.hparameters(),
+                                          solver=make_solver("cg", steps=2 * d))
 
     c, h = aug.correction.detach()[:, 0], 1e-5
     finite_difference = torch.stack([

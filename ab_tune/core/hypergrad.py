@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ab_tune.core.linear_solve import DivergenceError, make_solver, neumann_from_powers
+from ab_tune.core.linear_solve import DivergenceError, MatVec, Solver, Vector, make_solver, neumann, neumann_from_powers
 
 __all__ = ["implicit_hypergradient", "DivergenceError", "top_eigenvalue", "power_iteration", "AutoNeumannStep"]
 
@@ -31,9 +31,7 @@ def implicit_hypergradient(
     params: Sequence[torch.Tensor],
     hparams: Sequence[torch.Tensor],
     *,
-    solver: str = "neumann",
-    steps: int = 5,
-    alpha: float | AutoNeumannStep | Callable = 1.0,
+    solver: Solver = neumann,
     products: str = "autograd",
     radius: float = 0.01,
 ) -> list[torch.Tensor]:
@@ -44,11 +42,8 @@ def implicit_hypergradient(
             ``params`` (and possibly ``hparams``).
         params: the lower-level weights, at (approximately) a minimum of ``train_loss``.
         hparams: the upper-level parameters.
-        solver: "neumann", "cg" or "identity" for H^-1 v.
-        steps, alpha: number of Hessian-vector products, and the Neumann step / identity scale;
-            ``alpha`` may be an ``AutoNeumannStep``, which measures the curvature on this step's
-            own Hessian, solves at the step it gives and retries a diverged solve at half of it,
-            or any callable ``alpha(hessian_vector_product, v) -> float``.
+        solver: ``solver(matvec, b) -> x`` ~= H^-1 b (linear_solve.py: ``make_solver("cg", steps=20)``,
+            or an ``AutoNeumannStep``, which takes its step from this Hessian's curvature).
         products: "autograd" (exact: double backward through one graph of grad_w L_T) or
             "finite_difference" (central differences of grad L_T at w +- eps u, eps = radius / |u|,
             as Betty's DARTS/SAMA hypergradients: two gradient evaluations per product and no
@@ -56,7 +51,7 @@ def implicit_hypergradient(
             (the same batches and augmentations).
 
     Raises:
-        DivergenceError: the solver diverged or produced non-finite values.
+        DivergenceError: the solver diverged, or the solution or hypergradient is not finite.
     """
     params, hparams = list(params), list(hparams)
 
@@ -65,7 +60,7 @@ def implicit_hypergradient(
     v, direct = val_grads[: len(params)], val_grads[len(params):]
 
     if products == "finite_difference":
-        return _finite_difference_hypergradient(train_loss, params, hparams, v, direct, solver, steps, alpha, radius)
+        return _finite_difference_hypergradient(train_loss, params, hparams, v, direct, solver, radius)
     if products != "autograd":
         raise ValueError(f"products must be one of ['autograd', 'finite_difference'], got products={products!r}")
 
@@ -78,20 +73,20 @@ def implicit_hypergradient(
         # a gradient that depends on no weight (a constant) contributes a zero block of H
         return _grads(outputs, params, grad_outputs=_select(vector, params, linked), retain_graph=True)
 
-    x = _solve(hessian_vector_product, v, solver, steps, alpha) if outputs else tuple(torch.zeros_like(p) for p in params)
-    if not all(torch.isfinite(t).all() for t in x):
-        _diverged(alpha, "the inverse-Hessian-vector product is not finite")
-    if outputs:
-        mixed = _grads(outputs, hparams, grad_outputs=_select(x, params, linked))
-    else:
-        mixed = tuple(torch.zeros_like(h) for h in hparams)
-    hypergrads = [d - m for d, m in zip(direct, mixed)]
-    if not all(torch.isfinite(h).all() for h in hypergrads):
-        _diverged(alpha, "the hypergradient is not finite")
-    return hypergrads
+    if not outputs:  # the training loss's gradient depends on no weight: no implicit term
+        return _finite(list(direct), "the hypergradient")
+    x = _finite(solver(hessian_vector_product, v), "the inverse-Hessian-vector product")
+    mixed = _grads(outputs, hparams, grad_outputs=_select(x, params, linked))
+    return _finite([d - m for d, m in zip(direct, mixed)], "the hypergradient")
 
 
-def _finite_difference_hypergradient(train_loss, params, hparams, v, direct, solver, steps, alpha, radius):
+def _finite(tensors, what: str):
+    if not all(torch.isfinite(t).all() for t in tensors):
+        raise DivergenceError(f"{what} is not finite")
+    return tensors
+
+
+def _finite_difference_hypergradient(train_loss, params, hparams, v, direct, solver, radius):
     """The implicit hypergradient with Hessian-vector and mixed products by central differences of
     the training gradient (no second-order graph)."""
     def gradients_at(vector, scale):
@@ -118,30 +113,9 @@ def _finite_difference_hypergradient(train_loss, params, hparams, v, direct, sol
     def hessian_vector_product(vector):
         return tuple(central_difference(vector)[: len(params)])
 
-    x = _solve(hessian_vector_product, v, solver, steps, alpha, exact_products=False)
-    if not all(torch.isfinite(t).all() for t in x):
-        _diverged(alpha, "the inverse-Hessian-vector product is not finite")
+    x = _finite(solver(hessian_vector_product, v), "the inverse-Hessian-vector product")
     mixed = central_difference(x)[len(params):]
-    hypergrads = [d - m for d, m in zip(direct, mixed)]
-    if not all(torch.isfinite(h).all() for h in hypergrads):
-        _diverged(alpha, "the hypergradient is not finite")
-    return hypergrads
-
-
-def _solve(hessian_vector_product, v, solver, steps, alpha, exact_products=True):
-    """H^-1 v at a fixed step, at the automatic one, or at the step a callable ``alpha(hvp, v)`` gives."""
-    if isinstance(alpha, AutoNeumannStep):
-        return alpha.solve(hessian_vector_product, v, solver=solver, steps=steps, reuse_powers=exact_products)
-    if callable(alpha):
-        alpha = alpha(hessian_vector_product, v)
-    return make_solver(solver, steps=steps, alpha=alpha)(hessian_vector_product, v)
-
-
-def _diverged(alpha, message: str):
-    """Raise DivergenceError; the automatic step measures again, at half the step, next time."""
-    if isinstance(alpha, AutoNeumannStep):
-        alpha.diverged()
-    raise DivergenceError(message)
+    return _finite([d - m for d, m in zip(direct, mixed)], "the hypergradient")
 
 
 def _select(vector, params, linked):
@@ -183,25 +157,34 @@ def power_iteration(hessian_vector_product: Callable, start: Sequence[torch.Tens
 
 
 class AutoNeumannStep:
-    """The Neumann step from the curvature: alpha = scale / lambda_max of the training loss's Hessian.
+    """A solver ``(matvec, b) -> x`` whose Neumann step comes from the curvature: alpha = scale /
+    lambda_max of the training loss's Hessian.
 
     The Neumann series converges when 0 < alpha * lambda < 2 for every eigenvalue lambda of H;
     alpha = 1 / lambda_max puts the top one at 1, the middle of that range, so an estimate up to
     2x too low still converges. lambda_max comes from ``iterations`` power-iteration products on
-    the hyper step's own Hessian (started from grad_w L_V, no randomness), at the first hyper
-    step, every ``refresh`` steps after it (the curvature moves as training goes on), and again
-    right after a step whose solve diverged. A solve diverges when the estimate is stale or low,
-    or when a negative eigenvalue (a non-convex region) grows its term by (1 + alpha |lambda|) per
-    product, so each divergence also halves ``scale`` (which damps both); a scheduled refresh
-    restores scale 1.
+    the hyper step's own Hessian (started from grad_w L_V, no randomness), at the first call,
+    every ``refresh`` calls after it (the curvature moves as training goes on), and again after a
+    step that diverged (``diverged()``, which its owner calls for any skipped step). A solve
+    diverges when the estimate is stale or low, or when a negative eigenvalue (a non-convex
+    region) grows its term by (1 + alpha |lambda|) per product, so each divergence also halves
+    ``scale`` (which damps both); a scheduled refresh restores scale 1.
 
     The power iteration starts from the vector the Neumann series expands, so its iterates are
-    the series' Krylov vectors v, Hv, ..., H^steps v: ``solve`` combines the terms from them and a
-    step that measures costs ``iterations`` products, not ``iterations + steps``.
+    the series' Krylov vectors v, Hv, ..., H^steps v: a call that measures combines the terms from
+    them and costs ``iterations`` products, not ``iterations + steps``. ``reuse_powers=False``
+    always iterates the series: for products that are linear in the vector only approximately
+    (finite differences), whose error the recombination amplifies. ``solver`` is the series
+    ("neumann") or its zero-term cut ("identity", H^-1 ~= alpha I).
     """
 
-    def __init__(self, iterations: int = 10, refresh: int = 10):
-        self.iterations, self.refresh = iterations, refresh
+    def __init__(self, solver: str = "neumann", steps: int = 5, *, iterations: int = 10, refresh: int = 10,
+                 reuse_powers: bool = True):
+        if solver not in ("neumann", "identity"):
+            raise ValueError(f"the automatic step needs a solver that takes a step, 'neumann' or 'identity', "
+                             f"got solver={solver!r}")
+        self.solver, self.steps, self.iterations, self.refresh = solver, steps, iterations, refresh
+        self.keep = steps if reuse_powers and solver == "neumann" and steps <= iterations else 0
         self.lambda_max: float | None = None
         self.calls = 0
         self.scale = 1.0
@@ -210,50 +193,43 @@ class AutoNeumannStep:
     def alpha(self) -> float | None:
         return None if self.lambda_max is None else self.scale / self.lambda_max
 
-    def solve(self, hessian_vector_product: Callable, v: Sequence[torch.Tensor], *, solver: str = "neumann",
-              steps: int = 5, reuse_powers: bool = True) -> tuple[torch.Tensor, ...]:
-        """H^-1 v by ``solver`` at this call's step. A solve that diverges is retried once at half
-        the step, from this call's curvature (measured now if the estimate was older; from the
-        powers already computed if not); a second divergence raises DivergenceError, and the
-        next call measures again. Conjugate gradient takes no step, so nothing is measured.
-        ``reuse_powers=False`` always iterates the series: for products that are linear in the
-        vector only approximately (finite differences), whose error the recombination amplifies."""
-        if solver == "cg":
-            return make_solver(solver, steps=steps)(hessian_vector_product, v)
-        keep = steps if reuse_powers and solver == "neumann" and steps <= self.iterations else 0
-        powers = self._next_call(hessian_vector_product, v, keep)
+    def __call__(self, matvec: MatVec, b: Vector) -> tuple[torch.Tensor, ...]:
+        """H^-1 b at this call's step. A solve that diverges is retried once at half the step, from
+        this call's curvature (measured now if the estimate was older; from the powers already
+        computed if not); a second divergence raises DivergenceError."""
+        powers = self._next_call(matvec, b)
         for attempt in (1, 2):
             try:
-                if keep and powers is not None and len(powers) > steps:
-                    return neumann_from_powers(powers, steps=steps, alpha=self.alpha)
-                return make_solver(solver, steps=steps, alpha=self.alpha)(hessian_vector_product, v)
+                if self.keep and powers is not None and len(powers) > self.steps:
+                    return neumann_from_powers(powers, steps=self.steps, alpha=self.alpha)
+                return make_solver(self.solver, steps=self.steps, alpha=self.alpha)(matvec, b)
             except DivergenceError:
                 if attempt == 2:
-                    self.diverged()
                     raise
                 self.scale *= 0.5
                 if powers is None:  # the estimate was an older step's: measure this one's
-                    powers = self._measure(hessian_vector_product, v, keep)
+                    powers = self._measure(matvec, b)
 
-    def _next_call(self, hessian_vector_product, v, keep: int = 0):
+    def _next_call(self, matvec, b):
         """Measure when due; the powers of this call's measurement, None when it measured nothing."""
         scheduled = self.calls % self.refresh == 0
         powers = None
         if self.lambda_max is None or scheduled:
-            powers = self._measure(hessian_vector_product, v, keep)
+            powers = self._measure(matvec, b)
             if scheduled:
                 self.scale = 1.0
         self.calls += 1
         return powers
 
-    def _measure(self, hessian_vector_product, v, keep: int):
-        estimate, powers = power_iteration(hessian_vector_product, v, self.iterations, keep)
+    def _measure(self, matvec, b):
+        estimate, powers = power_iteration(matvec, b, self.iterations, self.keep)
         estimate = abs(estimate)
         self.lambda_max = estimate if estimate > 0 else 1.0  # a flat Hessian: any step converges
         return powers
 
     def diverged(self) -> None:
-        """The last solve diverged: measure again at the next call, with half the step."""
+        """The last step was skipped (its solve or hypergradient diverged): measure again at the
+        next call, with half the step."""
         self.lambda_max = None
         self.scale *= 0.5
 
@@ -261,5 +237,4 @@ class AutoNeumannStep:
         return {"lambda_max": self.lambda_max, "calls": self.calls, "scale": self.scale}
 
     def load_state_dict(self, state: dict) -> None:
-        self.lambda_max, self.calls = state["lambda_max"], state["calls"]
-        self.scale = state.get("scale", 1.0)  # checkpoints written before the scale existed
+        self.lambda_max, self.calls, self.scale = state["lambda_max"], state["calls"], state["scale"]

@@ -1,7 +1,8 @@
 """Linear solvers for ``H x = b`` that only touch H through products ``matvec(v) = H v``.
 
 Vectors are tuples of tensors (one per model parameter), so no dense Hessian is ever
-formed. Each solver is ``solve(matvec, b) -> x``; ``make_solver(name, **options)`` builds one.
+formed. A solver is one thing, ``solve(matvec, b) -> x`` (as TorchOpt's linear_solve); each function
+below is one with its options as keywords, and ``make_solver(name, steps=, alpha=)`` binds them.
 """
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from functools import partial
 
 import torch
 
-__all__ = ["SOLVERS", "DivergenceError", "make_solver", "neumann", "neumann_from_powers", "conjugate_gradient",
-           "identity"]
+__all__ = ["SOLVERS", "Solver", "DivergenceError", "make_solver", "neumann", "neumann_from_powers",
+           "conjugate_gradient", "identity"]
 
 Vector = Sequence[torch.Tensor]
 MatVec = Callable[[Vector], Vector]
+Solver = Callable[[MatVec, Vector], tuple[torch.Tensor, ...]]
 
 
 class DivergenceError(ArithmeticError):
@@ -87,12 +89,11 @@ def _check_term(j: int, size: float, limit: float, growth_limit: float, alpha: f
         )
 
 
-def conjugate_gradient(matvec: MatVec, b: Vector, *, steps: int = 5, tol: float = 1e-10,
-                       alpha: float | None = None) -> tuple[torch.Tensor, ...]:
+def conjugate_gradient(matvec: MatVec, b: Vector, *, steps: int = 5, tol: float = 1e-10) -> tuple[torch.Tensor, ...]:
     """Conjugate gradient from x0 = 0; stops after ``steps`` products or at |r| <= tol |b|.
 
     Needs a symmetric positive definite H; non-positive curvature along a search direction
-    (a saddle or maximum of the training loss) raises DivergenceError. ``alpha`` is unused.
+    (a saddle or maximum of the training loss) raises DivergenceError. It takes no step size.
     """
     x = tuple(torch.zeros_like(t) for t in b)
     r = tuple(b)
@@ -117,15 +118,21 @@ def conjugate_gradient(matvec: MatVec, b: Vector, *, steps: int = 5, tol: float 
     return x
 
 
-def identity(matvec: MatVec, b: Vector, *, alpha: float = 1.0, steps: int = 0) -> tuple[torch.Tensor, ...]:
+def identity(matvec: MatVec, b: Vector, *, alpha: float = 1.0) -> tuple[torch.Tensor, ...]:
     """H^-1 ~= alpha * I: the one-step (zero Neumann terms) approximation; no products with H."""
     return tuple(alpha * t for t in b)
 
 
-SOLVERS = {"neumann": neumann, "cg": conjugate_gradient, "identity": identity}
+SOLVERS = ("neumann", "cg", "identity")
 
 
-def make_solver(name: str, **options) -> Callable[[MatVec, Vector], tuple[torch.Tensor, ...]]:
-    if name not in SOLVERS:
-        raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got solver={name!r}")
-    return partial(SOLVERS[name], **options)
+def make_solver(name: str, *, steps: int = 5, alpha: float = 1.0) -> Solver:
+    """The solver ``name`` with its options bound: neumann takes ``steps`` products at step ``alpha``,
+    cg ``steps`` products (it needs no step), identity none (H^-1 ~= alpha I)."""
+    if name == "neumann":
+        return partial(neumann, steps=steps, alpha=alpha)
+    if name == "cg":
+        return partial(conjugate_gradient, steps=steps)
+    if name == "identity":
+        return partial(identity, alpha=alpha)
+    raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got solver={name!r}")

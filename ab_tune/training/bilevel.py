@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 import torch
 
-from ab_tune.core.hypergrad import AutoNeumannStep, DivergenceError, implicit_hypergradient
+from ab_tune.core.hypergrad import DivergenceError, implicit_hypergradient
+from ab_tune.core.linear_solve import Solver
 from ab_tune.core.models import classifier_head
 from ab_tune.training.components import DeviceSplit
 
@@ -54,12 +55,12 @@ def graph_free_backbone(model: torch.nn.Module, head: torch.nn.Module, keep=()):
 
 def hyper_step(model: torch.nn.Module, train_loss: Callable[[], torch.Tensor], val_loss: Callable[[], torch.Tensor],
                hparams: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer, config: dict,
-               auto_step: AutoNeumannStep | None = None) -> bool:
+               solver: Solver) -> bool:
     """One upper-level step; True when applied, False when skipped because the solve diverged.
 
     ``train_loss`` puts the model in training mode itself, ``val_loss`` in evaluation mode;
     the model is back in training mode afterwards, its BatchNorm statistics untouched.
-    ``auto_step`` sets the Neumann step from the curvature when ``solver_alpha`` is ``auto``.
+    ``solver(matvec, b)`` gives H^-1 b (the tuner's, ``make_hyper_solver``).
     """
     # last_layer: the implicit system on the classifier head only, the backbone's features computed
     # without a graph, so no product or forward pass of the hyper step records the backbone
@@ -70,9 +71,7 @@ def hyper_step(model: torch.nn.Module, train_loss: Callable[[], torch.Tensor], v
     # a diverged solve is skipped; the automatic step has retried it once at half the step first
     try:
         with frozen_buffers(model), backbone:
-            grads = implicit_hypergradient(train_loss, val_loss, params, hparams, solver=config["solver"],
-                                           steps=config["solver_steps"],
-                                           alpha=auto_step if auto_step is not None else config["solver_alpha"],
+            grads = implicit_hypergradient(train_loss, val_loss, params, hparams, solver=solver,
                                            products="finite_difference" if config["hessian"] == "finite_difference"
                                            else "autograd")
     except DivergenceError:

@@ -21,6 +21,7 @@ import torch
 
 from ab_tune.config import resolve_config
 from ab_tune.core.hypergrad import AutoNeumannStep
+from ab_tune.core.linear_solve import make_solver
 from ab_tune.core.objectives import ValidationObjective
 from ab_tune.training import bilevel
 from ab_tune.training.components import make_hyper_optimizer, make_loss
@@ -77,7 +78,13 @@ class LossTuner:
         self.model, self.loss, self.objective, self.config, self.hparams = model, loss, objective, config, hparams
         self.device = next(model.parameters()).device
         self.optimizer = make_hyper_optimizer(config, hparams)
-        self.auto_step = AutoNeumannStep() if config["solver_alpha"] == "auto" else None
+        # every hyper step's solver: at the automatic step (a solver with state, checkpointed and told
+        # of skipped steps) or at a fixed one; conjugate gradient takes no step
+        automatic = config["solver_alpha"] == "auto" and config["solver"] != "cg"
+        self.auto_step = AutoNeumannStep(config["solver"], config["solver_steps"],
+                                         reuse_powers=config["hessian"] != "finite_difference") if automatic else None
+        self.solver = self.auto_step or make_solver(config["solver"], steps=config["solver_steps"],
+                                                    alpha=1.0 if config["solver_alpha"] == "auto" else config["solver_alpha"])
         self.calls = 0
         self.hyper_steps = 0  # applied
         self.skipped_hyper_steps = 0
@@ -116,11 +123,13 @@ class LossTuner:
         """One hyper step now, on your closures: ``train_loss()`` (model in training mode) and
         ``val_loss()`` (evaluation mode); True when applied, False when its solve diverged."""
         applied = bilevel.hyper_step(self.model, train_loss, val_loss, self.hparams, self.optimizer, self.config,
-                                     self.auto_step)
+                                     self.solver)
         if applied:
             self.hyper_steps += 1
         else:
             self.skipped_hyper_steps += 1  # a diverged solve is skipped, never applied
+            if self.auto_step is not None:
+                self.auto_step.diverged()  # measure again, at half the step
         return applied
 
     def freeze(self) -> None:

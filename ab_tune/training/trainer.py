@@ -321,7 +321,8 @@ class Trainer:
         """More than 10% of the hyper steps skipped: the learned loss barely moved; say what to change."""
         total = self.hyper_steps + self.skipped_hyper_steps
         if total and self.skipped_hyper_steps > 0.1 * total:
-            advice = ("use solver_alpha: auto (the step from the measured curvature)" if self.auto_step is None
+            fixed_step = self.config["solver_alpha"] != "auto" and self.config["solver"] != "cg"
+            advice = ("use solver_alpha: auto (the step from the measured curvature)" if fixed_step
                       else "the training loss's Hessian is far from positive definite at those steps: start "
                            "hyper steps later (hyper_start_epoch) or lower lr")
             warnings.warn(f"{self.skipped_hyper_steps} of {total} hyper steps were skipped because the "
