@@ -162,6 +162,9 @@ OPTIONS: dict[str, Option] = {
                       "last_layer (the implicit system on the classifier head only) or finite_difference "
                       "(central differences of the training gradient, as Betty's DARTS/SAMA)"),
     "solver_steps": Option(5, *NON_NEGATIVE_INT, "Hessian-vector products per hyper step"),
+    "warm_start": Option(False, "true or false", _is_bool,
+                         "start each hyper step's solve from the last one's solution (neumann or cg): one "
+                         "Hessian-vector product more per step; with solver_steps 0, one product per step"),
     "solver_alpha": Option("auto", "'auto' or a number > 0", lambda v: v == "auto" or _number(0, low_open=True)(v),
                            "Neumann step size, below 2 / lambda_max of the training loss's Hessian; auto: "
                            "1 / lambda_max by power iteration at the first hyper step and every 10 after (whose iterates "
@@ -239,6 +242,7 @@ def resolve_config(config: dict, *, user_data: bool = False) -> dict:
     if resolved["model"] == "auto" and spec is not None and spec.model:
         resolved["model"] = spec.model  # the dataset's own network (MNIST-1D's 1D CNN)
     _check_loss(resolved)
+    _check_solver(resolved)
     _check_augmentation(resolved)
     _scale_schedule(resolved)
     return resolved
@@ -274,6 +278,12 @@ def _check_loss(c: dict) -> None:
     if c["parametrization"] == "frequency" and c["band_size"] != 1:
         raise ConfigError(f"band_size must be 1 with parametrization 'frequency' (one coefficient serves every "
                           f"class already), got band_size={c['band_size']!r}")
+
+
+def _check_solver(c: dict) -> None:
+    if c["warm_start"] and c["solver"] == "identity":
+        raise ConfigError("warm_start=True needs a solver that iterates from a start, 'neumann' or 'cg', got "
+                          "solver='identity'")
 
 
 def _check_augmentation(c: dict) -> None:

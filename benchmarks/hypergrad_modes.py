@@ -4,9 +4,11 @@
     python benchmarks/hypergrad_modes.py --dataset mnist1d --seeds 3
 
 1. Direction: one exact-mode trial (the dataset's defaults, Delta and iota learned from CE); at every
-   hyper step, on the same batches and augmentations, the hypergradient of each mode
-   (``hessian: exact | last_layer | finite_difference``) is also computed, and its cosine
-   similarity to the exact one recorded (the trial follows the exact steps).
+   hyper step, on the same batches and augmentations, the hypergradient of each variant
+   (``hessian: exact | last_layer | finite_difference``, and the exact one warm-started: each step's
+   solve from the last step's solution, ``warm_start: true``, with the default 5 products or with
+   ``solver_steps: 0``, one) is also computed, and its cosine similarity to the exact one recorded
+   (the trial follows the exact steps; a warm variant keeps its own solution from step to step).
 2. End quality: a full trial per mode and seed; test balanced error and hyper steps applied.
 3. Time: seconds per hyper step of each mode (median over the direction run's steps).
 Prints Markdown tables.
@@ -21,45 +23,57 @@ import torch
 
 import ab_tune
 from ab_tune.core.hypergrad import implicit_hypergradient
-from ab_tune.core.linear_solve import make_solver
-from ab_tune.core.models import classifier_head
+from ab_tune.core.linear_solve import WarmStart, make_solver
 from ab_tune.training import bilevel
 
-MODES = ("exact", "last_layer", "finite_difference")
+# each variant is the config keys it changes; "exact" is the reference
+VARIANTS = {
+    "exact": {},
+    "last_layer": {"hessian": "last_layer"},
+    "finite_difference": {"hessian": "finite_difference"},
+    "warm_start": {"warm_start": True},  # exact products, each solve from the last step's solution
+    "warm_start_1_product": {"warm_start": True, "solver_steps": 0},
+    "exact_50_products": {"solver_steps": 50},  # the series run 10x further: nearer H^-1 v
+}
 
 
 def _flat(grads) -> torch.Tensor:
     return torch.cat([g.flatten() for g in grads])
 
 
-def direction_run(config: dict) -> tuple[dict, dict]:
-    cosines = {m: [] for m in MODES[1:]}
-    seconds = {m: [] for m in MODES}
+def direction_run(config: dict, variants: dict, reference: str = "exact") -> tuple[dict, dict]:
+    cosines = {m: [] for m in variants if m != reference}
+    seconds = {m: [] for m in variants}
+    warm = {m: WarmStart(None) for m, keys in variants.items() if keys.get("warm_start")}  # kept across steps
     original = bilevel.hyper_step
 
     def measuring(model, train_loss, val_loss, hparams, optimizer, c, solver):
-        # every mode at the trial's last measured step (a fixed one before the first measurement)
+        # every variant at the trial's last measured step (a fixed one before the first measurement)
         alpha = getattr(solver, "alpha", None) or 0.05
-        fixed = make_solver(c["solver"], steps=c["solver_steps"], alpha=alpha)
         grads = {}
-        for mode in MODES:
-            source = classifier_head(model)[1] if mode == "last_layer" else model
-            params = [p for p in source.parameters() if p.requires_grad]
+        for name, keys in variants.items():
+            v = {**c, **keys}
+            _, params = bilevel.implicit_weights(model, v)
+            fixed = make_solver(v["solver"], steps=v["solver_steps"], alpha=alpha)
+            if name in warm:
+                warm[name].solver = fixed
             started = time.perf_counter()
             try:
                 with bilevel.frozen_buffers(model):
-                    grads[mode] = _flat(implicit_hypergradient(
-                        train_loss, val_loss, params, hparams, solver=fixed,
-                        products="finite_difference" if mode == "finite_difference" else "autograd"))
+                    grads[name] = _flat(implicit_hypergradient(
+                        train_loss, val_loss, params, hparams, solver=warm.get(name, fixed),
+                        products="finite_difference" if v["hessian"] == "finite_difference" else "autograd"))
             except ArithmeticError:
-                grads[mode] = None
+                grads[name] = None
+                if name in warm:
+                    warm[name].reset()
             finally:
                 model.train()
-            seconds[mode].append(time.perf_counter() - started)
-        if grads["exact"] is not None:
-            for mode in MODES[1:]:
-                if grads[mode] is not None:
-                    cosines[mode].append(float(torch.nn.functional.cosine_similarity(grads[mode], grads["exact"],
+            seconds[name].append(time.perf_counter() - started)
+        if grads[reference] is not None:
+            for name in cosines:
+                if grads[name] is not None:
+                    cosines[name].append(float(torch.nn.functional.cosine_similarity(grads[name], grads[reference],
                                                                                       dim=0)))
         return original(model, train_loss, val_loss, hparams, optimizer, c, solver)
 
@@ -76,25 +90,37 @@ def main() -> None:
     parser.add_argument("--dataset", default="digits", choices=["digits", "mnist1d"])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"comma-separated, of {', '.join(VARIANTS)} (exact is always measured)")
+    parser.add_argument("--reference", default="exact", choices=list(VARIANTS),
+                        help="the variant the cosines are taken to (always measured)")
+    parser.add_argument("--direction-only", action="store_true", help="skip the end-quality trials")
     args = parser.parse_args()
+    names = list(dict.fromkeys(["exact", args.reference, *args.variants.split(",")]))
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        parser.error(f"--variants: unknown {unknown[0]!r}; allowed: {', '.join(VARIANTS)}")
+    variants = {n: VARIANTS[n] for n in names}
     torch.set_num_threads(args.threads)
     base = {"dataset": args.dataset, "num_threads": args.threads, "learn": ["delta", "iota"]}
 
-    cosines, seconds = direction_run({**base, "seed": 0})
+    cosines, seconds = direction_run({**base, "seed": 0}, variants, args.reference)
     print(f"### {args.dataset}: direction along an exact-mode trial (seed 0)\n")
-    print("| mode | hyper steps compared | cosine to exact: mean | min | median s per hypergradient |")
+    print(f"| mode | hyper steps compared | cosine to {args.reference}: mean | min | median s per hypergradient |")
     print("|---|---|---|---|---|")
-    print(f"| exact | - | 1 | 1 | {statistics.median(seconds['exact']):.4f} |")
-    for mode in MODES[1:]:
-        c = cosines[mode]
-        print(f"| {mode} | {len(c)} | {statistics.fmean(c):.3f} | {min(c):.3f} | "
-              f"{statistics.median(seconds[mode]):.4f} |" if c else f"| {mode} | 0 | - | - | - |")
+    print(f"| {args.reference} | - | 1 | 1 | {statistics.median(seconds[args.reference]):.4f} |")
+    for name in cosines:
+        c = cosines[name]
+        print(f"| {name} | {len(c)} | {statistics.fmean(c):.3f} | {min(c):.3f} | "
+              f"{statistics.median(seconds[name]):.4f} |" if c else f"| {name} | 0 | - | - | - |", flush=True)
+    if args.direction_only:
+        return
 
     print(f"\n### {args.dataset}: end quality, {args.seeds} seeds\n")
     print("| mode | test balanced error % (mean ± std) | hyper steps applied | skipped | train seconds |")
     print("|---|---|---|---|---|")
-    for mode in MODES:
-        results = [ab_tune.train({**base, "hessian": mode, "seed": s}) for s in range(args.seeds)]
+    for mode, keys in variants.items():
+        results = [ab_tune.train({**base, **keys, "seed": s}) for s in range(args.seeds)]
         errors = [100 * r["test_balanced_error"] for r in results]
         spread = statistics.stdev(errors) if len(errors) > 1 else 0.0
         print(f"| {mode} | {statistics.fmean(errors):.2f} ± {spread:.2f} | "

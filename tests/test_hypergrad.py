@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from ab_tune.core.hypergrad import AutoNeumannStep, implicit_hypergradient, power_iteration, top_eigenvalue
-from ab_tune.core.linear_solve import SOLVERS, DivergenceError, make_solver, neumann, neumann_from_powers
+from ab_tune.core.linear_solve import SOLVERS, DivergenceError, WarmStart, make_solver, neumann, neumann_from_powers
 
 
 @pytest.fixture(autouse=True)
@@ -349,3 +349,52 @@ def test_finite_difference_products_agree_with_autograd_on_logistic_regression()
 def test_unknown_products_are_rejected():
     with pytest.raises(ValueError, match="products must be one of"):
         ridge_hypergradient("cg", steps=2, products="forward")
+
+
+# --- the warm start ---------------------------------------------------------------------------
+def test_a_warm_neumann_with_no_terms_is_richardsons_step_and_converges_to_the_solution():
+    """WarmStart(neumann, steps 0): x <- x + alpha (b - H x), one product per call (SOBA's step on
+    the quadratic); repeated on one system it converges to torch.linalg.solve's answer."""
+    h = _spd([7.0, 3.0, 1.0, 0.5])
+    hvp, calls = _counting(h)
+    b = [torch.linspace(-1.0, 2.0, 4)]
+    warm = WarmStart(make_solver("neumann", steps=0, alpha=0.2))
+    x1 = warm(hvp, b)[0]
+    assert torch.allclose(x1, 0.2 * b[0]) and len(calls) == 0  # from zero: alpha b, no product
+    x2 = warm(hvp, b)[0]
+    assert torch.allclose(x2, x1 + 0.2 * (b[0] - h @ x1)) and len(calls) == 1
+    for _ in range(400):
+        x = warm(hvp, b)[0]
+    assert len(calls) == 401
+    assert torch.allclose(x, torch.linalg.solve(h, b[0]), rtol=1e-6, atol=1e-6)
+
+
+def test_a_warm_cg_starts_from_the_last_solution_and_reset_starts_from_zero():
+    q, _ = torch.linalg.qr(torch.randn(5, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64))
+    h = q @ torch.diag(torch.tensor([4.0, 2.0, 1.0, 0.5, 0.25], dtype=torch.float64)) @ q.T
+    hvp, calls = _counting(h)
+    b = [torch.linspace(-1.0, 2.0, 5, dtype=torch.float64)]
+    exact = torch.linalg.solve(h, b[0])
+    warm, cold = WarmStart(make_solver("cg", steps=2)), make_solver("cg", steps=2)
+    first = warm(hvp, b)[0]
+    assert torch.allclose(first, cold(hvp, b)[0]) and len(calls) == 4  # 2 for warm, 2 for cold
+    errors = [float(torch.linalg.norm(first - exact))]
+    for _ in range(7):  # each call continues: 1 product for the residual + 2 CG products
+        errors.append(float(torch.linalg.norm(warm(hvp, b)[0] - exact)))
+    assert len(calls) == 4 + 7 * 3
+    assert errors[-1] < 0.02 * errors[0] and errors == sorted(errors, reverse=True)
+    warm.reset()
+    assert torch.allclose(warm(hvp, b)[0], first)
+
+
+def test_the_warm_start_state_round_trips_and_a_vector_of_other_shapes_is_refused():
+    warm = WarmStart(make_solver("cg", steps=3))
+    warm(lambda v: [2.0 * v[0], 2.0 * v[1]], [torch.ones(3), torch.ones(2, 2)])
+    other = WarmStart(make_solver("cg", steps=3))
+    other.load_state_dict(warm.state_dict(), [torch.Size([3]), torch.Size([2, 2])])
+    assert all(torch.equal(a, b) for a, b in zip(other.x, warm.x))
+    with pytest.raises(ValueError, match=r"shapes \[\(3,\), \(2, 2\)\], but this trial's hyper step solves over "
+                                         r"weights of shapes \[\(3,\), \(4,\)\]"):
+        other.load_state_dict(warm.state_dict(), [torch.Size([3]), torch.Size([4])])
+    other.load_state_dict({"x": None}, [torch.Size([5])])
+    assert other.x is None

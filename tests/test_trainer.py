@@ -376,3 +376,46 @@ def test_bf16_autocasts_the_lower_level_and_keeps_the_hyper_step_in_float32(monk
     assert torch.bfloat16 in seen  # plain steps under autocast
     assert dtypes and all(d == (torch.float32, False) for d in dtypes)
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+
+
+WARM = {**TINY, "epochs": 3, "warm_start": True}
+
+
+def test_a_warm_started_trial_resumes_bit_for_bit(roundtrip):
+    straight = Trainer(WARM)
+    for _ in range(3):
+        straight.train_epoch()
+    first = Trainer(WARM)
+    for _ in range(2):
+        first.train_epoch()
+    state = roundtrip(first.state_dict())
+    assert state["warm_start"]["x"] is not None
+    resumed = Trainer(WARM)
+    resumed.load_state_dict(state)
+    resumed.train_epoch()
+    assert straight.hyper_steps > 0
+    for a, b in zip(straight.loss.hparameters(), resumed.loss.hparameters()):
+        assert torch.equal(a, b)
+    # without its warm vector the same checkpoint loads, starting the solve from zero: another path
+    older = Trainer(WARM)
+    older.load_state_dict({k: v for k, v in state.items() if k != "warm_start"})
+    assert older.tuner.warm_start.x is None
+    older.train_epoch()
+    assert not all(torch.equal(a, b) for a, b in zip(straight.loss.hparameters(), older.loss.hparameters()))
+
+
+def test_a_warm_vector_of_another_model_is_refused_in_one_line(roundtrip):
+    first = Trainer(WARM)
+    for _ in range(2):
+        first.train_epoch()
+    state = roundtrip(first.state_dict())
+    state["warm_start"]["x"] = state["warm_start"]["x"][:1]
+    with pytest.raises(ab_tune.ConfigError, match="the checkpoint's warm-start vector has shapes") as error:
+        Trainer(WARM).load_state_dict(state)
+    assert "\n" not in str(error.value)
+
+
+def test_warm_start_needs_a_solver_that_iterates():
+    with pytest.raises(ab_tune.ConfigError, match=r"^warm_start=True needs a solver that iterates from a start, "
+                                                  r"'neumann' or 'cg', got solver='identity'$"):
+        Trainer({**TINY, "warm_start": True, "solver": "identity"})

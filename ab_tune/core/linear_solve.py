@@ -13,7 +13,7 @@ from functools import partial
 import torch
 
 __all__ = ["SOLVERS", "Solver", "DivergenceError", "make_solver", "neumann", "neumann_from_powers",
-           "conjugate_gradient", "identity"]
+           "conjugate_gradient", "identity", "WarmStart"]
 
 Vector = Sequence[torch.Tensor]
 MatVec = Callable[[Vector], Vector]
@@ -136,3 +136,41 @@ def make_solver(name: str, *, steps: int = 5, alpha: float = 1.0) -> Solver:
     if name == "identity":
         return partial(identity, alpha=alpha)
     raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got solver={name!r}")
+
+
+class WarmStart:
+    """``solver`` started from the last call's solution x0, as the single-loop methods keep it from
+    one outer step to the next (SOBA, Dagreou et al. 2022; Arbel & Mairal 2022): the solver solves
+    for the correction, x = x0 + solver(matvec, b - H x0). Conjugate gradient then runs from x0;
+    the Neumann series becomes Richardson's iteration x <- x + alpha (b - H x) from x0, and with
+    ``steps`` = 0 it is SOBA's one step on the quadratic: one product per call. A warm call costs
+    one product (H x0) more than the solver alone; the first call, and the first after ``reset()``
+    (a skipped step: its x0 may be what diverged), start from zero."""
+
+    def __init__(self, solver: Solver):
+        self.solver = solver
+        self.x: tuple[torch.Tensor, ...] | None = None
+
+    def __call__(self, matvec: MatVec, b: Vector) -> tuple[torch.Tensor, ...]:
+        if self.x is None:
+            x = tuple(self.solver(matvec, b))
+        else:
+            residual = _axpy(-1.0, matvec(self.x), b)
+            x = _axpy(1.0, self.solver(matvec, residual), self.x)
+        self.x = tuple(t.detach() for t in x)
+        return x
+
+    def reset(self) -> None:
+        self.x = None
+
+    def state_dict(self) -> dict:
+        return {"x": None if self.x is None else list(self.x)}
+
+    def load_state_dict(self, state: dict, shapes: Sequence[torch.Size]) -> None:
+        """``shapes``: those of the weights the solve is over; another vector is refused in one line."""
+        x = state["x"]
+        if x is not None and [tuple(t.shape) for t in x] != [tuple(s) for s in shapes]:
+            raise ValueError(f"the checkpoint's warm-start vector has shapes {[tuple(t.shape) for t in x]}, but this "
+                             f"trial's hyper step solves over weights of shapes {[tuple(s) for s in shapes]}: it was "
+                             "written by another model or hessian mode")
+        self.x = None if x is None else tuple(x)

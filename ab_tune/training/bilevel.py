@@ -12,7 +12,7 @@ from ab_tune.core.linear_solve import Solver
 from ab_tune.core.models import classifier_head
 from ab_tune.training.components import DeviceSplit
 
-__all__ = ["sample_batches", "frozen_buffers", "graph_free_backbone", "hyper_step"]
+__all__ = ["sample_batches", "frozen_buffers", "graph_free_backbone", "implicit_weights", "hyper_step"]
 
 
 def sample_batches(data: DeviceSplit, batch_size: int, batches: int, rng: torch.Generator):
@@ -53,6 +53,13 @@ def graph_free_backbone(model: torch.nn.Module, head: torch.nn.Module, keep=()):
             p.requires_grad_(True)
 
 
+def implicit_weights(model: torch.nn.Module, config: dict) -> tuple[torch.nn.Module, list[torch.nn.Parameter]]:
+    """The module whose weights the implicit system is over, and those weights: the classifier head
+    in ``hessian: last_layer`` mode, else the whole model (its trainable weights)."""
+    source = classifier_head(model)[1] if config["hessian"] == "last_layer" else model
+    return source, [p for p in source.parameters() if p.requires_grad]
+
+
 def hyper_step(model: torch.nn.Module, train_loss: Callable[[], torch.Tensor], val_loss: Callable[[], torch.Tensor],
                hparams: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer, config: dict,
                solver: Solver) -> bool:
@@ -62,11 +69,10 @@ def hyper_step(model: torch.nn.Module, train_loss: Callable[[], torch.Tensor], v
     the model is back in training mode afterwards, its BatchNorm statistics untouched.
     ``solver(matvec, b)`` gives H^-1 b (the tuner's, ``make_hyper_solver``).
     """
-    # last_layer: the implicit system on the classifier head only, the backbone's features computed
-    # without a graph, so no product or forward pass of the hyper step records the backbone
-    last_layer = config["hessian"] == "last_layer"
-    source = classifier_head(model)[1] if last_layer else model
-    params = [p for p in source.parameters() if p.requires_grad]
+    # last_layer: the backbone's features computed without a graph, so no product or forward pass of
+    # the hyper step records the backbone
+    source, params = implicit_weights(model, config)
+    last_layer = source is not model
     backbone = graph_free_backbone(model, source, keep=hparams) if last_layer else contextlib.nullcontext()
     # a diverged solve is skipped; the automatic step has retried it once at half the step first
     try:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from ab_tune.errors import ConfigError
+from ab_tune.training.bilevel import implicit_weights
+
 __all__ = ["RNG_STREAMS", "trainer_state", "restore_trainer"]
 
 RNG_STREAMS = ("order_rng", "hyper_rng", "augment_rng", "hyper_augment_rng")
@@ -24,6 +27,7 @@ def trainer_state(trainer) -> dict:
         "rng": {name: getattr(trainer, name).get_state().tolist() for name in RNG_STREAMS},
         "torch_rng": torch.get_rng_state().tolist(),
         "auto_step": trainer.auto_step.state_dict() if trainer.auto_step is not None else None,
+        "warm_start": trainer.tuner.warm_start.state_dict() if trainer.tuner.warm_start is not None else None,
     }
 
 
@@ -60,3 +64,9 @@ def restore_trainer(trainer, state: dict) -> None:
     torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
     if trainer.auto_step is not None and state.get("auto_step") is not None:
         trainer.auto_step.load_state_dict(state["auto_step"])
+    if trainer.tuner.warm_start is not None and state.get("warm_start") is not None:  # else it starts from zero
+        shapes = [p.shape for p in implicit_weights(trainer.model, trainer.config)[1]]
+        try:
+            trainer.tuner.warm_start.load_state_dict(state["warm_start"], shapes)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None

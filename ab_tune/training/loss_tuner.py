@@ -21,7 +21,7 @@ import torch
 
 from ab_tune.config import resolve_config
 from ab_tune.core.hypergrad import AutoNeumannStep
-from ab_tune.core.linear_solve import make_solver
+from ab_tune.core.linear_solve import WarmStart, make_solver
 from ab_tune.core.objectives import ValidationObjective
 from ab_tune.training import bilevel
 from ab_tune.training.components import make_hyper_optimizer, make_loss
@@ -30,7 +30,7 @@ __all__ = ["LossTuner"]
 
 # the config keys a LossTuner takes, as keyword arguments (the same names, defaults and checks)
 KEYS = ("loss_init", "loss_params", "learn", "band_size", "parametrization", "hyper_optimizer", "hyper_lr", "hyper_momentum",
-        "hyper_weight_decay", "hyper_every", "solver", "solver_steps", "solver_alpha", "hessian",
+        "hyper_weight_decay", "hyper_every", "solver", "solver_steps", "solver_alpha", "warm_start", "hessian",
         "fairness_weight", "fairness")
 
 
@@ -83,8 +83,10 @@ class LossTuner:
         automatic = config["solver_alpha"] == "auto" and config["solver"] != "cg"
         self.auto_step = AutoNeumannStep(config["solver"], config["solver_steps"],
                                          reuse_powers=config["hessian"] != "finite_difference") if automatic else None
-        self.solver = self.auto_step or make_solver(config["solver"], steps=config["solver_steps"],
-                                                    alpha=1.0 if config["solver_alpha"] == "auto" else config["solver_alpha"])
+        solver = self.auto_step or make_solver(config["solver"], steps=config["solver_steps"],
+                                               alpha=1.0 if config["solver_alpha"] == "auto" else config["solver_alpha"])
+        self.warm_start = WarmStart(solver) if config["warm_start"] else None
+        self.solver = self.warm_start or solver
         self.calls = 0
         self.hyper_steps = 0  # applied
         self.skipped_hyper_steps = 0
@@ -130,6 +132,8 @@ class LossTuner:
             self.skipped_hyper_steps += 1  # a diverged solve is skipped, never applied
             if self.auto_step is not None:
                 self.auto_step.diverged()  # measure again, at half the step
+            if self.warm_start is not None:
+                self.warm_start.reset()  # its start may be what diverged
         return applied
 
     def freeze(self) -> None:
