@@ -3,7 +3,6 @@
 The core (loss family, hypergradients, data, models, trainer) imports neither Ray nor Optuna;
 ARCHITECTURE.md describes the layers.
 """
-from ab_tune import _moved
 from ab_tune.config import resolve_config
 from ab_tune.core.hypergrad import implicit_hypergradient
 from ab_tune.core.loss import ParametricLoss
@@ -12,8 +11,6 @@ from ab_tune.training.loss_tuner import LossTuner
 from ab_tune.training.trainer import Trainer, train
 
 __version__ = "0.1.0"
-
-_moved.install()
 
 __all__ = ["AbTuneError", "ConfigError", "SearchSpaceError", "LossTuner", "ParametricLoss", "Trainer", "implicit_hypergradient",
            "optuna_objective", "register", "resolve_config", "train", "trial_loggers"]

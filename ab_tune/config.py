@@ -9,7 +9,6 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -218,7 +217,6 @@ def resolve_config(config: dict, *, user_data: bool = False) -> dict:
     """
     if not isinstance(config, dict):
         raise ConfigError(f"config must be a dict, got {type(config).__name__}")
-    config = _renamed_keys(config)
     for key, value in config.items():
         if key not in OPTIONS:
             raise ConfigError(f"unknown config key {key!r} (got {key}={value!r}); {_suggest(key)}"
@@ -246,23 +244,6 @@ def resolve_config(config: dict, *, user_data: bool = False) -> dict:
     _check_augmentation(resolved)
     _scale_schedule(resolved)
     return resolved
-
-
-RENAMED = {"group_size": "band_size"}  # old key -> new key; the old one is accepted for one release
-
-
-def _renamed_keys(config: dict) -> dict:
-    """The config with old key names replaced by their new ones (with a DeprecationWarning)."""
-    for old, new in RENAMED.items():
-        if old in config:
-            if new in config:
-                raise ConfigError(f"{old} is the old name of {new}; give only {new}, got {old}={config[old]!r} "
-                                  f"and {new}={config[new]!r}")
-            warnings.warn(f"config key {old!r} is renamed {new!r} ({old} means frequency bands of classes, "
-                          f"not sensitive groups); the old name goes away in the next release",
-                          DeprecationWarning, stacklevel=3)
-            config = {(new if k == old else k): v for k, v in config.items()}
-    return config
 
 
 def _check_loss(c: dict) -> None:

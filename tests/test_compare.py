@@ -19,7 +19,7 @@ import ab_tune.cli
 import ab_tune.integrations.ray.experiment
 from ab_tune.integrations.ray.compare import ComputeBudget, anytime_curve, compare, load_methods
 from ab_tune.integrations.ray.experiment import result_rows
-from ab_tune.reporting.report import ranked
+from ab_tune.reporting.rows import ranked
 from ab_tune.search.searchspace import bundled_path
 
 pytestmark = pytest.mark.ray  # each starts a local Ray instance

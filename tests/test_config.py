@@ -1,5 +1,4 @@
 """The config's choices come from the registries; renamed keys; what the CLI turns into one line."""
-import warnings
 
 import pytest
 
@@ -28,16 +27,10 @@ def test_dataset_defaults_come_from_the_registry():
     assert set(GROUP_DATASETS) == {n for n, s in DATASETS.items() if s.base is not None}
 
 
-def test_group_size_is_read_as_band_size_with_a_deprecation_warning():
-    with pytest.warns(DeprecationWarning, match="'group_size' is renamed 'band_size'"):
-        old = resolve_config({"dataset": "gmm", "group_size": 2})
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        new = resolve_config({"dataset": "gmm", "band_size": 2})
-    assert old == new and "group_size" not in old
-    with pytest.raises(ConfigError, match="^group_size is the old name of band_size; give only band_size"):
-        resolve_config({"group_size": 2, "band_size": 2})
-
+def test_an_old_key_name_fails_as_any_unknown_key():
+    with pytest.raises(ConfigError, match=r"^unknown config key 'group_size' \(got group_size=2\); allowed keys: "
+                                          r"dataset, "):
+        resolve_config({"dataset": "gmm", "group_size": 2})
 
 def test_the_error_classes_nest():
     assert issubclass(ConfigError, AbTuneError) and issubclass(SearchSpaceError, ConfigError)

@@ -6,7 +6,6 @@ import importlib
 import pathlib
 import subprocess
 import sys
-import warnings
 
 import pytest
 
@@ -129,13 +128,8 @@ def test_import_ab_tune_loads_neither_ray_nor_optuna():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=PACKAGE.parent)
 
 
-@pytest.mark.parametrize("old, new", [("ab_tune.trainer", "ab_tune.training.trainer"),
-                                      ("ab_tune.loss", "ab_tune.core.loss"),
-                                      ("ab_tune.front", "ab_tune.reporting.pareto")])
-def test_old_module_paths_are_the_new_modules_with_a_warning(old, new):
+@pytest.mark.parametrize("old", ["ab_tune.trainer", "ab_tune.loss", "ab_tune.front"])
+def test_module_paths_from_before_the_subpackages_are_gone(old):
     sys.modules.pop(old, None)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        module = importlib.import_module(old)
-    assert module is importlib.import_module(new)
-    assert any(issubclass(w.category, DeprecationWarning) and new in str(w.message) for w in caught)
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module(old)

@@ -22,7 +22,7 @@ from ab_tune.data.user import normalise_result
 from ab_tune.user_code import import_function
 
 __all__ = ["DatasetSpec", "DATASETS", "GROUP_DATASETS", "EXPERIMENTS", "USER_DATA_DEFAULTS", "dataset_spec", "dataset_loader",
-           "dataset_shape", "load_dataset", "trial_defaults"]
+           "load_dataset", "trial_defaults"]
 
 # Keyword arguments `load_dataset` fills in itself (from top-level config keys), never via params.
 _PLUMBING = ("data_root", "download", "generator")
@@ -129,12 +129,6 @@ def trial_defaults(name: str, *, user_data: bool = False) -> dict:
     """The trial settings sized for a dataset (a user's loader or data: those for small data)."""
     spec = None if user_data else dataset_spec(name)
     return dict(spec.defaults if spec is not None else USER_DATA_DEFAULTS)
-
-
-def dataset_shape(name: str, params: dict) -> tuple[tuple[int, ...], int] | None:
-    """(input shape, number of classes) of a built-in dataset; None for a user's loader."""
-    spec = dataset_spec(name)
-    return None if spec is None else spec.shape(params)
 
 
 def _resolve(name: str) -> Callable[..., Any]:

@@ -19,9 +19,9 @@ from ab_tune.names import (
 )
 from ab_tune.reporting.pareto import front_points, write_front
 from ab_tune.reporting.plots import pyplot
-from ab_tune.reporting.rows import FINISHED, best_row, flatten, ranked
+from ab_tune.reporting.rows import best_row, flatten, ranked
 
-__all__ = ["FINISHED", "flatten", "ranked", "write_results_csv", "best_row", "write_best", "format_table", "plot_loss_parameters",
+__all__ = ["write_results_csv", "write_best", "format_table", "plot_loss_parameters",
            "write_report"]
 
 

@@ -101,10 +101,6 @@ class ComputeBudget:
     def stop_all(self) -> bool:
         return self.budget is not None and self.seconds >= self.budget
 
-    @property
-    def exhausted(self) -> bool:
-        return self.stop_all()
-
 
 def _stopper_class():
     """ComputeBudget as a subclass of Tune's Stopper (Ray imported only when a run starts)."""
