@@ -27,6 +27,7 @@ import yaml
 
 from ab_tune.data.registry import EXPERIMENTS as COMPARED
 from ab_tune.errors import AbTuneError, UsageError
+from ab_tune.reporting.files import write_atomically
 
 __all__ = ["main", "parse_assignments"]
 
@@ -82,8 +83,7 @@ def _train(args) -> int:
     result = train(config, on_epoch=show)
     text = json.dumps(result, indent=2)
     if args.output:
-        with open(args.output, "w") as f:
-            f.write(text + "\n")
+        write_atomically(args.output, text + "\n")
     print(text)
     return 0
 

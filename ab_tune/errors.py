@@ -16,3 +16,8 @@ class SearchSpaceError(ConfigError):
 
 class UsageError(AbTuneError, ValueError):
     """A command-line argument that is not allowed."""
+
+
+class DataError(AbTuneError, ValueError):
+    """A data file that cannot be used (damaged, not what it claims to be, outside data_root); the
+    message names the file."""

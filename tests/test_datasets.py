@@ -1,5 +1,7 @@
+import hashlib
 import os
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -106,13 +108,14 @@ def make_fake_cifar(root, name, per_file=20, str_keys=False):
     return written
 
 
-def test_cifar10_reads_pixels_in_nchw(tmp_path):
+def test_cifar10_reads_pixels_in_nchw(tmp_path, trust_cifar):
     written = make_fake_cifar(tmp_path, "cifar10")
     # Mark one pixel: the G plane (channel 1), row 5, column 7 of image 3 in data_batch_2.
     data, labels = written["data_batch_2"]
     data[3, 1 * 1024 + 5 * 32 + 7] = 77
     data[3, 1 * 1024 + 7 * 32 + 5] = 11  # the transposed position holds a different value
     _write_batch(tmp_path / "cifar-10-batches-py" / "data_batch_2", data, labels, "labels")
+    trust_cifar(tmp_path, "cifar10")
 
     pool, test, info = cifar("cifar10", str(tmp_path))
     assert pool.x.shape == (100, 3, 32, 32) and pool.x.dtype == torch.uint8
@@ -128,8 +131,9 @@ def test_cifar10_reads_pixels_in_nchw(tmp_path):
 
 
 @pytest.mark.parametrize("str_keys", [False, True])
-def test_cifar100_reads_fine_labels(tmp_path, str_keys):
+def test_cifar100_reads_fine_labels(tmp_path, str_keys, trust_cifar):
     written = make_fake_cifar(tmp_path, "cifar100", per_file=30, str_keys=str_keys)
+    trust_cifar(tmp_path, "cifar100")
     pool, test, _ = load_dataset("cifar100", data_root=str(tmp_path))
     assert pool.num_classes == 100 and len(pool) == 30 and len(test) == 30
     assert pool.y.tolist() == written["train"][1]
@@ -143,11 +147,47 @@ def test_cifar_missing_folder_names_path(tmp_path):
     assert "download=True" in str(err.value)
 
 
-def test_cifar_missing_batch_file(tmp_path):
+def test_cifar_missing_batch_file(tmp_path, trust_cifar):
     make_fake_cifar(tmp_path, "cifar10")
+    trust_cifar(tmp_path, "cifar10")
     os.remove(tmp_path / "cifar-10-batches-py" / "data_batch_4")
     with pytest.raises(FileNotFoundError, match="data_batch_4"):
         cifar("cifar10", str(tmp_path))
+
+
+class _RunsCode:
+    """Pickles as ``os.system(command)``: what a crafted CIFAR batch could hold."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def test_a_batch_whose_md5_is_not_the_published_one_is_refused_before_it_is_read(tmp_path):
+    make_fake_cifar(tmp_path, "cifar10")  # random pixels: not the published files
+    path = tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    digest = hashlib.md5(path.read_bytes()).hexdigest()
+    with pytest.raises(ValueError, match=rf"^CIFAR file {re.escape(str(path))} has md5 {digest}, expected "
+                                         r"c99cafc152244af753f735de768cd75f: it is damaged") as error:
+        cifar("cifar10", str(tmp_path))
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("where", ["the batch", "inside the batch"])
+def test_a_pickle_that_would_run_code_is_refused_without_running_it(tmp_path, trust_cifar, where):
+    make_fake_cifar(tmp_path, "cifar10")
+    marker = tmp_path / "ran"
+    payload = _RunsCode(f"touch {marker}")
+    path = tmp_path / "cifar-10-batches-py" / "data_batch_3"
+    with open(path, "wb") as f:
+        pickle.dump(payload if where == "the batch" else {b"data": payload, b"labels": [0]}, f, protocol=2)
+    trust_cifar(tmp_path, "cifar10")  # even with a matching digest, the unpickler refuses it
+    with pytest.raises(ValueError, match=rf"^CIFAR file {re.escape(str(path))} is not a CIFAR batch: refers to "
+                                         r"(posix|os|nt)\.system, which a CIFAR batch never holds$"):
+        cifar("cifar10", str(tmp_path))
+    assert not marker.exists()
 
 
 # ------------------------------------------------------------------ gmm
@@ -283,11 +323,12 @@ def test_build_splits_balanced_val_and_no_imbalance():
     assert torch.equal(flat.train.class_counts + flat.val.class_counts, pool.class_counts)
 
 
-def test_build_splits_from_loaded_data_and_cifar(tmp_path):
+def test_build_splits_from_loaded_data_and_cifar(tmp_path, trust_cifar):
     data = gmm(num_classes=3, n_max=100, test_per_class=5)
     splits = build_splits(data=data, imbalance_ratio=100)
     assert (splits.train.class_counts + splits.val.class_counts).tolist() == [100, 10, 1]
     make_fake_cifar(tmp_path, "cifar10", per_file=100)
+    trust_cifar(tmp_path, "cifar10")
     splits = build_splits(dataset="cifar10", data_root=str(tmp_path), imbalance_ratio=1)
     assert splits.scale == 255.0 and splits.train.x.dtype == torch.uint8
     assert splits.prepare(splits.train.x[:4]).shape == (4, 3, 32, 32)

@@ -225,8 +225,9 @@ def write_fake_cifar(root, name, per_file):
 
 
 @pytest.mark.parametrize("name, shift", [("cifar10", "invert"), ("cifar100", "rotate")])
-def test_cifar_groups_on_tiny_batches(tmp_path, name, shift):
+def test_cifar_groups_on_tiny_batches(tmp_path, name, shift, trust_cifar):
     write_fake_cifar(tmp_path, name, per_file=60)
+    trust_cifar(tmp_path, name)
     pool, test, info = load_dataset(f"{name}_groups", data_root=str(tmp_path), generator=gen(), shift=shift)
     base_pool, base_test, base_info = cifar(name, str(tmp_path))
     assert info == base_info and pool.x.dtype == torch.uint8 and pool.num_groups == 2

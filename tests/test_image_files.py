@@ -1,4 +1,6 @@
 """Images on disk, written as real PNG files: class folders and split lists."""
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +9,7 @@ from PIL import Image
 import ab_tune
 from ab_tune import ConfigError
 from ab_tune.data.image_files import image_list, imagefolder
+from ab_tune.errors import DataError
 from ab_tune.search.preflight import check_trial
 
 
@@ -136,3 +139,44 @@ def test_a_shipped_validation_split_replaces_the_split_of_the_pool(tmp_path):
     assert splits.train.class_counts.tolist() == [4, 4] and splits.val.y.tolist() == [0, 1]
     with pytest.raises(FileNotFoundError, match=r"needs the split file '.*held_out.txt'"):
         image_list(val_list="held_out.txt", data_root=str(tmp_path))
+
+
+@pytest.mark.parametrize("line", ["../outside.png 0", "train/../../outside.png 0", "/tmp/outside.png 0"])
+def test_a_split_file_line_that_leaves_data_root_is_refused_with_the_file_and_line(tmp_path, line):
+    root = tmp_path / "data"
+    _folders(root)
+    _png(tmp_path / "outside.png", 1)
+    (root / "train.txt").write_text(f"train/class0/0.png 0\n{line}\n")
+    (root / "test.txt").write_text("test/class0/0.png 0\n")
+    with pytest.raises(DataError, match=rf"^{re.escape(str(root / 'train.txt'))}:2 names '{re.escape(line.split()[0])}',"
+                                        r" which leaves data_root"):
+        image_list(data_root=str(root))
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_a_truncated_or_oversized_image_fails_in_one_line_naming_it(tmp_path, monkeypatch):
+    _folders(tmp_path)
+    broken = tmp_path / "train" / "class1" / "1.png"
+    _truncate(broken)
+    with pytest.raises(DataError, match=rf"^image {re.escape(str(broken))} cannot be read: ") as error:
+        imagefolder(data_root=str(tmp_path))
+    assert "\n" not in str(error.value)
+    _folders(tmp_path)  # whole again; now over a decompression-bomb limit of 32 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 32)
+    with pytest.raises(DataError, match=r"^image .*0\.png cannot be read: .*decompression bomb"):
+        imagefolder(data_root=str(tmp_path))
+
+
+def test_a_corrupt_image_read_by_a_loader_worker_fails_in_one_line_naming_it(tmp_path):
+    _folders(tmp_path, counts=(12, 6), test=4)
+    streamed, _, _ = imagefolder(stream=True, data_root=str(tmp_path))  # reads one image, to size a sample
+    broken = tmp_path / "train" / "class1" / "3.png"
+    broken.write_bytes(b"not a png at all")
+    batches = [torch.arange(0, 9), torch.arange(9, 18)]
+    with pytest.raises(DataError) as error:
+        list(streamed.x.to("cpu", 1).batches(batches))
+    assert str(error.value).startswith(f"image {broken} cannot be read: ") and "\n" not in str(error.value)

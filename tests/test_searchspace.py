@@ -13,6 +13,7 @@ from ab_tune.search.searchspace import (
     bundled_path,
     load_experiment,
     parse_experiment,
+    portable_name,
     reachable_points,
     set_nested,
 )
@@ -146,3 +147,15 @@ def test_ray_tunes_optuna_sampler_draws_by_the_trials_seed():
     assert first_points({"seed": 3}) == first_points({"seed": 3})
     assert first_points({"seed": 3}) != first_points({"seed": 4})
     assert first_points({}) == first_points({"seed": 0})
+
+
+@pytest.mark.parametrize("text, folder", [("pkg.mod:fn", "pkg.mod_fn"), ("a/b\\c d?*<>|\"", "a_b_c_d______"),
+                                          ("compare_digits", "compare_digits"), ("..", "_"), ("C:", "C_")])
+def test_folder_names_from_user_strings_are_portable(text, folder):
+    assert portable_name(text) == folder
+
+
+def test_an_experiment_named_with_a_colon_runs_under_a_portable_folder(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("name: 'users.data:load'\nconfig: {dataset: digits, epochs: 1}\n")
+    assert load_experiment(str(path)).name == "users.data_load"

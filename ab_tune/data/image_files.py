@@ -9,6 +9,7 @@ batch otherwise (``streaming.LazyInputs``; ``stream: true`` forces it).
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ import torch
 from ab_tune.data.loaded import Loaded, absolute_root, dataset_info
 from ab_tune.data.splits import Split
 from ab_tune.data.streaming import LazyInputs
+from ab_tune.errors import DataError
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -30,13 +32,21 @@ def check_root(data_root: str | None, dataset: str) -> str:
 
 
 def _read_one(path: str, image_size: int | None, mode: str) -> np.ndarray:
+    """One image as uint8 (H, W, C); a file Pillow cannot decode (corrupt, truncated, not an image, or
+    over its decompression-bomb limit) is a DataError naming it, in a DataLoader worker too."""
     from PIL import Image
 
-    with Image.open(path) as image:
-        image = image.convert(mode)
-        if image_size is not None:
-            image = image.resize((image_size, image_size), Image.BILINEAR)
-        array = np.array(image, dtype=np.uint8)  # a writable copy
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # over MAX_IMAGE_PIXELS
+            with Image.open(path) as image:
+                image = image.convert(mode)
+                if image_size is not None:
+                    image = image.resize((image_size, image_size), Image.BILINEAR)
+                array = np.array(image, dtype=np.uint8)  # a writable copy
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise DataError(f"image {path} cannot be read: {reason}") from None
     return array[:, :, None] if array.ndim == 2 else array
 
 
@@ -167,7 +177,11 @@ def _list_split(root: str, list_file: str) -> tuple[list[str], list[int]]:
             if len(parts) != 2 or not parts[1].lstrip("-").isdigit() or int(parts[1]) < 0:
                 raise ValueError(f"{path}:{number} must be 'relative/path label' (label an integer >= 0), "
                                  f"got {line.strip()!r}")
-            image = os.path.join(root, parts[0])
+            relative = os.path.normpath(parts[0])
+            if os.path.isabs(relative) or relative == ".." or relative.startswith(".." + os.sep):
+                raise DataError(f"{path}:{number} names {parts[0]!r}, which leaves data_root {root!r}: the paths "
+                                "of a split file are relative to data_root and stay inside it")
+            image = os.path.join(root, relative)
             if not os.path.isfile(image):
                 raise FileNotFoundError(f"{path}:{number} names a missing image {image!r}")
             paths.append(image)

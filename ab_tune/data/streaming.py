@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 import torch
 
 from ab_tune.core.augment import augment_sample
+from ab_tune.errors import DataError
 
 __all__ = ["LazyInputs", "StreamedInputs", "is_streamed"]
 
@@ -100,8 +101,20 @@ class StreamedInputs:
             _Inputs(self.lazy, augment), batch_sampler=sampler,
             num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
             generator=torch.Generator().manual_seed(0))  # its workers' seeds; the global RNG stays untouched
-        for x in loader:
-            yield x.to(self.device, non_blocking=True)
+        try:
+            for x in loader:
+                yield x.to(self.device, non_blocking=True)
+        except DataError as e:  # from a worker: its one line, without the worker's traceback
+            raise DataError(_worker_message(str(e))) from None
+
+
+def _worker_message(text: str) -> str:
+    """A DataError's own line: a worker's re-raised error carries its traceback, whose last line is
+    ``ab_tune.errors.DataError: <message>``."""
+    lines = text.strip().splitlines()
+    if len(lines) == 1:
+        return lines[0]
+    return lines[-1].split(": ", 1)[-1]
 
 
 def is_streamed(x) -> bool:

@@ -34,6 +34,7 @@ from ab_tune.names import (
     TEST_WORST_GROUP_ERROR,
     VAL_BALANCED_ERROR,
 )
+from ab_tune.reporting.files import atomic_path
 from ab_tune.reporting.plots import pyplot
 from ab_tune.reporting.report import plot_loss_parameters
 from ab_tune.reporting.rows import FINISHED, best_row, flatten, metric_value
@@ -269,7 +270,8 @@ def plot_comparison(out_dir, curves, best_rows, metric, seed: int = 0) -> dict:
         ax.legend(fontsize=8)
     fig.tight_layout()
     paths["anytime"] = os.path.join(out_dir, "anytime.png")
-    fig.savefig(paths["anytime"], dpi=120)
+    with atomic_path(paths["anytime"]) as temporary:
+        fig.savefig(temporary, dpi=120)
     plt.close(fig)
 
     shown = [(m, best_rows[m]) for m in (AUTOBALANCE, GRID_SEARCH) if best_rows.get(m) is not None]
@@ -292,7 +294,8 @@ def plot_comparison(out_dir, curves, best_rows, metric, seed: int = 0) -> dict:
         ax.grid(alpha=0.3, axis="y")
         fig.tight_layout()
         paths["per_class"] = os.path.join(out_dir, "per_class.png")
-        fig.savefig(paths["per_class"], dpi=120)
+        with atomic_path(paths["per_class"]) as temporary:
+            fig.savefig(temporary, dpi=120)
         plt.close(fig)
     ab = best_rows.get(AUTOBALANCE)
     if ab is not None:
@@ -306,7 +309,7 @@ def write_comparison_csv(records: list[dict], path: str) -> None:
     columns = ["method", "seed", *REPORTED, *GROUP_REPORTED, "selected_by", "val_metric", "selected_method",
                "selected_trial", "hyperparameters",
                "trials", "failed", "trial_seconds", "gpu_seconds", "budget_stopped"]
-    with open(path, "w", newline="") as f:
+    with atomic_path(path) as temporary, open(temporary, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         for r in records:

@@ -14,6 +14,7 @@ import math
 import os
 
 from ab_tune.names import TEST_BALANCED_ERROR, TEST_DEO, TEST_WORST_GROUP_ERROR
+from ab_tune.reporting.files import atomic_path
 from ab_tune.reporting.plots import pyplot
 from ab_tune.reporting.rows import FINISHED, flatten
 
@@ -88,7 +89,7 @@ def write_front(points: list[dict], out_dir: str, title: str = "") -> dict:
     paths = {"front_csv": os.path.join(out_dir, "front.csv"), "front_plot": os.path.join(out_dir, "front.png")}
     columns = ["method", "setting", "trials", ACCURACY, *FAIRNESS,
                *(f"{scope}front_{f.removeprefix('test_')}" for f in FAIRNESS for scope in ("", "overall_"))]
-    with open(paths["front_csv"], "w", newline="") as f:
+    with atomic_path(paths["front_csv"]) as temporary, open(temporary, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         for p in sorted(points, key=lambda p: (p["method"], p[ACCURACY])):
@@ -115,6 +116,7 @@ def write_front(points: list[dict], out_dir: str, title: str = "") -> dict:
         ax.legend(fontsize=8)
     fig.suptitle(title or "accuracy-fairness front (lower left is better)")
     fig.tight_layout()
-    fig.savefig(paths["front_plot"], dpi=120)
+    with atomic_path(paths["front_plot"]) as temporary:
+        fig.savefig(temporary, dpi=120)
     plt.close(fig)
     return paths

@@ -17,6 +17,7 @@ from ab_tune.names import (
     TEST_WORST_CLASS_ERROR,
     TEST_WORST_GROUP_ERROR,
 )
+from ab_tune.reporting.files import atomic_path, write_atomically
 from ab_tune.reporting.pareto import front_points, write_front
 from ab_tune.reporting.plots import pyplot
 from ab_tune.reporting.rows import best_row, flatten, ranked
@@ -39,7 +40,8 @@ def write_results_csv(rows: list[dict], path: str) -> None:
         flat.update({f"config.{k}": v if _scalar(v) else json.dumps(v) for k, v in flatten(row["config"]).items()})
         flat.update({k: v if _scalar(v) else json.dumps(v) for k, v in row["metrics"].items()})
         table.append(flat)
-    pd.DataFrame(table).to_csv(path, index=False)
+    with atomic_path(path) as temporary:
+        pd.DataFrame(table).to_csv(temporary, index=False)
 
 
 def write_best(row: dict, path: str, metric: str) -> None:
@@ -49,8 +51,7 @@ def write_best(row: dict, path: str, metric: str) -> None:
             LOSS_PARAMETERS: metrics.get(LOSS_PARAMETERS), CLASS_COUNTS: metrics.get(CLASS_COUNTS),
             **({GROUP_COUNTS: metrics[GROUP_COUNTS]} if GROUP_COUNTS in metrics else {}),
             "metrics": {k: v for k, v in metrics.items() if _scalar(v)}}
-    with open(path, "w") as f:
-        json.dump(best, f, indent=2)
+    write_atomically(path, json.dumps(best, indent=2))
 
 
 def format_table(rows: list[dict], metric: str, mode: str, searched: list[str], top: int = 5,
@@ -114,7 +115,8 @@ def plot_loss_parameters(row: dict, path: str, title: str = "") -> bool:
             ax.legend(fontsize=8)
     fig.suptitle(title or f"learned loss parameters, trial {row['trial_id']}")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as temporary:
+        fig.savefig(temporary, dpi=120)
     plt.close(fig)
     return True
 

@@ -28,6 +28,7 @@ import copy
 import difflib
 import math
 import os
+import re
 from dataclasses import dataclass
 
 import yaml
@@ -37,7 +38,7 @@ from ab_tune.data import absolute_root
 from ab_tune.errors import ConfigError, SearchSpaceError
 from ab_tune.search.preflight import check_metrics, check_trial
 
-__all__ = ["Experiment", "Domain", "load_experiment", "parse_experiment", "ALGORITHMS", "SCHEDULERS",
+__all__ = ["Experiment", "Domain", "load_experiment", "parse_experiment", "portable_name", "ALGORITHMS", "SCHEDULERS",
            "VALIDATION_METRICS", "DEFAULT_FILE", "set_nested"]
 
 ALGORITHMS = ("optuna", "random", "grid")
@@ -51,6 +52,12 @@ SEARCH_KEYS = {"algorithm": "optuna", "scheduler": "fifo", "num_samples": 8, "ma
                "synch": False}
 RESOURCE_KEYS = {"cpu": 1, "gpu": 0}
 DEFAULT_FILE = "digits_lt.yaml"
+
+
+def portable_name(text: str) -> str:
+    """A folder name from a user's string that every file system and URI takes: each character
+    other than letters, digits, '.', '_' and '-' becomes '_' (``pkg.mod:fn`` -> ``pkg.mod_fn``)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text).strip(".") or "_"
 
 
 @dataclass(frozen=True)
@@ -248,7 +255,7 @@ def parse_experiment(data, source: str = "<dict>") -> Experiment:
         raise _fail(source, "search.scheduler 'pbt' needs at least one choice, uniform or loguniform key to perturb")
 
     experiment = Experiment(
-        name=str(data.get("name") or os.path.splitext(os.path.basename(source))[0] or "ab_tune"),
+        name=portable_name(str(data.get("name") or os.path.splitext(os.path.basename(source))[0] or "ab_tune")),
         config=copy.deepcopy(config), space=space, algorithm=s["algorithm"], scheduler=s["scheduler"],
         num_samples=s["num_samples"], max_concurrent=s["max_concurrent"], metric=s["metric"], mode=s["mode"],
         grace_period=s["grace_period"], perturbation_interval=s["perturbation_interval"],

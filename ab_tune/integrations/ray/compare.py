@@ -54,10 +54,11 @@ from ab_tune.reporting.comparison import (
     seed_records,
     write_comparison_csv,
 )
+from ab_tune.reporting.files import write_atomically
 from ab_tune.reporting.pareto import front_points, write_front
 from ab_tune.reporting.rows import best_row
 from ab_tune.search.preflight import check_metrics
-from ab_tune.search.searchspace import Experiment, bundled_path, load_experiment
+from ab_tune.search.searchspace import Experiment, bundled_path, load_experiment, portable_name
 
 __all__ = ["compare", "ComputeBudget", "DATASETS", "available_methods", "LOSS_KEYS"]
 
@@ -179,7 +180,7 @@ def _start_or_resume(root: str, name: str, settings: dict, resume: bool) -> None
         except TypeError as e:
             raise ConfigError(f"the comparison's settings must be plain values (numbers, strings, lists): {e}") from None
         os.makedirs(root)
-        _write_atomically(path, text)
+        write_atomically(path, text)
         return
     if settings["budget"] is not None:
         raise ConfigError(f"--resume cannot continue a budgeted comparison (Tune does not keep the seconds the "
@@ -202,14 +203,8 @@ def _start_or_resume(root: str, name: str, settings: dict, resume: bool) -> None
             raise ConfigError(f"--resume: comparison {name!r} was started with {key}={before!r}, got {key}={value!r}; "
                               "resume it as it was started, or choose another --name")
     # methods added by this resume are checked on the next one
-    _write_atomically(path, json.dumps({**started, "methods": {**started.get("methods", {}), **settings["methods"]}},
+    write_atomically(path, json.dumps({**started, "methods": {**started.get("methods", {}), **settings["methods"]}},
                                        indent=1))
-
-
-def _write_atomically(path: str, text: str) -> None:
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)  # never a half-written settings.json
 
 
 def _resumable(seed_dir: str, method: str, resume: bool) -> bool:
@@ -289,7 +284,7 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
             raise ConfigError(f"metric must be a validation metric, one of {list(VALIDATION_METRICS)} (the test split "
                               f"never selects), got metric={metric!r}")
         check_metrics([metric], dataset)
-    name = name or f"compare_{dataset}"
+    name = name or portable_name(f"compare_{dataset}")
     storage = os.path.abspath(os.path.expanduser(storage or DEFAULT_STORAGE))
     root = os.path.join(storage, name)
     # every file and override is checked before Ray starts
@@ -324,7 +319,7 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
         seed_table, picks[seed] = seed_records(seed, runs, metric, mode)
         records.extend(seed_table)
         if picks[seed] is not None:
-            _write_atomically(os.path.join(seed_dir, "recommended.json"), json.dumps(picks[seed]["config"], indent=2))
+            write_atomically(os.path.join(seed_dir, "recommended.json"), json.dumps(picks[seed]["config"], indent=2))
         if seed == first_seed:
             curves, best_rows = _first_seed_curves(runs, orders, metric, mode)
 
@@ -342,12 +337,11 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
     report_dir = os.path.join(root, fresh) if fresh else root
     os.makedirs(report_dir, exist_ok=True)
     paths = {"table": os.path.join(report_dir, "comparison.md"), "csv": os.path.join(report_dir, "comparison.csv")}
-    with open(paths["table"], "w") as f:
-        f.write(header + table + "\n")
+    write_atomically(paths["table"], header + table + "\n")
     write_comparison_csv(records, paths["csv"])
     if picks[first_seed] is not None:
         paths["recommended"] = os.path.join(report_dir, "recommended.json")
-        _write_atomically(paths["recommended"], json.dumps(picks[first_seed]["config"], indent=2))
+        write_atomically(paths["recommended"], json.dumps(picks[first_seed]["config"], indent=2))
     paths.update(plot_comparison(report_dir, curves, best_rows, metric, seed=first_seed))
     points = [point for method in methods
               for point in front_points(method, all_rows[method], list(experiments[first_seed][method].space))]

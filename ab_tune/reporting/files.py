@@ -1,0 +1,28 @@
+"""Every file ab_tune writes is written whole or not at all: into a temporary file beside it, then
+renamed onto it (an interrupted run never leaves a half-written report or settings file)."""
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+__all__ = ["atomic_path", "write_atomically"]
+
+
+@contextlib.contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+    """A temporary path beside ``path`` (same extension, for writers that infer the format from it),
+    renamed onto ``path`` when the block ends without an error, removed when it raises."""
+    root, extension = os.path.splitext(path)
+    temporary = f"{root}.tmp{os.getpid()}{extension}"
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def write_atomically(path: str, text: str) -> None:
+    with atomic_path(path) as temporary, open(temporary, "w", newline="") as f:
+        f.write(text)
