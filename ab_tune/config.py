@@ -6,7 +6,7 @@ lr x0.1 at 220 and 260, hyper steps from 120) to the trial's number of epochs.
 """
 from __future__ import annotations
 
-import difflib
+import dataclasses
 import math
 import numbers
 from collections.abc import Callable
@@ -21,7 +21,7 @@ from ab_tune.core.loss import LEARNABLE, PARAMETRIZATIONS
 from ab_tune.core.models import MODELS
 from ab_tune.core.objectives import FAIRNESS_TERMS
 from ab_tune.data.registry import DATASETS, trial_defaults
-from ab_tune.errors import ConfigError
+from ab_tune.errors import ConfigError, did_you_mean
 
 __all__ = ["OPTIONS", "resolve_config", "ConfigError", "loss_learn", "LEARN_NAMES", "AUGMENT_STRENGTH"]
 
@@ -32,6 +32,37 @@ class Option:
     allowed: str  # what is allowed, in words, for the error message
     check: Callable[[Any], bool]
     help: str
+    section: str = ""  # what it belongs to (data, model, loss, upper level, ...): set by _section
+
+
+def _section(name: str, options: dict[str, Option]) -> dict[str, Option]:
+    return {key: dataclasses.replace(option, section=name) for key, option in options.items()}
+
+
+def split_arguments(config: dict) -> dict:
+    """``build_splits``'s keyword arguments from a resolved config: its data section (the selection
+    split is the trainer's, cut from the validation split afterwards), ``data_seed`` as ``seed``."""
+    return {("seed" if key == "data_seed" else key): config[key] for key in section_keys("data")
+            if key != "selection_fraction"}
+
+
+def total_epochs(config: dict) -> int:
+    """A resolved trial's epochs, the retraining phase's included."""
+    return config["epochs"] * (2 if config["retrain"] else 1)
+
+
+def without_placement(config: dict) -> dict:
+    """A trial's config as reported: without the resources Ray placed it with (cpus/gpus_per_trial)."""
+    placement = section_keys("placement")
+    return {key: value for key, value in config.items() if key not in placement}
+
+
+def section_keys(*sections: str) -> tuple[str, ...]:
+    """The config keys of these sections, in OPTIONS order."""
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown:
+        raise ValueError(f"unknown config section {unknown[0]!r}; sections: {', '.join(SECTIONS)}")
+    return tuple(key for key, option in OPTIONS.items() if option.section in sections)
 
 
 def _number(low=-math.inf, high=math.inf, *, integer=False, low_open=False):
@@ -78,136 +109,146 @@ POSITIVE = ("a number > 0", _number(0, low_open=True))
 NON_NEGATIVE = ("a number >= 0", _number(0))
 
 OPTIONS: dict[str, Option] = {
-    # data
-    "dataset": Option("digits", f"a dataset name {sorted(DATASETS)} or 'module:function'",
-                      lambda v: isinstance(v, str) and bool(v), "what to train on"),
-    "data_root": Option(None, "a directory path or null", _optional(lambda v: isinstance(v, str)),
-                        "where file datasets live (CIFAR)"),
-    "download": Option(False, "true or false", _is_bool, "download a missing file dataset"),
-    "dataset_params": Option({}, "a mapping of parameter names to values", _str_dict,
-                             "extra arguments of the dataset loader (gmm: dim, separation, ...)"),
-    "imbalance_ratio": Option(None, "a number >= 1", _optional(_number(1)), "rho = n_max / n_min; 1 keeps the data as it is"),
-    "imbalance_profile": Option("exp", "one of ['exp', 'step']", _one_of("exp", "step"), "long-tailed profile"),
-    "val_fraction": Option(0.2, "a number in (0, 1)", lambda v: _number(0, 1, low_open=True)(v) and v < 1,
-                           "fraction of the training pool held out for the upper level"),
-    "selection_fraction": Option(0.0, "a number in [0, 1)", lambda v: _number(0, 1)(v) and v < 1,
-                                 "fraction of the validation split held out of the hypergradient; the val_* "
-                                 "metrics the outer search selects by come from it (0: the paper's method, "
-                                 "the whole validation split serves both)"),
-    "balanced_val": Option(False, "true or false", _is_bool, "balanced validation split instead of long-tailed"),
-    "data_seed": Option(None, "an integer >= 0 or null", _optional(_number(0, integer=True)),
-                        "seed of the data splits (null: the trial's seed)"),
-    # model
-    "model": Option("auto", f"one of {['auto', *MODELS]}, 'torchvision:NAME' or 'package.module:function'",
-                    lambda v: _one_of("auto", *MODELS)(v) or (isinstance(v, str) and v.count(":") == 1
-                                                              and all(v.split(":"))),
-                    "network: built-in, any torchvision classification model (its head replaced), or a "
-                    "function (input_shape, num_classes, **model_params) -> nn.Module"),
-    "model_params": Option({}, "a mapping like {weights: path/to/state_dict.pt}", _str_dict,
-                           "arguments of a factory or torchvision model; weights: a local state-dict file"),
-    "head": Option("auto", "one of ['auto', 'linear', 'cosine']", _one_of("auto", "linear", "cosine"),
-                   "classifier head: linear, or cosine (normalised features and weights, as LDAM's code); "
-                   "auto: cosine for loss_init ldam, linear otherwise"),
-    "head_scale": Option(16.0, *POSITIVE, "scale of the cosine head's logits for every loss but ldam (which "
-                                          "scales them by its own s)"),
-    # lower level
-    "epochs": Option(None, *POSITIVE_INT, "training epochs of the search phase"),
-    "batch_size": Option(None, *POSITIVE_INT, "training batch size"),
-    "lr": Option(None, *POSITIVE, "lower-level SGD learning rate"),
-    "momentum": Option(0.9, "a number in [0, 1)", lambda v: _number(0, 1)(v) and v < 1, "lower-level SGD momentum"),
-    "weight_decay": Option(None, *NON_NEGATIVE, "lower-level weight decay"),
-    "warmup_epochs": Option(None, "an integer >= 0 or null", _optional(_number(0, integer=True)),
-                            "linear learning-rate warm-up (null: epochs * 5/300)"),
-    "lr_decay_epochs": Option(None, "a list of epochs or null", _optional(_epoch_list),
-                              "epochs where lr is multiplied by lr_decay (null: epochs * [220, 260]/300)"),
-    "lr_decay": Option(0.1, "a number in (0, 1]", _number(0, 1, low_open=True), "learning-rate decay factor"),
-    # loss
-    "loss_init": Option("ce", f"one of {sorted(LOSSES)}", _one_of(*LOSSES),
-                        "the loss: a preset (initial value) of the parametric family, or a baseline "
-                        "(focal: CE with a focal factor; ldam: LDAM's margins, nothing to learn)"),
-    "loss_params": Option({}, "a mapping like {tau: 1.0}", _str_dict,
-                          "parameters of loss_init: la {tau}; cdt {gamma}; vs {gamma, tau}; cb {beta}; "
-                          "focal {gamma}; ldam {max_margin, s}"),
-    "drw_start": Option(None, "a number in [0, 1] or null", _optional(_number(0, 1)),
-                        "deferred re-weighting: fraction of each phase's epochs after which class-balanced "
-                        "weights switch on (null: off; LDAM-DRW uses 0.8); fixed losses only"),
-    "drw_beta": Option(0.9999, "a number in [0, 1)", lambda v: _number(0, 1)(v) and v < 1,
-                       "beta of the deferred re-weighting's weights (1 - beta) / (1 - beta^n_k)"),
-    "learn": Option(["delta", "iota"], f"a list of distinct names from {list(LEARN_NAMES)}", _learn_list,
-                    "loss parameters (and the learned augmentation's strength) the upper level tunes; "
-                    "[] is a fixed-loss baseline"),
-    "per_group_loss": Option(None, "true, false or null", _optional(_is_bool),
-                             "loss parameters per (class, group) pair (null: whenever the data has group labels)"),
-    "band_size": Option(1, *POSITIVE_INT, "classes (by frequency) sharing one learned parameter: a frequency band"),
-    "parametrization": Option("per_class", f"one of {list(PARAMETRIZATIONS)}", _one_of(*PARAMETRIZATIONS),
-                              "per_class: a learned correction per class (or band), the paper's method; frequency: "
-                              "one coefficient per learned parameter on log(n_k / n_max), i.e. LA's tau, CDT's "
-                              "gamma and a re-weighting exponent learned continuously"),
-    # upper level
-    "hyper_optimizer": Option("adam", "one of ['adam', 'sgd']", _one_of("sgd", "adam"),
-                              "upper-level optimizer (Adam: its step does not depend on the hypergradient's scale)"),
-    "hyper_lr": Option(None, *POSITIVE, "upper-level learning rate"),
-    "hyper_momentum": Option(0.9, "a number in [0, 1)", lambda v: _number(0, 1)(v) and v < 1, "upper-level SGD momentum"),
-    "hyper_weight_decay": Option(1e-4, *NON_NEGATIVE, "pulls learned parameters towards loss_init"),
-    "hyper_start_epoch": Option(None, "an integer >= 0 or null", _optional(_number(0, integer=True)),
-                                "first epoch with hyper steps (null: epochs * 120/300)"),
-    "hyper_every": Option(None, *POSITIVE_INT, "training iterations between hyper steps"),
-    "hyper_train_batches": Option(None, *POSITIVE_INT, "training batches in a hyper step's Hessian"),
-    "hyper_val_batches": Option(None, *POSITIVE_INT, "validation batches in a hyper step's objective"),
-    "solver": Option("neumann", f"one of {sorted(SOLVERS)}", _one_of(*SOLVERS), "inverse-Hessian solver"),
-    "hessian": Option("exact", "one of ['exact', 'last_layer', 'finite_difference']",
-                      _one_of("exact", "last_layer", "finite_difference"),
-                      "Hessian products of the hyper step: exact (double backward, the paper's method), "
-                      "last_layer (the implicit system on the classifier head only) or finite_difference "
-                      "(central differences of the training gradient, as Betty's DARTS/SAMA)"),
-    "solver_steps": Option(5, *NON_NEGATIVE_INT, "Hessian-vector products per hyper step"),
-    "warm_start": Option(False, "true or false", _is_bool,
-                         "start each hyper step's solve from the last one's solution (neumann or cg): one "
-                         "Hessian-vector product more per step; with solver_steps 0, one product per step"),
-    "solver_alpha": Option("auto", "'auto' or a number > 0", lambda v: v == "auto" or _number(0, low_open=True)(v),
-                           "Neumann step size, below 2 / lambda_max of the training loss's Hessian; auto: "
-                           "1 / lambda_max by power iteration at the first hyper step and every 10 after (whose iterates "
-                           "give the Neumann terms); a diverged solve is retried once at half the step, "
-                           "with this step's curvature"),
-    # objective
-    "fairness_weight": Option(0.0, "in [0, 1]", _number(0, 1), "blend weight of the fairness term"),
-    "fairness": Option("worst_class", f"one of {sorted(FAIRNESS_TERMS)}", _one_of(*FAIRNESS_TERMS), "fairness term"),
-    "learned_augmentation": Option("none", f"one of {sorted(('none', *KINDS))} ('affine' for images only)",
-                                   _one_of("none", *KINDS),
-                                   "a per-class (per-(class, group) on group data) augmentation applied after "
-                                   "`augmentation`, differentiable in its strength: Gaussian noise or a random affine "
-                                   "warp; learn: [..., augment_strength] tunes the strengths by hypergradient"),
-    "augment_strength_init": Option(0.1, *POSITIVE, "initial strength of the learned augmentation (noise std in "
-                                                    "normalised input units; affine: scale of the random warp)"),
-    "augmentation": Option("none", f"one of {sorted(AUGMENTATIONS)} (all for RGB images >= 16x16, otherwise "
-                                   f"{' or '.join(repr(a) for a in allowed_augmentations((1,)))})",
-                           _one_of(*AUGMENTATIONS),
-                           "augmentation family of training batches"),
-    # protocol and runtime
-    "retrain": Option(False, "true or false", _is_bool,
-                      "after the search, train a fresh model on train+validation with the learned loss frozen"),
-    "eval_batch_size": Option(1024, *POSITIVE_INT, "batch size of evaluation"),
-    "seed": Option(0, *NON_NEGATIVE_INT, "seed of model initialisation and batch order"),
-    "device": Option("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'",
-                     lambda v: isinstance(v, str) and (v in ("auto", "cpu", "cuda") or
-                                                       (v.startswith("cuda:") and v[5:].isdigit())),
-                     "where to train; a missing GPU falls back to CPU with a warning"),
-    "precision": Option("fp32", "one of ['fp32', 'bf16']", _one_of("fp32", "bf16"),
-                        "bf16: autocast the lower level's forward passes to bfloat16 (meant for GPUs); the "
-                        "hypergradient and evaluation stay in float32"),
-    "num_workers": Option(0, *NON_NEGATIVE_INT, "DataLoader workers that read streamed inputs (data on disk) "
-                                               "ahead of the training step"),
-    "num_threads": Option(None, "a positive integer or null", _optional(_number(1, integer=True)),
-                          "torch CPU threads (null: leave torch's default)"),
-    # resources of one trial under Ray Tune (the trainer itself ignores them)
-    "cpus_per_trial": Option(1, *POSITIVE, "CPUs Ray reserves for a trial; also its torch threads"),
-    "gpus_per_trial": Option(0, *NON_NEGATIVE, "GPUs Ray reserves for a trial; fractions share a GPU"),
+    **_section("data", {  # what to train on and how it is split
+        "dataset": Option("digits", f"a dataset name {sorted(DATASETS)} or 'module:function'",
+                          lambda v: isinstance(v, str) and bool(v), "what to train on"),
+        "data_root": Option(None, "a directory path or null", _optional(lambda v: isinstance(v, str)),
+                            "where file datasets live (CIFAR)"),
+        "download": Option(False, "true or false", _is_bool, "download a missing file dataset"),
+        "dataset_params": Option({}, "a mapping of parameter names to values", _str_dict,
+                                 "extra arguments of the dataset loader (gmm: dim, separation, ...)"),
+        "imbalance_ratio": Option(None, "a number >= 1", _optional(_number(1)), "rho = n_max / n_min; 1 keeps the data as it is"),
+        "imbalance_profile": Option("exp", "one of ['exp', 'step']", _one_of("exp", "step"), "long-tailed profile"),
+        "val_fraction": Option(0.2, "a number in (0, 1)", lambda v: _number(0, 1, low_open=True)(v) and v < 1,
+                               "fraction of the training pool held out for the upper level"),
+        "selection_fraction": Option(0.0, "a number in [0, 1)", lambda v: _number(0, 1)(v) and v < 1,
+                                     "fraction of the validation split held out of the hypergradient; the val_* "
+                                     "metrics the outer search selects by come from it (0: the paper's method, "
+                                     "the whole validation split serves both)"),
+        "balanced_val": Option(False, "true or false", _is_bool, "balanced validation split instead of long-tailed"),
+        "data_seed": Option(None, "an integer >= 0 or null", _optional(_number(0, integer=True)),
+                            "seed of the data splits (null: the trial's seed)"),
+    }),
+    **_section("model", {  # the network
+        "model": Option("auto", f"one of {['auto', *MODELS]}, 'torchvision:NAME' or 'package.module:function'",
+                        lambda v: _one_of("auto", *MODELS)(v) or (isinstance(v, str) and v.count(":") == 1
+                                                                  and all(v.split(":"))),
+                        "network: built-in, any torchvision classification model (its head replaced), or a "
+                        "function (input_shape, num_classes, **model_params) -> nn.Module"),
+        "model_params": Option({}, "a mapping like {weights: path/to/state_dict.pt}", _str_dict,
+                               "arguments of a factory or torchvision model; weights: a local state-dict file"),
+        "head": Option("auto", "one of ['auto', 'linear', 'cosine']", _one_of("auto", "linear", "cosine"),
+                       "classifier head: linear, or cosine (normalised features and weights, as LDAM's code); "
+                       "auto: cosine for loss_init ldam, linear otherwise"),
+        "head_scale": Option(16.0, *POSITIVE, "scale of the cosine head's logits for every loss but ldam (which "
+                                              "scales them by its own s)"),
+    }),
+    **_section("lower level", {  # training the network
+        "epochs": Option(None, *POSITIVE_INT, "training epochs of the search phase"),
+        "batch_size": Option(None, *POSITIVE_INT, "training batch size"),
+        "lr": Option(None, *POSITIVE, "lower-level SGD learning rate"),
+        "momentum": Option(0.9, "a number in [0, 1)", lambda v: _number(0, 1)(v) and v < 1, "lower-level SGD momentum"),
+        "weight_decay": Option(None, *NON_NEGATIVE, "lower-level weight decay"),
+        "warmup_epochs": Option(None, "an integer >= 0 or null", _optional(_number(0, integer=True)),
+                                "linear learning-rate warm-up (null: epochs * 5/300)"),
+        "lr_decay_epochs": Option(None, "a list of epochs or null", _optional(_epoch_list),
+                                  "epochs where lr is multiplied by lr_decay (null: epochs * [220, 260]/300)"),
+        "lr_decay": Option(0.1, "a number in (0, 1]", _number(0, 1, low_open=True), "learning-rate decay factor"),
+    }),
+    **_section("loss", {  # the loss family and what of it is learned
+        "loss_init": Option("ce", f"one of {sorted(LOSSES)}", _one_of(*LOSSES),
+                            "the loss: a preset (initial value) of the parametric family, or a baseline "
+                            "(focal: CE with a focal factor; ldam: LDAM's margins, nothing to learn)"),
+        "loss_params": Option({}, "a mapping like {tau: 1.0}", _str_dict,
+                              "parameters of loss_init: la {tau}; cdt {gamma}; vs {gamma, tau}; cb {beta}; "
+                              "focal {gamma}; ldam {max_margin, s}"),
+        "learn": Option(["delta", "iota"], f"a list of distinct names from {list(LEARN_NAMES)}", _learn_list,
+                        "loss parameters (and the learned augmentation's strength) the upper level tunes; "
+                        "[] is a fixed-loss baseline"),
+        "per_group_loss": Option(None, "true, false or null", _optional(_is_bool),
+                                 "loss parameters per (class, group) pair (null: whenever the data has group labels)"),
+        "band_size": Option(1, *POSITIVE_INT, "classes (by frequency) sharing one learned parameter: a frequency band"),
+        "parametrization": Option("per_class", f"one of {list(PARAMETRIZATIONS)}", _one_of(*PARAMETRIZATIONS),
+                                  "per_class: a learned correction per class (or band), the paper's method; frequency: "
+                                  "one coefficient per learned parameter on log(n_k / n_max), i.e. LA's tau, CDT's "
+                                  "gamma and a re-weighting exponent learned continuously"),
+    }),
+    **_section("reweighting", {  # deferred re-weighting of a fixed loss
+        "drw_start": Option(None, "a number in [0, 1] or null", _optional(_number(0, 1)),
+                            "deferred re-weighting: fraction of each phase's epochs after which class-balanced "
+                            "weights switch on (null: off; LDAM-DRW uses 0.8); fixed losses only"),
+        "drw_beta": Option(0.9999, "a number in [0, 1)", lambda v: _number(0, 1)(v) and v < 1,
+                           "beta of the deferred re-weighting's weights (1 - beta) / (1 - beta^n_k)"),
+    }),
+    **_section("upper level", {  # the hyper step: its optimizer and its inverse-Hessian solve
+        "hyper_optimizer": Option("adam", "one of ['adam', 'sgd']", _one_of("sgd", "adam"),
+                                  "upper-level optimizer (Adam: its step does not depend on the hypergradient's scale)"),
+        "hyper_lr": Option(None, *POSITIVE, "upper-level learning rate"),
+        "hyper_momentum": Option(0.9, "a number in [0, 1)", lambda v: _number(0, 1)(v) and v < 1, "upper-level SGD momentum"),
+        "hyper_weight_decay": Option(1e-4, *NON_NEGATIVE, "pulls learned parameters towards loss_init"),
+        "hyper_every": Option(None, *POSITIVE_INT, "training iterations between hyper steps"),
+        "solver": Option("neumann", f"one of {sorted(SOLVERS)}", _one_of(*SOLVERS), "inverse-Hessian solver"),
+        "hessian": Option("exact", "one of ['exact', 'last_layer', 'finite_difference']",
+                          _one_of("exact", "last_layer", "finite_difference"),
+                          "Hessian products of the hyper step: exact (double backward, the paper's method), "
+                          "last_layer (the implicit system on the classifier head only) or finite_difference "
+                          "(central differences of the training gradient, as Betty's DARTS/SAMA)"),
+        "solver_steps": Option(5, *NON_NEGATIVE_INT, "Hessian-vector products per hyper step"),
+        "warm_start": Option(False, "true or false", _is_bool,
+                             "start each hyper step's solve from the last one's solution (neumann or cg): one "
+                             "Hessian-vector product more per step; with solver_steps 0, one product per step"),
+        "solver_alpha": Option("auto", "'auto' or a number > 0", lambda v: v == "auto" or _number(0, low_open=True)(v),
+                               "Neumann step size, below 2 / lambda_max of the training loss's Hessian; auto: "
+                               "1 / lambda_max by power iteration at the first hyper step and every 10 after (whose iterates "
+                               "give the Neumann terms); a diverged solve is retried once at half the step, "
+                               "with this step's curvature"),
+    }),
+    **_section("hyper schedule", {  # when a trainer takes hyper steps, and on how many batches
+        "hyper_start_epoch": Option(None, "an integer >= 0 or null", _optional(_number(0, integer=True)),
+                                    "first epoch with hyper steps (null: epochs * 120/300)"),
+        "hyper_train_batches": Option(None, *POSITIVE_INT, "training batches in a hyper step's Hessian"),
+        "hyper_val_batches": Option(None, *POSITIVE_INT, "validation batches in a hyper step's objective"),
+    }),
+    **_section("objective", {  # the validation objective of the upper level
+        "fairness_weight": Option(0.0, "in [0, 1]", _number(0, 1), "blend weight of the fairness term"),
+        "fairness": Option("worst_class", f"one of {sorted(FAIRNESS_TERMS)}", _one_of(*FAIRNESS_TERMS), "fairness term"),
+    }),
+    **_section("augmentation", {  # augmentation of training batches
+        "augmentation": Option("none", f"one of {sorted(AUGMENTATIONS)} (all for RGB images >= 16x16, otherwise "
+                                       f"{' or '.join(repr(a) for a in allowed_augmentations((1,)))})",
+                               _one_of(*AUGMENTATIONS),
+                               "augmentation family of training batches"),
+        "learned_augmentation": Option("none", f"one of {sorted(('none', *KINDS))} ('affine' for images only)",
+                                       _one_of("none", *KINDS),
+                                       "a per-class (per-(class, group) on group data) augmentation applied after "
+                                       "`augmentation`, differentiable in its strength: Gaussian noise or a random affine "
+                                       "warp; learn: [..., augment_strength] tunes the strengths by hypergradient"),
+        "augment_strength_init": Option(0.1, *POSITIVE, "initial strength of the learned augmentation (noise std in "
+                                                        "normalised input units; affine: scale of the random warp)"),
+    }),
+    **_section("runtime", {  # protocol, seeds and where it runs
+        "retrain": Option(False, "true or false", _is_bool,
+                          "after the search, train a fresh model on train+validation with the learned loss frozen"),
+        "eval_batch_size": Option(1024, *POSITIVE_INT, "batch size of evaluation"),
+        "seed": Option(0, *NON_NEGATIVE_INT, "seed of model initialisation and batch order"),
+        "device": Option("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'",
+                         lambda v: isinstance(v, str) and (v in ("auto", "cpu", "cuda") or
+                                                           (v.startswith("cuda:") and v[5:].isdigit())),
+                         "where to train; a missing GPU falls back to CPU with a warning"),
+        "precision": Option("fp32", "one of ['fp32', 'bf16']", _one_of("fp32", "bf16"),
+                            "bf16: autocast the lower level's forward passes to bfloat16 (meant for GPUs); the "
+                            "hypergradient and evaluation stay in float32"),
+        "num_workers": Option(0, *NON_NEGATIVE_INT, "DataLoader workers that read streamed inputs (data on disk) "
+                                                   "ahead of the training step"),
+        "num_threads": Option(None, "a positive integer or null", _optional(_number(1, integer=True)),
+                              "torch CPU threads (null: leave torch's default)"),
+    }),
+    **_section("placement", {  # resources of one trial under Ray Tune (the trainer itself ignores them)
+        "cpus_per_trial": Option(1, *POSITIVE, "CPUs Ray reserves for a trial; also its torch threads"),
+        "gpus_per_trial": Option(0, *NON_NEGATIVE, "GPUs Ray reserves for a trial; fractions share a GPU"),
+    }),
 }
-
-def _suggest(key: str) -> str:
-    close = difflib.get_close_matches(key, OPTIONS, n=1)
-    return f"did you mean {close[0]!r}? " if close else ""
-
+SECTIONS = tuple(dict.fromkeys(option.section for option in OPTIONS.values()))
 
 def resolve_config(config: dict, *, user_data: bool = False) -> dict:
     """Validated config with every key present; raises ConfigError naming the key and value.
@@ -219,7 +260,7 @@ def resolve_config(config: dict, *, user_data: bool = False) -> dict:
         raise ConfigError(f"config must be a dict, got {type(config).__name__}")
     for key, value in config.items():
         if key not in OPTIONS:
-            raise ConfigError(f"unknown config key {key!r} (got {key}={value!r}); {_suggest(key)}"
+            raise ConfigError(f"unknown config key {key!r} (got {key}={value!r}); {did_you_mean(key, OPTIONS)}"
                               f"allowed keys: {', '.join(OPTIONS)}")
     dataset = config.get("dataset", OPTIONS["dataset"].default)
     if not OPTIONS["dataset"].check(dataset):

@@ -1,5 +1,13 @@
 """The errors a user can fix. The CLI turns exactly these into one line and exit status 2;
 any other exception is a bug and keeps its traceback."""
+import difflib
+from collections.abc import Iterable
+
+
+def did_you_mean(word, allowed: Iterable[str]) -> str:
+    """``"did you mean 'x'? "`` for the allowed name closest to ``word``, or ``""`` when none is close."""
+    close = difflib.get_close_matches(str(word), list(allowed), n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
 
 
 class AbTuneError(Exception):

@@ -220,15 +220,16 @@ def test_run_retrain_sets_retrain_for_every_trial(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--dataset", "mnist"], "--dataset must be one of"),
-    (["--seeds", "0"], "--seeds must be a positive integer, got --seeds 0"),
+    (["--dataset", "mnist"], "dataset must be one of"),
+    (["--seeds", "0"], "seeds must be a positive integer, got seeds=0"),
     (["--seeds", "two"], "invalid int value: 'two'"),
-    (["--budget", "-5"], "--budget must be a number of trial-seconds > 0, got --budget -5"),
-    (["--methods", "autobalance,lda"], "--methods takes a comma-separated list from autobalance,"),
+    (["--budget", "-5"], "budget must be a number of seconds > 0, got budget=-5.0"),
+    (["--methods", "autobalance,lda"], "methods must be distinct names from ['autobalance', "),
+    (["--methods", ","], "methods must be distinct names from ['autobalance', "),
     (["--set", "epochs=-1"], "epochs must be a positive integer, got epochs=-1"),
     (["--set", "seed=4"], "seed is set by the comparison's seeds"),
-    (["--num-samples", "0"], "--num-samples must be a positive integer"),
-    (["--first-seed", "-1"], "--first-seed must be an integer >= 0, got --first-seed -1"),
+    (["--num-samples", "0"], "num_samples must be a positive integer"),
+    (["--first-seed", "-1"], "first_seed must be an integer >= 0, got first_seed=-1"),
     (["--metric", "test_balanced_error"], "metric must be a validation metric, one of ['val_objective', "),
     (["--metric", "val_deo"], "metric 'val_deo' is reported only on data with group labels, but dataset 'digits'"),
     (["--dataset", "mnist1d", "--metric", "val_worst_group_error"], "metric 'val_worst_group_error' is reported only"),

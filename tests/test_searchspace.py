@@ -2,6 +2,7 @@
 import glob
 import os
 
+import numpy as np
 import pytest
 import yaml
 
@@ -159,3 +160,18 @@ def test_an_experiment_named_with_a_colon_runs_under_a_portable_folder(tmp_path)
     path = tmp_path / "mine.yaml"
     path.write_text("name: 'users.data:load'\nconfig: {dataset: digits, epochs: 1}\n")
     assert load_experiment(str(path)).name == "users.data_load"
+
+
+def test_check_trial_turns_its_checks_into_one_line_and_lets_a_library_error_keep_its_traceback(monkeypatch):
+    import ab_tune.search.preflight as preflight
+
+    with pytest.raises(ConfigError, match="band_size must be at most the 10 classes of digits"):
+        check_trial({"dataset": "digits", "band_size": 11})
+
+    def broken_model(*args, **kwargs):  # a bug: numpy raises a ValueError, not one of ab_tune's checks
+        return np.zeros(3).reshape(2)
+
+    monkeypatch.setattr(preflight, "make_model", broken_model)
+    with pytest.raises(ValueError, match="cannot reshape") as error:
+        check_trial({"dataset": "digits"})
+    assert not isinstance(error.value, ConfigError)

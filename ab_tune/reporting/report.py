@@ -23,7 +23,7 @@ from ab_tune.reporting.plots import pyplot
 from ab_tune.reporting.rows import best_row, flatten, ranked
 
 __all__ = ["write_results_csv", "write_best", "format_table", "plot_loss_parameters",
-           "write_report"]
+           "write_report", "print_report"]
 
 
 def _scalar(value) -> bool:
@@ -138,3 +138,14 @@ def write_report(rows: list[dict], out_dir: str, metric: str, mode: str, searche
     paths.update(write_front(front_points(name or "trials", rows, searched), out_dir,
                              f"{name}: accuracy-fairness front of the trials"))
     return paths
+
+
+def print_report(title: str, table: str, paths: dict, out, failed: str = "") -> None:
+    """The closing printout of a run: its title and table, where each file went, what failed."""
+    print(f"\n{title}:\n", file=out)
+    print(table, file=out)
+    print("", file=out)
+    for what, path in paths.items():
+        print(f"{what}: {path}", file=out)
+    if failed:
+        print(failed, file=out)

@@ -17,7 +17,7 @@ import json
 
 import torch
 
-from ab_tune.config import resolve_config
+from ab_tune.config import resolve_config, split_arguments
 from ab_tune.core.augment import allowed_augmentations
 from ab_tune.core.objectives import GROUP_TERMS, ValidationObjective
 from ab_tune.data import GROUP_DATASETS, build_splits, dataset_spec
@@ -67,8 +67,19 @@ def check_trial(config: dict, *, user_data: bool = False) -> dict:
             with torch.device("meta"):  # the model's shape checks, without allocating weights
                 make_model(c, input_shape, num_classes)
     except (ValueError, FileNotFoundError) as e:
+        if not _raised_by_a_check(e):
+            raise  # from inside torch or numpy: a bug, with its traceback
         raise ConfigError(str(e)) from None
     return c
+
+
+def _raised_by_a_check(error: BaseException) -> bool:
+    """Whether ab_tune's own code raised it (a check's one-line message about the config), not a
+    library it calls (an unexpected state: a bug whose traceback must stay)."""
+    frame = error.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame is not None and frame.tb_frame.f_globals.get("__name__", "").split(".")[0] == "ab_tune"
 
 
 def _check_groups(c: dict) -> None:
@@ -77,7 +88,7 @@ def _check_groups(c: dict) -> None:
     spec = dataset_spec(c["dataset"])
     if spec.has_groups:
         if spec.base in ("digits", "gmm") and c["fairness"] in GROUP_TERMS and c["fairness_weight"] > 0:
-            val = _validation_split(json.dumps({k: c[k] for k in _SPLIT_KEYS}, sort_keys=True))
+            val = _validation_split(json.dumps(split_arguments(c), sort_keys=True))
             ValidationObjective(val.class_counts, fairness_weight=c["fairness_weight"], fairness=c["fairness"],
                                 group_counts=val.group_counts)
         return
@@ -86,14 +97,10 @@ def _check_groups(c: dict) -> None:
     per_group_loss(c["per_group_loss"], False, c["dataset"])
 
 
-_SPLIT_KEYS = ("dataset", "dataset_params", "imbalance_ratio", "imbalance_profile", "val_fraction", "balanced_val",
-               "data_seed")
-
-
 @functools.lru_cache(maxsize=8)
 def _validation_split(key: str):
     """The validation split a trial of these data settings gets (built once per settings)."""
-    return build_splits(**{k if k != "data_seed" else "seed": v for k, v in json.loads(key).items()}).val
+    return build_splits(**json.loads(key)).val
 
 
 def check_metrics(metrics, dataset: str, data=None) -> None:

@@ -25,7 +25,6 @@ This module imports neither Ray nor Optuna: ``to_tune`` and ``suggest`` import t
 from __future__ import annotations
 
 import copy
-import difflib
 import math
 import os
 import re
@@ -35,7 +34,7 @@ import yaml
 
 from ab_tune import names
 from ab_tune.data import absolute_root
-from ab_tune.errors import ConfigError, SearchSpaceError
+from ab_tune.errors import ConfigError, SearchSpaceError, did_you_mean
 from ab_tune.search.preflight import check_metrics, check_trial
 
 __all__ = ["Experiment", "Domain", "load_experiment", "parse_experiment", "portable_name", "ALGORITHMS", "SCHEDULERS",
@@ -119,10 +118,8 @@ class Experiment:
     description: str = ""
 
     def trial_config(self, point: dict) -> dict:
-        """The fixed config with a point of the space (dotted keys) filled in."""
-        config = copy.deepcopy(self.config)
-        for key, value in point.items():
-            set_nested(config, key, value)
+        """The fixed config with a point of the space (dotted keys) filled in, and the trial's resources."""
+        config = with_point(self.config, point)
         config["cpus_per_trial"] = self.cpu
         config["gpus_per_trial"] = self.gpu
         return config
@@ -141,15 +138,30 @@ class Experiment:
         return self.trial_config({key: domain.to_tune() for key, domain in self.space.items()})
 
 
-def set_nested(config: dict, dotted: str, value) -> None:
-    """config["a"]["b"] = value for dotted="a.b", making the inner mappings it needs."""
+def nested_parent(config: dict, dotted: str) -> tuple[dict, str]:
+    """The mapping that holds a dotted key ("a.b": config["a"]) and the key in it ("b"), making the
+    inner mappings it needs."""
     *parents, leaf = dotted.split(".")
     for depth, part in enumerate(parents):
         config = config.setdefault(part, {})
         if not isinstance(config, dict):
             raise ConfigError(f"{'.'.join(parents[:depth + 1])} must be a mapping to set {dotted}, got "
                               f"{'.'.join(parents[:depth + 1])}={config!r}")
-    config[leaf] = value
+    return config, leaf
+
+
+def with_point(config: dict, point: dict) -> dict:
+    """A copy of ``config`` with a point of a space (dotted keys: ``dataset_params.dim``) filled in."""
+    config = copy.deepcopy(config)
+    for key, value in point.items():
+        set_nested(config, key, value)
+    return config
+
+
+def set_nested(config: dict, dotted: str, value) -> None:
+    """config["a"]["b"] = value for dotted="a.b", making the inner mappings it needs."""
+    parent, leaf = nested_parent(config, dotted)
+    parent[leaf] = value
 
 
 def _fail(source: str, message: str) -> SearchSpaceError:
@@ -161,9 +173,7 @@ def _check_keys(source, where, mapping, allowed):
         raise _fail(source, f"{where} must be a mapping, got {where}={mapping!r}")
     for key in mapping:
         if key not in allowed:
-            close = difflib.get_close_matches(str(key), list(allowed), n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise _fail(source, f"unknown key {key!r} in {where}; {hint}allowed: {', '.join(allowed)}")
+            raise _fail(source, f"unknown key {key!r} in {where}; {did_you_mean(key, allowed)}allowed: {', '.join(allowed)}")
 
 
 def _is_number(v) -> bool:
@@ -178,9 +188,8 @@ def parse_domain(source: str, key: str, spec) -> Domain:
     (kind, values), = spec.items()
     where = f"space.{key}.{kind}"
     if kind not in DOMAIN_KINDS:
-        close = difflib.get_close_matches(str(kind), DOMAIN_KINDS, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise _fail(source, f"unknown domain {kind!r} for space.{key}; {hint}allowed: {', '.join(DOMAIN_KINDS)}")
+        raise _fail(source, f"unknown domain {kind!r} for space.{key}; {did_you_mean(kind, DOMAIN_KINDS)}"
+                            f"allowed: {', '.join(DOMAIN_KINDS)}")
     if kind in ("choice", "grid"):
         if not isinstance(values, list) or not values:
             raise _fail(source, f"{where} must be a non-empty list of values, got {where}={values!r}")

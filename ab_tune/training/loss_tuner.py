@@ -19,7 +19,7 @@ from collections.abc import Iterable
 
 import torch
 
-from ab_tune.config import resolve_config
+from ab_tune.config import resolve_config, section_keys
 from ab_tune.core.hypergrad import AutoNeumannStep
 from ab_tune.core.linear_solve import WarmStart, make_solver
 from ab_tune.core.objectives import ValidationObjective
@@ -28,10 +28,9 @@ from ab_tune.training.components import make_hyper_optimizer, make_loss
 
 __all__ = ["LossTuner"]
 
-# the config keys a LossTuner takes, as keyword arguments (the same names, defaults and checks)
-KEYS = ("loss_init", "loss_params", "learn", "band_size", "parametrization", "hyper_optimizer", "hyper_lr", "hyper_momentum",
-        "hyper_weight_decay", "hyper_every", "solver", "solver_steps", "solver_alpha", "warm_start", "hessian",
-        "fairness_weight", "fairness")
+# the config keys a LossTuner takes, as keyword arguments (the same names, defaults and checks): the
+# loss, the upper level and its objective; not per_group_loss (a LossTuner sees no group labels)
+KEYS = tuple(k for k in section_keys("loss", "upper level", "objective") if k != "per_group_loss")
 
 
 class LossTuner:

@@ -22,7 +22,7 @@ import warnings
 import numpy as np
 import torch
 
-from ab_tune.config import AUGMENT_STRENGTH, resolve_config
+from ab_tune.config import AUGMENT_STRENGTH, resolve_config, split_arguments, total_epochs
 from ab_tune.core.augment import PER_SAMPLE, get_augmentation, none
 from ab_tune.core.hypergrad import AutoNeumannStep
 from ab_tune.core.metrics import per_class_error, per_group_error
@@ -80,11 +80,7 @@ class Trainer:
         np.random.seed(c["seed"])
         torch.manual_seed(c["seed"])
         self.device = select_device(c["device"])
-        self.splits: Splits = build_splits(
-            dataset=c["dataset"], data_root=c["data_root"], download=c["download"],
-            imbalance_ratio=c["imbalance_ratio"], imbalance_profile=c["imbalance_profile"],
-            val_fraction=c["val_fraction"], balanced_val=c["balanced_val"],
-            dataset_params=c["dataset_params"], seed=c["data_seed"], data=data)
+        self.splits: Splits = build_splits(**split_arguments(c), data=data)
         self.augment = get_augmentation(c["augmentation"], self.splits.input_shape)
         # streamed data: a per-sample family runs on the loader's workers, ahead of the step
         self.augment_on_workers = is_streamed(self.splits.train.x) and c["augmentation"] in PER_SAMPLE
@@ -168,7 +164,7 @@ class Trainer:
 
     @property
     def total_epochs(self) -> int:
-        return self.config["epochs"] * (2 if self.config["retrain"] else 1)
+        return total_epochs(self.config)
 
     @property
     def done(self) -> bool:

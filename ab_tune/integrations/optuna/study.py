@@ -29,7 +29,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from ab_tune.config import trial_threads
+from ab_tune.config import trial_threads, without_placement
 from ab_tune.data import GROUP_DATASETS
 from ab_tune.errors import ConfigError
 from ab_tune.names import (
@@ -51,6 +51,7 @@ from ab_tune.search.searchspace import (
     parse_domain,
     reachable_points,
     set_nested,
+    with_point,
 )
 from ab_tune.training.trainer import Trainer
 
@@ -144,10 +145,7 @@ class AutoBalanceObjective:
             config = experiment.trial_config(point)  # adds the experiment's cpus/gpus_per_trial
             config["num_threads"] = trial_threads(config)  # as under Ray: torch threads from the trial's CPUs
             return config
-        config = copy.deepcopy(self.config)
-        for key, value in point.items():
-            set_nested(config, key, value)
-        return config
+        return with_point(self.config, point)
 
     def _validate(self) -> None:
         """Every reachable point of the space must be a valid trial config, and the metrics
@@ -237,8 +235,7 @@ def study_rows(study, objective: AutoBalanceObjective) -> list[dict]:
         for key in (LOSS_PARAMETERS, CLASS_COUNTS, TEST_PER_CLASS_ERROR, TEST_PER_GROUP_ERROR, GROUP_COUNTS):
             if key in attrs:
                 metrics[key] = attrs[key]
-        config = objective.trial_config(dict(trial.params))
-        config = {k: v for k, v in config.items() if k not in ("cpus_per_trial", "gpus_per_trial")}
+        config = without_placement(objective.trial_config(dict(trial.params)))
         rows.append({"trial_id": str(trial.number), "status": trial.state.name, "config": config,
                      "metrics": metrics})
     return rows
@@ -276,7 +273,7 @@ def run_study(experiment: Experiment, *, storage: str, study_name: str | None = 
     """
     import optuna
 
-    from ab_tune.reporting.report import format_table, write_report
+    from ab_tune.reporting.report import format_table, print_report, write_report
 
     out = out or sys.stdout
     if experiment.algorithm != "optuna" or experiment.scheduler == "pbt":
@@ -309,15 +306,12 @@ def run_study(experiment: Experiment, *, storage: str, study_name: str | None = 
     summary = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
     if objective.multi_objective:
         front = {str(t.number) for t in study.best_trials}
-        print(f"\nPareto front of {study_name} ({' vs '.join(objective.metrics)}, {summary}):\n", file=out)
-        print(format_table([r for r in complete if r["trial_id"] in front], metric, mode, searched,
-                           top=len(front), selected_by=list(objective.metrics)), file=out)
+        title = f"Pareto front of {study_name} ({' vs '.join(objective.metrics)}, {summary})"
+        table = format_table([r for r in complete if r["trial_id"] in front], metric, mode, searched,
+                             top=len(front), selected_by=list(objective.metrics))
     else:
-        print(f"\nBest trials of {study_name} by {metric} ({mode}; {summary}):\n", file=out)
-        print(format_table(complete, metric, mode, searched), file=out)
-    print("", file=out)
-    for what, p in paths.items():
-        print(f"{what}: {p}", file=out)
-    if failed:
-        print(f"{len(failed)} trial(s) failed in this run; see the warnings above and {paths['results']}", file=out)
+        title = f"Best trials of {study_name} by {metric} ({mode}; {summary})"
+        table = format_table(complete, metric, mode, searched)
+    print_report(title, table, paths, out, f"{len(failed)} trial(s) failed in this run; see the warnings above and "
+                                           f"{paths['results']}" if failed else "")
     return study, paths, len(failed)

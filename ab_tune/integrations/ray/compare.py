@@ -37,7 +37,7 @@ import time
 import yaml
 from ray import tune
 
-from ab_tune.config import OPTIONS
+from ab_tune.config import OPTIONS, section_keys
 from ab_tune.data import DATASETS as DATASET_SPECS
 from ab_tune.data.registry import EXPERIMENTS
 from ab_tune.errors import ConfigError
@@ -69,10 +69,7 @@ DATASETS = EXPERIMENTS
 GROUP_METHODS = [AUTOBALANCE, "ce", "reweight", "vs"]
 GROUP_ONLY = ("reweight",)  # a baseline for group data; on class-imbalanced data cb covers it (--methods adds it)
 # what makes a method a method: every other config key of the AutoBalance file is shared
-LOSS_KEYS = frozenset({"learn", "loss_init", "loss_params", "band_size", "parametrization", "per_group_loss",
-                       "drw_start", "drw_beta", "fairness", "fairness_weight", "hyper_optimizer", "hyper_lr",
-                       "hyper_momentum", "hyper_weight_decay", "hyper_start_epoch", "hyper_every", "hyper_train_batches",
-                       "hyper_val_batches", "solver", "hessian", "solver_steps", "solver_alpha"})
+LOSS_KEYS = frozenset(section_keys("loss", "reweighting", "upper level", "hyper schedule", "objective"))
 # the upper-level objective that fits a selection metric: the fairness term that measures it, blended
 # into the balanced loss by a weight the outer search picks (unless the file or --set fixes the weight)
 FAIRNESS_OF = {VAL_WORST_CLASS_ERROR: "worst_class", VAL_WORST_GROUP_ERROR: "worst_group", VAL_DEO: "deo"}
@@ -273,7 +270,8 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
     valid = available_methods()
     own = load_experiment(autobalance_file).config.get("dataset") if autobalance_file else None
     grouped = any(name in DATASET_SPECS and DATASET_SPECS[name].has_groups for name in (dataset, own))
-    methods = list(methods) if methods else (GROUP_METHODS if grouped else [m for m in valid if m not in GROUP_ONLY])
+    methods = list(methods) if methods is not None else (GROUP_METHODS if grouped else
+                                                         [m for m in valid if m not in GROUP_ONLY])
     unknown = [m for m in methods if m not in valid]
     if unknown or not methods or len(set(methods)) != len(methods):
         raise ConfigError(f"methods must be distinct names from {valid}, got methods={methods}")

@@ -8,10 +8,11 @@ import sys
 import ray
 from ray import tune
 
+from ab_tune.config import resolve_config, total_epochs, without_placement
 from ab_tune.integrations.ray.trainable import AutoBalanceTrainable
 from ab_tune.integrations.ray.trial_logs import trial_loggers
-from ab_tune.reporting.report import format_table, write_report
-from ab_tune.search.searchspace import Experiment, SearchSpaceError, set_nested
+from ab_tune.reporting.report import format_table, print_report, write_report
+from ab_tune.search.searchspace import Experiment, SearchSpaceError, nested_parent, set_nested
 
 __all__ = ["run_experiment", "check_resources", "build_tuner", "result_rows", "DEFAULT_STORAGE"]
 
@@ -62,11 +63,8 @@ def _scheduler(experiment: Experiment, max_epochs: int):
 def _clip_to_space(bounds: dict, config: dict) -> dict:
     """Keep each perturbed value of a PBT explore step inside its searched [low, high]."""
     for dotted, (low, high) in bounds.items():
-        *parents, leaf = dotted.split(".")
-        node = config
-        for part in parents:
-            node = node[part]
-        node[leaf] = min(max(node[leaf], low), high)
+        parent, leaf = nested_parent(config, dotted)
+        parent[leaf] = min(max(parent[leaf], low), high)
     return config
 
 
@@ -79,10 +77,8 @@ def _search_algorithm(experiment: Experiment):
 
 
 def build_tuner(experiment: Experiment, storage: str, name: str, stopper=None):
-    from ab_tune.config import resolve_config
-
     probe = resolve_config(experiment.trial_config({k: d.sample_point() for k, d in experiment.space.items()}))
-    max_epochs = probe["epochs"] * (2 if probe["retrain"] else 1)
+    max_epochs = total_epochs(probe)
     # PBT restores a trial from another trial's checkpoint of some epochs ago: deleting all but the
     # last two makes that checkpoint vanish before the exploit ("does not exist on storage anymore");
     # and it pauses a trial at each perturbation while another waits: reusing the actor
@@ -110,7 +106,7 @@ def result_rows(result_grid) -> list[dict]:
     rows = []
     for result in result_grid:
         metrics = dict(result.metrics or {})
-        config = {k: v for k, v in (result.config or {}).items() if k not in ("cpus_per_trial", "gpus_per_trial")}
+        config = without_placement(result.config or {})
         trial_id = metrics.get("trial_id") or os.path.basename(str(result.path))
         rows.append({"trial_id": trial_id, "status": "ERROR" if result.error else "OK",
                      "config": config, "metrics": metrics})
@@ -163,11 +159,7 @@ def run_experiment(experiment: Experiment, *, storage: str | None = None, name: 
     rows = result_rows(result_grid)
     searched = list(experiment.space)
     paths = write_report(rows, report_dir, experiment.metric, experiment.mode, searched, name)
-    print(f"\nBest trials of {name} by {experiment.metric} ({experiment.mode}):\n", file=out)
-    print(format_table(rows, experiment.metric, experiment.mode, searched), file=out)
-    print("", file=out)
-    for what, p in paths.items():
-        print(f"{what}: {p}", file=out)
-    if result_grid.errors:
-        print(f"{len(result_grid.errors)} trial(s) failed; see {path}", file=out)
+    print_report(f"Best trials of {name} by {experiment.metric} ({experiment.mode})",
+                 format_table(rows, experiment.metric, experiment.mode, searched), paths, out,
+                 f"{len(result_grid.errors)} trial(s) failed; see {path}" if result_grid.errors else "")
     return result_grid, paths
