@@ -10,8 +10,15 @@ def did_you_mean(word, allowed: Iterable[str]) -> str:
     return f"did you mean {close[0]!r}? " if close else ""
 
 
+# every character str.splitlines breaks at, mapped to its escape
+_LINE_BREAKS = {ord(c): ascii(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
 class AbTuneError(Exception):
     """A user error; the message is one line naming the key, the value and what is allowed."""
+
+    def __str__(self) -> str:  # one line whatever a user's string held: line breaks escaped
+        return super().__str__().translate(_LINE_BREAKS)
 
 
 class ConfigError(AbTuneError, ValueError):
