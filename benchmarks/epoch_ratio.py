@@ -63,9 +63,9 @@ def measure(name: str, config: dict, point: dict) -> dict:
     hyper_epochs = range(int(c["hyper_start_epoch"]), c["epochs"])  # the search phase's epochs with hyper steps
     mean = lambda values: sum(values[e] for e in hyper_epochs) / len(hyper_epochs)  # noqa: E731
     return {"file": name, "point": point, "config": c, "bilevel_epoch": mean(bilevel_s), "plain_epoch": mean(plain_s),
-            "bilevel_trial": sum(bilevel_s), "plain_trial": sum(plain_s), "hyper_steps": bilevel.hyper_steps,
+            "bilevel_trial": sum(bilevel_s), "plain_trial": sum(plain_s), "hyper_steps": bilevel.tuner.hyper_steps,
             "iterations": sum(iterations[: c["epochs"]]) / c["epochs"],
-            "skipped": bilevel.skipped_hyper_steps}
+            "skipped": bilevel.tuner.skipped_hyper_steps}
 
 
 def main(argv=None) -> int:

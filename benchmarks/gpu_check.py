@@ -71,8 +71,8 @@ def child(spec: dict) -> dict:
     trainer = ab_tune.Trainer(trial_config(spec), data=synthetic_data((SMOKE if spec["smoke"] else FULL)["images"]))
     memory = _Memory(trainer.device)
     trainer.train_epoch()
-    return {**spec, "seconds": trainer.seconds, "iterations": trainer.iteration, "hyper_steps": trainer.hyper_steps,
-            "skipped": trainer.skipped_hyper_steps, "device_name": _device_name(trainer.device), **memory.report()}
+    return {**spec, "seconds": trainer.seconds, "iterations": trainer.iteration, "hyper_steps": trainer.tuner.hyper_steps,
+            "skipped": trainer.tuner.skipped_hyper_steps, "device_name": _device_name(trainer.device), **memory.report()}
 
 
 def _device_name(device) -> str:

@@ -285,8 +285,8 @@ def child_epoch(spec: dict) -> dict:
     c = trainer.config
     epochs = []
     for i in range(spec["warmup"] + spec["epochs"]):
-        seconds, steps, skipped, iteration = (trainer.seconds, trainer.hyper_steps,
-                                              trainer.skipped_hyper_steps, trainer.iteration)
+        seconds, steps, skipped, iteration = (trainer.seconds, trainer.tuner.hyper_steps,
+                                              trainer.tuner.skipped_hyper_steps, trainer.iteration)
         start = time.perf_counter()
         trainer.train_epoch()
         total = time.perf_counter() - start
@@ -297,8 +297,8 @@ def child_epoch(spec: dict) -> dict:
             "warmup": i < spec["warmup"],
             "train_s": trainer.seconds - seconds, "train_epoch_s": total, "evaluate_s": evaluate,
             "iterations": trainer.iteration - iteration,
-            "hyper_steps": trainer.hyper_steps - steps,
-            "skipped_hyper_steps": trainer.skipped_hyper_steps - skipped,
+            "hyper_steps": trainer.tuner.hyper_steps - steps,
+            "skipped_hyper_steps": trainer.tuner.skipped_hyper_steps - skipped,
         })
     timed = [e for e in epochs if not e["warmup"]]
     mean = lambda key: sum(e[key] for e in timed) / len(timed)  # noqa: E731

@@ -56,8 +56,8 @@ def child(spec: dict) -> dict:
     memory = _Memory(trainer.device)
     trainer.train_epoch()
     return {"mode": spec["mode"], "alpha": spec["alpha"], "seconds": trainer.seconds,
-            "iterations": trainer.iteration, "hyper_steps": trainer.hyper_steps,
-            "skipped": trainer.skipped_hyper_steps, "device": str(trainer.device), **memory.report()}
+            "iterations": trainer.iteration, "hyper_steps": trainer.tuner.hyper_steps,
+            "skipped": trainer.tuner.skipped_hyper_steps, "device": str(trainer.device), **memory.report()}
 
 
 def main(argv=None) -> int:

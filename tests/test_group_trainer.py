@@ -22,7 +22,7 @@ def test_group_data_learns_per_class_group_parameters_and_reports_group_metrics(
     while not trainer.done:
         metrics = trainer.train_epoch()
     result = trainer.result()
-    assert trainer.per_group and trainer.hyper_steps > 0
+    assert trainer.per_group and trainer.tuner.hyper_steps > 0
     iota = torch.tensor(result["loss_parameters"]["iota"])
     assert iota.shape == (10, 2)
     assert not torch.equal(iota[:, 0], iota[:, 1])  # each group's column is learned on its own
@@ -75,7 +75,7 @@ def test_a_fixed_learned_augmentation_is_applied_but_not_tuned():
     trainer = Trainer({**TINY, "learn": ["iota"], "learned_augmentation": "affine", "augment_strength_init": 0.3})
     trainer.train_epoch()
     trainer.train_epoch()
-    assert trainer.hyper_steps > 0
+    assert trainer.tuner.hyper_steps > 0
     assert torch.allclose(trainer.learned_augment.strength, torch.full((10,), 0.3))
     # the warp reaches the training step: the same seed without it ends with other weights
     plain = Trainer({**TINY, "learn": ["iota"]})

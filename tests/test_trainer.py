@@ -27,7 +27,7 @@ def test_two_epochs_save_load_two_epochs_equals_four_straight_bit_for_bit(roundt
     for _ in range(2):
         resumed_metrics = resumed.train_epoch()
 
-    assert straight.hyper_steps > 0
+    assert straight.tuner.hyper_steps > 0
     assert resumed_metrics == straight_metrics
     for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(a, b), name
@@ -57,7 +57,7 @@ def test_fixed_loss_baseline_has_no_upper_level_and_keeps_its_preset():
     before = trainer.loss.values()
     for _ in range(2):
         metrics = trainer.train_epoch()
-    assert trainer.hyper_optimizer is None and metrics["hyper_steps"] == 0
+    assert trainer.tuner.optimizer is None and metrics["hyper_steps"] == 0
     assert trainer.loss.values() == before
 
 
@@ -76,9 +76,9 @@ def test_hyper_steps_do_not_move_batchnorm_statistics():
     trainer.train_epoch()
     trainer.train_epoch()
     before = [b.clone() for b in trainer.model.buffers()]
-    steps = trainer.hyper_steps
+    steps = trainer.tuner.hyper_steps
     trainer._hyper_step()
-    assert trainer.hyper_steps == steps + 1
+    assert trainer.tuner.hyper_steps == steps + 1
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.buffers()))
 
 
@@ -91,18 +91,18 @@ def test_a_diverging_hyper_step_is_skipped_and_counted(monkeypatch):
 
     monkeypatch.setattr("ab_tune.training.bilevel.implicit_hypergradient", diverge)
     trainer.train_epoch()
-    assert trainer.skipped_hyper_steps > 0 and trainer.hyper_steps == 0
+    assert trainer.tuner.skipped_hyper_steps > 0 and trainer.tuner.hyper_steps == 0
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.loss.hparameters()))
 
 
 def test_a_stale_automatic_step_that_diverges_is_retried_with_fresh_curvature_and_applied():
     trainer = Trainer({**TINY, "hyper_start_epoch": 0, "solver_alpha": "auto"})
     trainer.train_epoch()
-    applied = trainer.hyper_steps
-    auto = trainer.auto_step
+    applied = trainer.tuner.hyper_steps
+    auto = trainer.tuner.auto_step
     auto.lambda_max, auto.calls, auto.scale = 1e-6, 1, 1.0  # a stale estimate: alpha = 1e6 diverges at once
     trainer._hyper_step()
-    assert trainer.hyper_steps == applied + 1  # the retry on the same batches applied the step
+    assert trainer.tuner.hyper_steps == applied + 1  # the retry on the same batches applied the step
     assert auto.scale == 0.5 and 1e-3 < auto.lambda_max < 1e6
     assert all(torch.isfinite(p).all() for p in trainer.loss.hparameters())
 
@@ -110,7 +110,7 @@ def test_a_stale_automatic_step_that_diverges_is_retried_with_fresh_curvature_an
 def test_a_huge_neumann_step_is_detected_not_applied():
     trainer = Trainer({**TINY, "hyper_start_epoch": 0, "solver_alpha": 1e6})
     trainer.train_epoch()
-    assert trainer.skipped_hyper_steps > 0
+    assert trainer.tuner.skipped_hyper_steps > 0
     assert all(torch.isfinite(p).all() for p in trainer.loss.hparameters())
 
 
@@ -184,7 +184,7 @@ def test_a_loaded_checkpoint_keeps_the_new_configs_optimizer_settings(roundtrip)
     donor.train_epoch()
     receiver = Trainer({**TINY, "hyper_lr": 0.123, "weight_decay": 0.0})
     receiver.load_state_dict(roundtrip(donor.state_dict()))
-    assert receiver.hyper_optimizer.param_groups[0]["lr"] == 0.123
+    assert receiver.tuner.optimizer.param_groups[0]["lr"] == 0.123
     assert receiver.optimizer.param_groups[0]["weight_decay"] == 0.0
     assert torch.equal(receiver.loss.iota_correction, donor.loss.iota_correction)
 
@@ -205,11 +205,11 @@ def test_resume_inside_the_retraining_phase_is_exact(roundtrip):
 def test_hyper_steps_run_every_hyper_every_iterations_from_the_start_epoch():
     trainer = Trainer(TINY)  # hyper_start_epoch 1, hyper_every 3
     trainer.train_epoch()
-    assert trainer.hyper_steps + trainer.skipped_hyper_steps == 0
+    assert trainer.tuner.hyper_steps + trainer.tuner.skipped_hyper_steps == 0
     first = trainer.iteration
     while not trainer.done:
         trainer.train_epoch()
-    assert trainer.hyper_steps + trainer.skipped_hyper_steps == trainer.iteration // 3 - first // 3
+    assert trainer.tuner.hyper_steps + trainer.tuner.skipped_hyper_steps == trainer.iteration // 3 - first // 3
 
 
 def test_hyper_steps_leave_the_training_augmentation_stream_alone():
@@ -219,7 +219,7 @@ def test_hyper_steps_leave_the_training_augmentation_stream_alone():
     for _ in range(2):
         bilevel.train_epoch()
         baseline.train_epoch()
-    assert bilevel.hyper_steps > 0
+    assert bilevel.tuner.hyper_steps > 0
     assert torch.equal(bilevel.augment_rng.get_state(), baseline.augment_rng.get_state())
 
 
@@ -269,7 +269,7 @@ def test_last_layer_mode_is_exact_when_only_the_head_has_parameters():
         trainer = Trainer({**TINY, "model": "linear", "hessian": hessian, "epochs": 2, "hyper_start_epoch": 0})
         trainer.train_epoch()
         runs[hessian] = trainer
-    assert runs["exact"].hyper_steps > 0
+    assert runs["exact"].tuner.hyper_steps > 0
     for name, value in runs["exact"].loss.state_dict().items():
         assert torch.equal(value, runs["last_layer"].loss.state_dict()[name]), name
 
@@ -303,7 +303,7 @@ def test_last_layer_mode_computes_the_backbones_features_without_a_graph(monkeyp
 
     monkeypatch.setattr(bilevel, "implicit_hypergradient", both_ways)
     trainer.train_epoch()
-    assert trainer.hyper_steps > 0 and len(pairs) == trainer.hyper_steps
+    assert trainer.tuner.hyper_steps > 0 and len(pairs) == trainer.tuner.hyper_steps
     assert all(p.requires_grad for p in trainer.model.parameters())
     for graph_free, with_graph in pairs:
         for a, b in zip(graph_free, with_graph):
@@ -353,7 +353,7 @@ def test_last_layer_and_finite_difference_modes_train_a_cnn():
         start = trainer.learned_values()
         trainer.train_epoch()
         trainer.train_epoch()
-        assert trainer.hyper_steps > 0 and trainer.learned_values() != start
+        assert trainer.tuner.hyper_steps > 0 and trainer.learned_values() != start
 
 
 def test_bf16_autocasts_the_lower_level_and_keeps_the_hyper_step_in_float32(monkeypatch):
@@ -393,7 +393,7 @@ def test_a_warm_started_trial_resumes_bit_for_bit(roundtrip):
     resumed = Trainer(WARM)
     resumed.load_state_dict(state)
     resumed.train_epoch()
-    assert straight.hyper_steps > 0
+    assert straight.tuner.hyper_steps > 0
     for a, b in zip(straight.loss.hparameters(), resumed.loss.hparameters()):
         assert torch.equal(a, b)
     # without its warm vector the same checkpoint loads, starting the solve from zero: another path

@@ -6,7 +6,8 @@
         optimizer.zero_grad(); loss.backward(); optimizer.step()
         tuner.step((x, y))            # every hyper_every calls: one implicit-hypergradient step
 
-``Trainer`` runs its upper level through this same object (``LossTuner.from_loss``). The hyper
+``Trainer`` runs its upper level through the same class, ``UpperLevel`` (a LossTuner is one that
+also holds its validation data and counts the iterations). The hyper
 step is ``training.bilevel.hyper_step``: the implicit
 hypergradient of the validation objective (balanced loss, blended with a worst-class term) on
 this training batch and the next validation batch, applied to the loss's parameters by Adam, or
@@ -23,17 +24,100 @@ from ab_tune.config import resolve_config, section_keys
 from ab_tune.core.hypergrad import AutoNeumannStep
 from ab_tune.core.linear_solve import WarmStart, make_solver
 from ab_tune.core.objectives import ValidationObjective
+from ab_tune.errors import ConfigError
 from ab_tune.training import bilevel
 from ab_tune.training.components import make_hyper_optimizer, make_loss
 
-__all__ = ["LossTuner"]
+__all__ = ["LossTuner", "UpperLevel"]
 
 # the config keys a LossTuner takes, as keyword arguments (the same names, defaults and checks): the
 # loss, the upper level and its objective; not per_group_loss (a LossTuner sees no group labels)
 KEYS = tuple(k for k in section_keys("loss", "upper level", "objective") if k != "per_group_loss")
 
 
-class LossTuner:
+class UpperLevel:
+    """The upper level over a loss and objective built elsewhere (``Trainer`` builds its own: per-group
+    losses, a learned augmentation's strengths among ``hparams``): hyper steps on the training and
+    validation losses you pass (``hyper_step``), its state, and freezing. ``config`` is a resolved
+    trial config."""
+
+    def __init__(self, model: torch.nn.Module, loss: torch.nn.Module, objective, config: dict,
+                 hparams: list[torch.nn.Parameter]):
+        self.model, self.loss, self.objective, self.config, self.hparams = model, loss, objective, config, hparams
+        self.device = next(model.parameters()).device
+        self.optimizer = make_hyper_optimizer(config, hparams)
+        # every hyper step's solver: at the automatic step (a solver with state, checkpointed and told
+        # of skipped steps) or at a fixed one; conjugate gradient takes no step
+        automatic = config["solver_alpha"] == "auto" and config["solver"] != "cg"
+        self.auto_step = AutoNeumannStep(config["solver"], config["solver_steps"],
+                                         reuse_powers=config["hessian"] != "finite_difference") if automatic else None
+        solver = self.auto_step or make_solver(config["solver"], steps=config["solver_steps"],
+                                               alpha=1.0 if config["solver_alpha"] == "auto" else config["solver_alpha"])
+        self.warm_start = WarmStart(solver) if config["warm_start"] else None
+        self.solver = self.warm_start or solver
+        self.calls = 0
+        self.hyper_steps = 0  # applied
+        self.skipped_hyper_steps = 0
+
+    def hyper_step(self, train_loss, val_loss) -> bool:
+        """One hyper step now, on your closures: ``train_loss()`` (model in training mode) and
+        ``val_loss()`` (evaluation mode); True when applied, False when its solve diverged."""
+        applied = bilevel.hyper_step(self.model, train_loss, val_loss, self.hparams, self.optimizer, self.config,
+                                     self.solver)
+        if applied:
+            self.hyper_steps += 1
+        else:
+            self.skipped_hyper_steps += 1  # a diverged solve is skipped, never applied
+            if self.auto_step is not None:
+                self.auto_step.diverged()  # measure again, at half the step
+            if self.warm_start is not None:
+                self.warm_start.reset()  # its start may be what diverged
+        return applied
+
+    # --- checkpoints -----------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """The learned loss and the upper level's state (tensors, numbers and lists): the counts,
+        the hyper optimizer, the automatic step and the warm start."""
+        return {"loss": self.loss.state_dict(), "calls": self.calls, "hyper_steps": self.hyper_steps,
+                "skipped_hyper_steps": self.skipped_hyper_steps,
+                "hyper_optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
+                "auto_step": self.auto_step.state_dict() if self.auto_step is not None else None,
+                "warm_start": self.warm_start.state_dict() if self.warm_start is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Back to ``state``. The config's upper-level optimizer settings win over the state's (a PBT
+        exploit loads another trial's state and then perturbs them); a state written before the warm
+        start existed starts it from zero, one whose vector has other shapes is a ConfigError."""
+        self.loss.load_state_dict(state["loss"])
+        self.calls = state.get("calls", 0)
+        self.hyper_steps, self.skipped_hyper_steps = state["hyper_steps"], state["skipped_hyper_steps"]
+        if self.optimizer is not None and state["hyper_optimizer"] is not None:
+            self.optimizer.load_state_dict(state["hyper_optimizer"])
+            for group in self.optimizer.param_groups:
+                group.update(lr=self.config["hyper_lr"], weight_decay=self.config["hyper_weight_decay"])
+                if "momentum" in group:
+                    group["momentum"] = self.config["hyper_momentum"]
+        if self.auto_step is not None and state.get("auto_step") is not None:
+            self.auto_step.load_state_dict(state["auto_step"])
+        if self.warm_start is not None and state.get("warm_start") is not None:
+            shapes = [p.shape for p in bilevel.implicit_weights(self.model, self.config)[1]]
+            try:
+                self.warm_start.load_state_dict(state["warm_start"], shapes)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+
+    def freeze(self) -> None:
+        """No more hyper steps: the learned parameters keep their values (the retraining phase)."""
+        for h in self.hparams:
+            h.requires_grad_(False)
+        self.optimizer = None
+
+    def values(self) -> dict:
+        """The learned loss parameters (Delta, iota, omega) as lists."""
+        return self.loss.values()
+
+
+class LossTuner(UpperLevel):
     """The learned loss of one model, and its upper level (see the module's docstring).
 
     Args:
@@ -60,35 +144,7 @@ class LossTuner:
                                               minlength=len(counts))
         objective = ValidationObjective(torch.as_tensor(val_class_counts).to(device),
                                         fairness_weight=c["fairness_weight"], fairness=c["fairness"])
-        self._attach(model, loss, objective, c, loss.hparameters())
-
-    @classmethod
-    def from_loss(cls, model: torch.nn.Module, loss: torch.nn.Module, objective, config: dict,
-                  hparams: list[torch.nn.Parameter]) -> LossTuner:
-        """The upper level over a loss and objective you built (``Trainer`` builds its own: per-group
-        losses, a learned augmentation's strengths among ``hparams``). ``config`` is a resolved trial
-        config; hyper steps come through ``hyper_step``, with your own training and validation losses."""
-        tuner = cls.__new__(cls)
-        tuner._val = None  # no validation data of its own: ``step`` is not available
-        tuner._attach(model, loss, objective, config, hparams)
-        return tuner
-
-    def _attach(self, model, loss, objective, config, hparams) -> None:
-        self.model, self.loss, self.objective, self.config, self.hparams = model, loss, objective, config, hparams
-        self.device = next(model.parameters()).device
-        self.optimizer = make_hyper_optimizer(config, hparams)
-        # every hyper step's solver: at the automatic step (a solver with state, checkpointed and told
-        # of skipped steps) or at a fixed one; conjugate gradient takes no step
-        automatic = config["solver_alpha"] == "auto" and config["solver"] != "cg"
-        self.auto_step = AutoNeumannStep(config["solver"], config["solver_steps"],
-                                         reuse_powers=config["hessian"] != "finite_difference") if automatic else None
-        solver = self.auto_step or make_solver(config["solver"], steps=config["solver_steps"],
-                                               alpha=1.0 if config["solver_alpha"] == "auto" else config["solver_alpha"])
-        self.warm_start = WarmStart(solver) if config["warm_start"] else None
-        self.solver = self.warm_start or solver
-        self.calls = 0
-        self.hyper_steps = 0  # applied
-        self.skipped_hyper_steps = 0
+        super().__init__(model, loss, objective, c, loss.hparameters())
 
     @staticmethod
     def _one_pass(val_data) -> Iterable:
@@ -101,9 +157,6 @@ class LossTuner:
         """Count one training iteration; every ``hyper_every`` calls, one hyper step on
         ``train_batch`` = (x, y) and the next validation batch. None when no step was due, True
         when applied, False when skipped."""
-        if self._val is None:
-            raise RuntimeError("this LossTuner has no validation data (built by from_loss): call "
-                               "hyper_step(train_loss, val_loss) with your own closures")
         self.calls += 1
         if self.optimizer is None or self.calls % self.config["hyper_every"]:
             return None
@@ -119,28 +172,3 @@ class LossTuner:
             return self.objective(self.model(xv), yv)
 
         return self.hyper_step(train_loss, val_loss)
-
-    def hyper_step(self, train_loss, val_loss) -> bool:
-        """One hyper step now, on your closures: ``train_loss()`` (model in training mode) and
-        ``val_loss()`` (evaluation mode); True when applied, False when its solve diverged."""
-        applied = bilevel.hyper_step(self.model, train_loss, val_loss, self.hparams, self.optimizer, self.config,
-                                     self.solver)
-        if applied:
-            self.hyper_steps += 1
-        else:
-            self.skipped_hyper_steps += 1  # a diverged solve is skipped, never applied
-            if self.auto_step is not None:
-                self.auto_step.diverged()  # measure again, at half the step
-            if self.warm_start is not None:
-                self.warm_start.reset()  # its start may be what diverged
-        return applied
-
-    def freeze(self) -> None:
-        """No more hyper steps: the learned parameters keep their values (the retraining phase)."""
-        for h in self.hparams:
-            h.requires_grad_(False)
-        self.optimizer = None
-
-    def values(self) -> dict:
-        """The learned loss parameters (Delta, iota, omega) as lists."""
-        return self.loss.values()

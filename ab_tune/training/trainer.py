@@ -9,8 +9,8 @@ learned loss frozen (the paper's protocol); its metrics are the final ones.
 
 ``Trainer`` is epoch-steppable and checkpointable (what the Ray trainable wraps);
 ``train(config)`` runs it to the end. The pieces live beside it: ``components`` builds them,
-``loss_tuner.LossTuner`` the upper level (the object a user's own loop drives, so there is one
-implementation), ``bilevel`` its hyper step, ``evaluation`` the metrics, ``checkpoint`` the state.
+``loss_tuner.UpperLevel`` the upper level (the class a user's own loop drives as ``LossTuner``, so
+there is one implementation), ``bilevel`` its hyper step, ``evaluation`` the metrics, ``checkpoint`` the state.
 """
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ import torch
 
 from ab_tune.config import AUGMENT_STRENGTH, resolve_config, split_arguments, total_epochs
 from ab_tune.core.augment import PER_SAMPLE, get_augmentation, none
-from ab_tune.core.hypergrad import AutoNeumannStep
 from ab_tune.core.metrics import per_class_error, per_group_error
 from ab_tune.data import Splits, build_splits
 from ab_tune.data.streaming import is_streamed
@@ -49,7 +48,7 @@ from ab_tune.training.components import (
     selection_split,
 )
 from ab_tune.training.evaluation import Evaluator
-from ab_tune.training.loss_tuner import LossTuner
+from ab_tune.training.loss_tuner import UpperLevel
 from ab_tune.training.schedule import learning_rate
 
 __all__ = ["Trainer", "train", "select_device"]
@@ -117,24 +116,9 @@ class Trainer:
         self.evaluator = Evaluator(self.splits.prepare, self.splits.num_classes, self.num_groups, selection_objective,
                                    c["eval_batch_size"])
         self._new_model()
-        # the upper level: the same object a user's own loop drives (ab_tune.LossTuner)
-        self.tuner = LossTuner.from_loss(self.model, self.loss, self.objective, c, self._hparameters())
-
-    @property
-    def hyper_steps(self) -> int:
-        return self.tuner.hyper_steps
-
-    @property
-    def skipped_hyper_steps(self) -> int:
-        return self.tuner.skipped_hyper_steps
-
-    @property
-    def hyper_optimizer(self) -> torch.optim.Optimizer | None:
-        return self.tuner.optimizer
-
-    @property
-    def auto_step(self) -> AutoNeumannStep | None:
-        return self.tuner.auto_step
+        # the upper level: the class a user's own loop drives as ab_tune.LossTuner
+        self.tuner = UpperLevel(self.model, self.loss, self.objective, c, self._hparameters())
+        self.test_confusion = self.test_group_confusion = None  # from the last evaluation
 
     # --- set-up --------------------------------------------------------------------------
     def _hparameters(self) -> list[torch.nn.Parameter]:
@@ -232,7 +216,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(c, phase_epoch)
         self._reweight(phase_epoch)
-        bilevel = self.hyper_optimizer is not None and phase_epoch >= c["hyper_start_epoch"]
+        hyper_steps_due = self.tuner.optimizer is not None and phase_epoch >= c["hyper_start_epoch"]
         self.model.train()
         data = self.train_data
         order = torch.randperm(len(data.y), generator=self.order_rng).to(self.device)
@@ -256,7 +240,7 @@ class Trainer:
             loss.backward()
             self.optimizer.step()
             self.iteration += 1
-            if bilevel and self.iteration % c["hyper_every"] == 0:
+            if hyper_steps_due and self.iteration % c["hyper_every"] == 0:
                 self._hyper_step()
         self.epoch += 1
         self.seconds += time.perf_counter() - started
@@ -280,8 +264,8 @@ class Trainer:
             **validation,
             **self.evaluator.summary(test_cm, "test"),
             "phase": self.phase,
-            HYPER_STEPS: self.hyper_steps,
-            SKIPPED_HYPER_STEPS: self.skipped_hyper_steps,
+            HYPER_STEPS: self.tuner.hyper_steps,
+            SKIPPED_HYPER_STEPS: self.tuner.skipped_hyper_steps,
         }
         return dict(self.last_metrics)
 
@@ -305,8 +289,9 @@ class Trainer:
             CLASS_COUNTS: self.train_counts.tolist(),
             LOSS_PARAMETERS: self.learned_values(),
         }
-        if self.auto_step is not None and self.auto_step.alpha is not None:
-            result["neumann_alpha"] = self.auto_step.alpha  # the step of the last curvature estimate
+        auto_step = self.tuner.auto_step
+        if auto_step is not None and auto_step.alpha is not None:
+            result["neumann_alpha"] = auto_step.alpha  # the step of the last curvature estimate
         self._warn_if_skipping()
         if self.num_groups is not None:
             result[TEST_PER_GROUP_ERROR] = per_group_error(self.test_group_confusion).tolist()
@@ -315,13 +300,14 @@ class Trainer:
 
     def _warn_if_skipping(self) -> None:
         """More than 10% of the hyper steps skipped: the learned loss barely moved; say what to change."""
-        total = self.hyper_steps + self.skipped_hyper_steps
-        if total and self.skipped_hyper_steps > 0.1 * total:
+        skipped = self.tuner.skipped_hyper_steps
+        total = self.tuner.hyper_steps + skipped
+        if total and skipped > 0.1 * total:
             fixed_step = self.config["solver_alpha"] != "auto" and self.config["solver"] != "cg"
             advice = ("use solver_alpha: auto (the step from the measured curvature)" if fixed_step
                       else "the training loss's Hessian is far from positive definite at those steps: start "
                            "hyper steps later (hyper_start_epoch) or lower lr")
-            warnings.warn(f"{self.skipped_hyper_steps} of {total} hyper steps were skipped because the "
+            warnings.warn(f"{skipped} of {total} hyper steps were skipped because the "
                           f"inverse-Hessian solve diverged (solver={self.config['solver']}, "
                           f"solver_alpha={self.config['solver_alpha']}): {advice}", stacklevel=2)
 
