@@ -46,14 +46,15 @@ def direction_run(config: dict, variants: dict, reference: str = "exact") -> tup
     seconds = {m: [] for m in variants}
     warm = {m: WarmStart(None) for m, keys in variants.items() if keys.get("warm_start")}  # kept across steps
     original = bilevel.hyper_step
+    resolved = ab_tune.resolve_config(config)
 
-    def measuring(model, train_loss, val_loss, hparams, optimizer, c, solver):
+    def measuring(model, train_loss, val_loss, hparams, optimizer, hessian, solver):
         # every variant at the trial's last measured step (a fixed one before the first measurement)
         alpha = getattr(solver, "alpha", None) or 0.05
         grads = {}
         for name, keys in variants.items():
-            v = {**c, **keys}
-            _, params = bilevel.implicit_weights(model, v)
+            v = {**resolved, **keys}
+            _, params = bilevel.implicit_weights(model, v["hessian"])
             fixed = make_solver(v["solver"], steps=v["solver_steps"], alpha=alpha)
             if name in warm:
                 warm[name].solver = fixed
@@ -75,7 +76,7 @@ def direction_run(config: dict, variants: dict, reference: str = "exact") -> tup
                 if grads[name] is not None:
                     cosines[name].append(float(torch.nn.functional.cosine_similarity(grads[name], grads[reference],
                                                                                       dim=0)))
-        return original(model, train_loss, val_loss, hparams, optimizer, c, solver)
+        return original(model, train_loss, val_loss, hparams, optimizer, hessian, solver)
 
     bilevel.hyper_step = measuring
     try:

@@ -1,10 +1,13 @@
 """AutoBalance in a user's own loop, through ab_tune.LossTuner."""
+import dataclasses
+
 import pytest
 import torch
 
 import ab_tune
 from ab_tune.core.models import digits_cnn
 from ab_tune.data import build_splits
+from ab_tune.training.bilevel import HyperSettings
 from ab_tune.training.loss_tuner import UpperLevel
 
 
@@ -58,7 +61,6 @@ def test_unknown_options_and_bad_values_are_rejected():
 
 def test_an_upper_level_over_your_own_loss_steps_on_your_closures_then_freezes():
     """The Trainer's path: a loss and objective built elsewhere, hyper steps on given closures."""
-    from ab_tune.config import resolve_config
     from ab_tune.core.loss import ParametricLoss
     from ab_tune.core.objectives import ValidationObjective
 
@@ -71,10 +73,22 @@ def test_an_upper_level_over_your_own_loss_steps_on_your_closures_then_freezes()
         optimizer.zero_grad()
         loss(model(train.x[i:i + 32]), train.y[i:i + 32]).backward()
         optimizer.step()
-    config = resolve_config({"learn": ["iota"], "hyper_lr": 0.1}, user_data=True)
-    tuner = UpperLevel(model, loss, ValidationObjective(val.class_counts), config, loss.hparameters())
+    tuner = UpperLevel(model, loss, ValidationObjective(val.class_counts), HyperSettings(hyper_lr=0.1),
+                       loss.hparameters())
     before = loss.values()["iota"]
     assert tuner.hyper_step(lambda: loss(model(train.x[:64]), train.y[:64]), lambda: tuner.objective(model(val.x), val.y))
     assert tuner.hyper_steps == 1 and loss.values()["iota"] != before
     tuner.freeze()
     assert tuner.optimizer is None and not any(h.requires_grad for h in loss.hparameters())
+
+
+def test_the_upper_levels_settings_are_its_config_section_with_their_own_defaults():
+    from ab_tune.config import OPTIONS, section_keys
+
+    fields = {f.name: f.default for f in dataclasses.fields(HyperSettings)}
+    assert list(fields) == list(section_keys("upper level"))
+    for key, default in fields.items():  # the config's default, where the config has one
+        assert OPTIONS[key].default in (None, default), key
+    train, val = _digits()
+    tuner = ab_tune.LossTuner(digits_cnn(10), train.class_counts, (val.x, val.y), hessian="last_layer")
+    assert tuner.settings == HyperSettings(hessian="last_layer")  # not a trial schedule's values

@@ -334,7 +334,6 @@ def test_a_graph_free_backbone_keeps_hyperparameters_and_frozen_weights_and_rest
     # a last-layer hyper step over that hyperparameter runs, and moves it
     x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
     optimizer = torch.optim.SGD([strength], lr=0.1)
-    config = {"hessian": "last_layer"}
 
     def train_loss():
         return torch.nn.functional.cross_entropy(model(x), y) + 0.1 * strength ** 2
@@ -342,7 +341,7 @@ def test_a_graph_free_backbone_keeps_hyperparameters_and_frozen_weights_and_rest
     def val_loss():
         return torch.nn.functional.cross_entropy(model(x + 1), y)
 
-    assert bilevel.hyper_step(model, train_loss, val_loss, [strength], optimizer, config,
+    assert bilevel.hyper_step(model, train_loss, val_loss, [strength], optimizer, "last_layer",
                               make_solver("neumann", steps=3, alpha=0.1))
     assert strength.item() != 1.0
 

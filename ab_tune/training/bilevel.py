@@ -3,16 +3,61 @@ the loss parameters by their optimizer, or skipped (never applied) when its solv
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
-from ab_tune.core.hypergrad import DivergenceError, implicit_hypergradient
-from ab_tune.core.linear_solve import Solver
+from ab_tune.core.hypergrad import AutoNeumannStep, DivergenceError, implicit_hypergradient
+from ab_tune.core.linear_solve import Solver, WarmStart, make_solver
 from ab_tune.core.models import classifier_head
 from ab_tune.training.components import DeviceSplit
 
-__all__ = ["sample_batches", "frozen_buffers", "graph_free_backbone", "implicit_weights", "hyper_step"]
+__all__ = ["HyperSettings", "sample_batches", "frozen_buffers", "graph_free_backbone", "implicit_weights", "hyper_step"]
+
+
+@dataclass(frozen=True)
+class HyperSettings:
+    """What the upper level reads: the config's "upper level" section, with its own defaults (a
+    test checks the fields are that section). hyper_lr and hyper_every, which a trial sizes per
+    dataset, default to a small dataset's values."""
+    hyper_optimizer: str = "adam"
+    hyper_lr: float = 0.02
+    hyper_momentum: float = 0.9
+    hyper_weight_decay: float = 1e-4
+    hyper_every: int = 5
+    solver: str = "neumann"
+    hessian: str = "exact"
+    solver_steps: int = 5
+    warm_start: bool = False
+    solver_alpha: float | str = "auto"
+
+    @classmethod
+    def from_config(cls, config: dict) -> HyperSettings:
+        """From a resolved trial config."""
+        return cls(**{field.name: config[field.name] for field in dataclasses.fields(cls)})
+
+    def optimizer(self, hparams: list[torch.nn.Parameter]) -> torch.optim.Optimizer | None:
+        """The optimizer of the learnable loss (and augmentation) parameters; None when there is
+        nothing to learn (a fixed-loss baseline)."""
+        if not hparams:
+            return None
+        if self.hyper_optimizer == "adam":
+            return torch.optim.Adam(hparams, lr=self.hyper_lr, weight_decay=self.hyper_weight_decay)
+        return torch.optim.SGD(hparams, lr=self.hyper_lr, momentum=self.hyper_momentum,
+                               weight_decay=self.hyper_weight_decay)
+
+    def build_solver(self) -> tuple[Solver, AutoNeumannStep | None, WarmStart | None]:
+        """The hyper steps' solver, and its parts with state (checkpointed, told of a skipped step):
+        the automatic step (unless the step is fixed; conjugate gradient takes none) and the warm start."""
+        automatic = self.solver_alpha == "auto" and self.solver != "cg"
+        auto_step = AutoNeumannStep(self.solver, self.solver_steps,
+                                    reuse_powers=self.hessian != "finite_difference") if automatic else None
+        solver = auto_step or make_solver(self.solver, steps=self.solver_steps,
+                                          alpha=1.0 if self.solver_alpha == "auto" else self.solver_alpha)
+        warm_start = WarmStart(solver) if self.warm_start else None
+        return warm_start or solver, auto_step, warm_start
 
 
 def sample_batches(data: DeviceSplit, batch_size: int, batches: int, rng: torch.Generator):
@@ -53,15 +98,15 @@ def graph_free_backbone(model: torch.nn.Module, head: torch.nn.Module, keep=()):
             p.requires_grad_(True)
 
 
-def implicit_weights(model: torch.nn.Module, config: dict) -> tuple[torch.nn.Module, list[torch.nn.Parameter]]:
+def implicit_weights(model: torch.nn.Module, hessian: str) -> tuple[torch.nn.Module, list[torch.nn.Parameter]]:
     """The module whose weights the implicit system is over, and those weights: the classifier head
     in ``hessian: last_layer`` mode, else the whole model (its trainable weights)."""
-    source = classifier_head(model)[1] if config["hessian"] == "last_layer" else model
+    source = classifier_head(model)[1] if hessian == "last_layer" else model
     return source, [p for p in source.parameters() if p.requires_grad]
 
 
 def hyper_step(model: torch.nn.Module, train_loss: Callable[[], torch.Tensor], val_loss: Callable[[], torch.Tensor],
-               hparams: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer, config: dict,
+               hparams: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer, hessian: str,
                solver: Solver) -> bool:
     """One upper-level step; True when applied, False when skipped because the solve diverged.
 
@@ -71,14 +116,14 @@ def hyper_step(model: torch.nn.Module, train_loss: Callable[[], torch.Tensor], v
     """
     # last_layer: the backbone's features computed without a graph, so no product or forward pass of
     # the hyper step records the backbone
-    source, params = implicit_weights(model, config)
+    source, params = implicit_weights(model, hessian)
     last_layer = source is not model
     backbone = graph_free_backbone(model, source, keep=hparams) if last_layer else contextlib.nullcontext()
     # a diverged solve is skipped; the automatic step has retried it once at half the step first
     try:
         with frozen_buffers(model), backbone:
             grads = implicit_hypergradient(train_loss, val_loss, params, hparams, solver=solver,
-                                           products="finite_difference" if config["hessian"] == "finite_difference"
+                                           products="finite_difference" if hessian == "finite_difference"
                                            else "autograd")
     except DivergenceError:
         return False

@@ -18,7 +18,7 @@ from ab_tune.training.schedule import drw_start_epoch
 
 __all__ = ["DeviceSplit", "on_device", "selection_split", "make_objective", "per_group_loss", "no_groups_message",
            "make_loss", "make_model",
-           "make_learned_augmentation", "make_hyper_optimizer", "make_reweighting"]
+           "make_learned_augmentation", "make_reweighting"]
 
 
 class DeviceSplit(NamedTuple):
@@ -97,12 +97,3 @@ def make_reweighting(c: dict, train_counts: torch.Tensor) -> DeferredReweighting
     return None if start is None else DeferredReweighting(train_counts.clamp(min=1), start, beta=c["drw_beta"])
 
 
-def make_hyper_optimizer(c: dict, hparams: list[torch.nn.Parameter]) -> torch.optim.Optimizer | None:
-    """The upper level's optimizer over the learnable loss (and augmentation) parameters; None when
-    there is nothing to learn (a fixed-loss baseline)."""
-    if not hparams:
-        return None
-    if c["hyper_optimizer"] == "adam":
-        return torch.optim.Adam(hparams, lr=c["hyper_lr"], weight_decay=c["hyper_weight_decay"])
-    return torch.optim.SGD(hparams, lr=c["hyper_lr"], momentum=c["hyper_momentum"],
-                           weight_decay=c["hyper_weight_decay"])

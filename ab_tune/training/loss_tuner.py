@@ -15,18 +15,18 @@ skipped (never applied) when its solve diverges.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Iterable
 
 import torch
 
 from ab_tune.config import resolve_config, section_keys
-from ab_tune.core.hypergrad import AutoNeumannStep
-from ab_tune.core.linear_solve import WarmStart, make_solver
 from ab_tune.core.objectives import ValidationObjective
 from ab_tune.errors import ConfigError
 from ab_tune.training import bilevel
-from ab_tune.training.components import make_hyper_optimizer, make_loss
+from ab_tune.training.bilevel import HyperSettings
+from ab_tune.training.components import make_loss
 
 __all__ = ["LossTuner", "UpperLevel"]
 
@@ -38,23 +38,14 @@ KEYS = tuple(k for k in section_keys("loss", "upper level", "objective") if k !=
 class UpperLevel:
     """The upper level over a loss and objective built elsewhere (``Trainer`` builds its own: per-group
     losses, a learned augmentation's strengths among ``hparams``): hyper steps on the training and
-    validation losses you pass (``hyper_step``), its state, and freezing. ``config`` is a resolved
-    trial config."""
+    validation losses you pass (``hyper_step``), its state, and freezing."""
 
-    def __init__(self, model: torch.nn.Module, loss: torch.nn.Module, objective, config: dict,
+    def __init__(self, model: torch.nn.Module, loss: torch.nn.Module, objective, settings: HyperSettings,
                  hparams: list[torch.nn.Parameter]):
-        self.model, self.loss, self.objective, self.config, self.hparams = model, loss, objective, config, hparams
+        self.model, self.loss, self.objective, self.settings, self.hparams = model, loss, objective, settings, hparams
         self.device = next(model.parameters()).device
-        self.optimizer = make_hyper_optimizer(config, hparams)
-        # every hyper step's solver: at the automatic step (a solver with state, checkpointed and told
-        # of skipped steps) or at a fixed one; conjugate gradient takes no step
-        automatic = config["solver_alpha"] == "auto" and config["solver"] != "cg"
-        self.auto_step = AutoNeumannStep(config["solver"], config["solver_steps"],
-                                         reuse_powers=config["hessian"] != "finite_difference") if automatic else None
-        solver = self.auto_step or make_solver(config["solver"], steps=config["solver_steps"],
-                                               alpha=1.0 if config["solver_alpha"] == "auto" else config["solver_alpha"])
-        self.warm_start = WarmStart(solver) if config["warm_start"] else None
-        self.solver = self.warm_start or solver
+        self.optimizer = settings.optimizer(hparams)
+        self.solver, self.auto_step, self.warm_start = settings.build_solver()
         self.calls = 0
         self.hyper_steps = 0  # applied
         self.skipped_hyper_steps = 0
@@ -62,8 +53,8 @@ class UpperLevel:
     def hyper_step(self, train_loss, val_loss) -> bool:
         """One hyper step now, on your closures: ``train_loss()`` (model in training mode) and
         ``val_loss()`` (evaluation mode); True when applied, False when its solve diverged."""
-        applied = bilevel.hyper_step(self.model, train_loss, val_loss, self.hparams, self.optimizer, self.config,
-                                     self.solver)
+        applied = bilevel.hyper_step(self.model, train_loss, val_loss, self.hparams, self.optimizer,
+                                     self.settings.hessian, self.solver)
         if applied:
             self.hyper_steps += 1
         else:
@@ -85,7 +76,7 @@ class UpperLevel:
                 "warm_start": self.warm_start.state_dict() if self.warm_start is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
-        """Back to ``state``. The config's upper-level optimizer settings win over the state's (a PBT
+        """Back to ``state``. The settings' optimizer values win over the state's (a PBT
         exploit loads another trial's state and then perturbs them); a state written before the warm
         start existed starts it from zero, one whose vector has other shapes is a ConfigError."""
         self.loss.load_state_dict(state["loss"])
@@ -94,13 +85,13 @@ class UpperLevel:
         if self.optimizer is not None and state["hyper_optimizer"] is not None:
             self.optimizer.load_state_dict(state["hyper_optimizer"])
             for group in self.optimizer.param_groups:
-                group.update(lr=self.config["hyper_lr"], weight_decay=self.config["hyper_weight_decay"])
+                group.update(lr=self.settings.hyper_lr, weight_decay=self.settings.hyper_weight_decay)
                 if "momentum" in group:
-                    group["momentum"] = self.config["hyper_momentum"]
+                    group["momentum"] = self.settings.hyper_momentum
         if self.auto_step is not None and state.get("auto_step") is not None:
             self.auto_step.load_state_dict(state["auto_step"])
         if self.warm_start is not None and state.get("warm_start") is not None:
-            shapes = [p.shape for p in bilevel.implicit_weights(self.model, self.config)[1]]
+            shapes = [p.shape for p in bilevel.implicit_weights(self.model, self.settings.hessian)[1]]
             try:
                 self.warm_start.load_state_dict(state["warm_start"], shapes)
             except ValueError as e:
@@ -134,7 +125,7 @@ class LossTuner(UpperLevel):
         unknown = [k for k in options if k not in KEYS]
         if unknown:
             raise TypeError(f"LossTuner got unknown option {unknown[0]!r}; allowed: {', '.join(KEYS)}")
-        c = resolve_config({"epochs": 1, **options}, user_data=True)
+        c = resolve_config({"epochs": 1, **options}, user_data=True)  # checks every option; the loss's defaults
         device = next(model.parameters()).device
         counts = torch.as_tensor(class_counts, dtype=torch.long)
         loss = make_loss(c, counts.clamp(min=1)).to(device)
@@ -144,7 +135,9 @@ class LossTuner(UpperLevel):
                                               minlength=len(counts))
         objective = ValidationObjective(torch.as_tensor(val_class_counts).to(device),
                                         fairness_weight=c["fairness_weight"], fairness=c["fairness"])
-        super().__init__(model, loss, objective, c, loss.hparameters())
+        # the upper level's settings: those given, the rest HyperSettings' own defaults
+        given = {k: options[k] for k in options if k in {f.name for f in dataclasses.fields(HyperSettings)}}
+        super().__init__(model, loss, objective, HyperSettings(**given), loss.hparameters())
 
     @staticmethod
     def _one_pass(val_data) -> Iterable:
@@ -158,7 +151,7 @@ class LossTuner(UpperLevel):
         ``train_batch`` = (x, y) and the next validation batch. None when no step was due, True
         when applied, False when skipped."""
         self.calls += 1
-        if self.optimizer is None or self.calls % self.config["hyper_every"]:
+        if self.optimizer is None or self.calls % self.settings.hyper_every:
             return None
         x, y = (t.to(self.device) for t in train_batch[:2])
         xv, yv = (t.to(self.device) for t in next(self._val)[:2])

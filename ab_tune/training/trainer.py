@@ -37,6 +37,7 @@ from ab_tune.names import (
     TEST_PER_GROUP_ERROR,
 )
 from ab_tune.training import bilevel, checkpoint
+from ab_tune.training.bilevel import HyperSettings
 from ab_tune.training.components import (
     make_learned_augmentation,
     make_loss,
@@ -117,7 +118,7 @@ class Trainer:
                                    c["eval_batch_size"])
         self._new_model()
         # the upper level: the class a user's own loop drives as ab_tune.LossTuner
-        self.tuner = UpperLevel(self.model, self.loss, self.objective, c, self._hparameters())
+        self.tuner = UpperLevel(self.model, self.loss, self.objective, HyperSettings.from_config(c), self._hparameters())
         self.test_confusion = self.test_group_confusion = None  # from the last evaluation
 
     # --- set-up --------------------------------------------------------------------------
