@@ -27,7 +27,7 @@ import yaml
 
 from ab_tune.data.registry import EXPERIMENTS as COMPARED
 from ab_tune.errors import AbTuneError, UsageError
-from ab_tune.reporting.files import write_atomically
+from ab_tune.files import write_atomically
 
 __all__ = ["main", "parse_assignments"]
 
@@ -140,6 +140,14 @@ def _optuna(args) -> int:
     return 1 if failed else 0
 
 
+def _init(args) -> int:
+    from ab_tune.search.starter import write_starter
+
+    for line in write_starter(args.file, args.dataset, args.data_root):
+        print(line)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ab-tune", description="AutoBalance loss design for imbalanced data.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -213,6 +221,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seed of the TPE sampler (default: the config's seed, else 0)")
     study.add_argument("--out", help="report folder (default: ab_tune_results/<study name>_optuna)")
     study.set_defaults(handler=_optuna)
+
+    init = commands.add_parser("init", help="write an experiment file for your own data, with the recipe")
+    init.add_argument("file", help="the experiment file to write (never over an existing one)")
+    init.add_argument("--dataset", default="imagefolder",
+                      help="imagefolder (train/<class>/, test/<class>/), image_list (train.txt, test.txt) or "
+                           "package.module:function (your loader); default imagefolder")
+    init.add_argument("--data-root", help="the folder that holds your data; when it exists, its classes and "
+                                          "counts are printed")
+    init.set_defaults(handler=_init)
     return parser
 
 

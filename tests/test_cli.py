@@ -41,3 +41,41 @@ def test_installed_console_script_reports_errors_without_traceback():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "ab-tune: error: imbalance_ratio must be a number >= 1, got imbalance_ratio=0.5"
+
+
+def test_init_writes_a_starter_that_loads_and_describes_the_data(tmp_path, capsys):
+    from PIL import Image
+
+    from ab_tune.search.searchspace import load_experiment
+
+    for split, counts in (("train", {"cat": 40, "dog": 6}), ("test", {"cat": 3, "dog": 3})):
+        for name, n in counts.items():
+            (tmp_path / "data" / split / name).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (10, 12), (i, 0, 0)).save(tmp_path / "data" / split / name / f"{i}.png")
+    path = tmp_path / "mine.yaml"
+    assert main(["init", str(path), "--data-root", str(tmp_path / "data")]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {path}" in out and "2 classes, 46 training images, 6 test" in out
+    assert "  cat: 40" in out and "  dog: 6" in out and "imbalance ratio (largest class / smallest): 6.7" in out
+    assert "warning: class 'dog' has 6 training images, so about 1 validation image(s)" in out
+    assert "class 'cat'" not in out.split("imbalance ratio")[1]  # 8 validation images: no warning
+    experiment = load_experiment(str(path))  # what `ab-tune run` checks before Ray starts, every trial
+    assert experiment.config["dataset"] == "imagefolder" and experiment.config["parametrization"] == "frequency"
+    assert set(experiment.space) == {"loss_init", "hyper_lr"}
+    # never over an existing file; an unknown dataset kind: one line each, exit 2
+    before = path.read_text()
+    assert main(["init", str(path)]) == 2
+    assert "already exists: ab-tune init never overwrites" in capsys.readouterr().err and path.read_text() == before
+    assert main(["init", str(tmp_path / "other.yaml"), "--dataset", "cifar"]) == 2
+    assert "--dataset must be one of ['imagefolder', 'image_list'] or 'package.module:function'" in capsys.readouterr().err
+
+
+def test_init_without_a_data_root_leaves_it_to_fill_in(tmp_path, capsys):
+    import yaml
+
+    path = tmp_path / "loader.yaml"
+    assert main(["init", str(path), "--dataset", "users.data:load"]) == 0
+    config = yaml.safe_load(path.read_text())["config"]
+    assert config["dataset"] == "users.data:load" and config["data_root"] is None and config["dataset_params"] == {}
+    assert "fill in" in path.read_text()

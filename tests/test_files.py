@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from ab_tune.reporting.files import atomic_path, write_atomically
+from ab_tune.files import atomic_path, write_atomically
 
 
 def test_a_write_that_fails_midway_leaves_the_old_file_and_no_temporary(tmp_path):

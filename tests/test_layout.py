@@ -81,7 +81,8 @@ def test_no_private_imports_across_modules():
 
 
 # lowest first; a module imports only from its own layer or below
-LAYERS = [("ab_tune.errors", "ab_tune.names", "ab_tune.user_code"), ("ab_tune.core",), ("ab_tune.data",), ("ab_tune.config",),
+LAYERS = [("ab_tune.errors", "ab_tune.names", "ab_tune.user_code", "ab_tune.files"), ("ab_tune.core",), ("ab_tune.data",),
+          ("ab_tune.config",),
           ("ab_tune.training",), ("ab_tune.search",), ("ab_tune.reporting",), ("ab_tune.integrations",),
           ("ab_tune.cli",)]
 

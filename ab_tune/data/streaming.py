@@ -105,7 +105,7 @@ class StreamedInputs:
             for x in loader:
                 yield x.to(self.device, non_blocking=True)
         except DataError as e:  # from a worker: its one line, without the worker's traceback
-            raise DataError(_worker_message(str(e))) from None
+            raise DataError(_worker_message(str(e.args[0]) if e.args else "")) from None
 
 
 def _worker_message(text: str) -> str:

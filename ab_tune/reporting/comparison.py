@@ -20,6 +20,7 @@ import os
 import statistics
 from dataclasses import dataclass
 
+from ab_tune.files import atomic_path
 from ab_tune.names import (
     CLASS_COUNTS,
     LOSS_PARAMETERS,
@@ -34,7 +35,6 @@ from ab_tune.names import (
     TEST_WORST_GROUP_ERROR,
     VAL_BALANCED_ERROR,
 )
-from ab_tune.reporting.files import atomic_path
 from ab_tune.reporting.plots import pyplot
 from ab_tune.reporting.report import plot_loss_parameters
 from ab_tune.reporting.rows import FINISHED, best_row, flatten, metric_value

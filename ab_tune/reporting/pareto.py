@@ -13,8 +13,8 @@ import json
 import math
 import os
 
+from ab_tune.files import atomic_path
 from ab_tune.names import TEST_BALANCED_ERROR, TEST_DEO, TEST_WORST_GROUP_ERROR
-from ab_tune.reporting.files import atomic_path
 from ab_tune.reporting.plots import pyplot
 from ab_tune.reporting.rows import FINISHED, flatten
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 
+from ab_tune.files import atomic_path, write_atomically
 from ab_tune.names import (
     CLASS_COUNTS,
     GROUP_COUNTS,
@@ -17,7 +18,6 @@ from ab_tune.names import (
     TEST_WORST_CLASS_ERROR,
     TEST_WORST_GROUP_ERROR,
 )
-from ab_tune.reporting.files import atomic_path, write_atomically
 from ab_tune.reporting.pareto import front_points, write_front
 from ab_tune.reporting.plots import pyplot
 from ab_tune.reporting.rows import best_row, flatten, ranked

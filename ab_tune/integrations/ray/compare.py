@@ -41,6 +41,7 @@ from ab_tune.config import OPTIONS, section_keys
 from ab_tune.data import DATASETS as DATASET_SPECS
 from ab_tune.data.registry import EXPERIMENTS
 from ab_tune.errors import ConfigError
+from ab_tune.files import write_atomically
 from ab_tune.integrations.ray.experiment import DEFAULT_STORAGE, result_rows, run_experiment
 from ab_tune.names import TEST_OF, VAL_DEO, VAL_WORST_CLASS_ERROR, VAL_WORST_GROUP_ERROR, VALIDATION_METRICS
 from ab_tune.reporting.comparison import (
@@ -54,7 +55,6 @@ from ab_tune.reporting.comparison import (
     seed_records,
     write_comparison_csv,
 )
-from ab_tune.reporting.files import write_atomically
 from ab_tune.reporting.pareto import front_points, write_front
 from ab_tune.reporting.rows import best_row
 from ab_tune.search.preflight import check_metrics
