@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import yaml
@@ -75,6 +76,9 @@ def _train(args) -> int:
 
     config = {**_load_config(args.config), **parse_assignments(args.set)}
     check_trial(config)  # a missing dataset folder or a model that does not fit: one line, before training
+    if args.output and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
+        raise UsageError(f"--output {args.output}: its folder does not exist (checked before training, so no "
+                         "result is lost)")
 
     def show(metrics):
         print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()),

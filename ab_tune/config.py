@@ -196,7 +196,8 @@ OPTIONS: dict[str, Option] = {
         "solver_steps": Option(5, *NON_NEGATIVE_INT, "Hessian-vector products per hyper step"),
         "warm_start": Option(False, "true or false", _is_bool,
                              "start each hyper step's solve from the last one's solution (neumann or cg): one "
-                             "Hessian-vector product more per step; with solver_steps 0, one product per step"),
+                             "Hessian-vector product more per step; neumann with solver_steps 0 takes one product "
+                             "per step (plus the automatic step's power iteration when it measures)"),
         "solver_alpha": Option("auto", "'auto' or a number > 0", lambda v: v == "auto" or _number(0, low_open=True)(v),
                                "Neumann step size, below 2 / lambda_max of the training loss's Hessian; auto: "
                                "1 / lambda_max by power iteration at the first hyper step and every 10 after (whose iterates "
@@ -306,6 +307,9 @@ def _check_solver(c: dict) -> None:
     if c["warm_start"] and c["solver"] == "identity":
         raise ConfigError("warm_start=True needs a solver that iterates from a start, 'neumann' or 'cg', got "
                           "solver='identity'")
+    if c["warm_start"] and c["solver"] == "cg" and c["solver_steps"] == 0:
+        raise ConfigError("warm_start=True with solver='cg' needs solver_steps >= 1 (conjugate gradient with no "
+                          "product never moves from its start), got solver_steps=0")
 
 
 def _check_augmentation(c: dict) -> None:

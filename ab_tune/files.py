@@ -18,6 +18,8 @@ def atomic_path(path: str) -> Iterator[str]:
     try:
         yield temporary
         os.replace(temporary, path)
+    except OSError as e:  # the file it was for, not the temporary
+        raise type(e)(e.errno, f"cannot write {path}: {e.strerror}") from None
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)

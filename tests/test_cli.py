@@ -79,3 +79,22 @@ def test_init_without_a_data_root_leaves_it_to_fill_in(tmp_path, capsys):
     config = yaml.safe_load(path.read_text())["config"]
     assert config["dataset"] == "users.data:load" and config["data_root"] is None and config["dataset_params"] == {}
     assert "fill in" in path.read_text()
+
+
+def test_an_output_file_in_a_missing_folder_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    import ab_tune.training.trainer as trainer
+
+    monkeypatch.setattr(trainer, "train", lambda *a, **k: pytest.fail("checked before training"))
+    assert main(["train", "--set", "dataset=gmm", "--output", str(tmp_path / "missing" / "out.json")]) == 2
+    assert "its folder does not exist (checked before training" in capsys.readouterr().err
+
+
+def test_init_quotes_what_yaml_would_misread(tmp_path):
+    import yaml
+
+    root = tmp_path / "my data #1: final"
+    root.mkdir()
+    path = tmp_path / "2024.yaml"
+    assert main(["init", str(path), "--data-root", str(root)]) == 0
+    data = yaml.safe_load(path.read_text())
+    assert data["name"] == "2024" and data["config"]["data_root"] == str(root)

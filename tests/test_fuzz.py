@@ -111,6 +111,12 @@ def no_training():
     trainer.train = original
 
 
-def test_the_fuzzers_ran_their_cases():
+def test_the_fuzzers_run_their_cases():
+    """Each property, run here again from a clear count (whatever ran before), draws its cases."""
+    CASES.clear()
+    for prop in (test_any_trial_config_is_checked_or_refused_in_one_line,
+                 test_any_experiment_file_is_read_or_refused_in_one_line,
+                 test_any_cli_set_value_trains_or_exits_2_with_one_line):
+        prop()
     assert min(CASES[k] for k in ("configs", "files", "cli")) >= min(100, FUZZ.max_examples), dict(CASES)
     print(f"fuzzed cases: {dict(CASES)}")

@@ -84,11 +84,14 @@ def test_an_upper_level_over_your_own_loss_steps_on_your_closures_then_freezes()
 
 def test_the_upper_levels_settings_are_its_config_section_with_their_own_defaults():
     from ab_tune.config import OPTIONS, section_keys
+    from ab_tune.data.registry import USER_DATA_DEFAULTS
 
     fields = {f.name: f.default for f in dataclasses.fields(HyperSettings)}
     assert list(fields) == list(section_keys("upper level"))
-    for key, default in fields.items():  # the config's default, where the config has one
-        assert OPTIONS[key].default in (None, default), key
+    for key, default in fields.items():  # the config's default; your own data's where it is per dataset
+        assert default == (OPTIONS[key].default if OPTIONS[key].default is not None else USER_DATA_DEFAULTS[key]), key
     train, val = _digits()
     tuner = ab_tune.LossTuner(digits_cnn(10), train.class_counts, (val.x, val.y), hessian="last_layer")
     assert tuner.settings == HyperSettings(hessian="last_layer")  # not a trial schedule's values
+    explicit_none = ab_tune.LossTuner(digits_cnn(10), train.class_counts, (val.x, val.y), hyper_lr=None, hyper_every=None)
+    assert explicit_none.settings == HyperSettings()  # null: the default, as in a trial config

@@ -150,3 +150,12 @@ def test_the_cosine_head_scales_its_cosines():
     cosines = torch.nn.functional.normalize(x, dim=1) @ torch.nn.functional.normalize(head.weight, dim=0)
     assert torch.allclose(head(x), 16.0 * cosines)
     assert cosines.abs().max() <= 1 + 1e-6
+
+
+def test_torchvision_model_params_it_does_not_take_are_one_config_line():
+    from ab_tune.errors import ConfigError
+    from ab_tune.search.preflight import check_trial
+
+    with pytest.raises(ConfigError, match=r"^model 'torchvision:resnet18' cannot be built with model_params "
+                                                  r"\{'dropout': 2\}: "):
+        check_trial({"dataset": "digits", "model": "torchvision:resnet18", "model_params": {"dropout": 2}})

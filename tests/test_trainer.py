@@ -418,3 +418,19 @@ def test_warm_start_needs_a_solver_that_iterates():
     with pytest.raises(ab_tune.ConfigError, match=r"^warm_start=True needs a solver that iterates from a start, "
                                                   r"'neumann' or 'cg', got solver='identity'$"):
         Trainer({**TINY, "warm_start": True, "solver": "identity"})
+
+
+def test_a_warm_cg_with_no_products_is_refused():
+    with pytest.raises(ab_tune.ConfigError, match="warm_start=True with solver='cg' needs solver_steps >= 1"):
+        Trainer({**TINY, "warm_start": True, "solver": "cg", "solver_steps": 0})
+
+
+def test_loading_a_state_without_a_warm_vector_starts_the_warm_start_from_zero(roundtrip):
+    trainer = Trainer(WARM)
+    for _ in range(2):
+        trainer.train_epoch()
+    assert trainer.tuner.warm_start.x is not None
+    state = roundtrip(trainer.state_dict())
+    del state["warm_start"]
+    trainer.load_state_dict(state)  # into the same trainer: its old vector must not survive
+    assert trainer.tuner.warm_start.x is None

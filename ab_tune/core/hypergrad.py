@@ -53,6 +53,9 @@ def implicit_hypergradient(
     Raises:
         DivergenceError: the solver diverged, or the solution or hypergradient is not finite.
     """
+    if not callable(solver):
+        raise TypeError(f"solver must be a solver(matvec, b) -> x, e.g. linear_solve.make_solver('cg', steps=20), "
+                        f"got solver={solver!r}")
     params, hparams = list(params), list(hparams)
 
     # grad_w L_V and the direct term dL_V/da from one backward pass

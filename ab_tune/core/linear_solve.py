@@ -166,11 +166,12 @@ class WarmStart:
     def state_dict(self) -> dict:
         return {"x": None if self.x is None else list(self.x)}
 
-    def load_state_dict(self, state: dict, shapes: Sequence[torch.Size]) -> None:
-        """``shapes``: those of the weights the solve is over; another vector is refused in one line."""
+    def load_state_dict(self, state: dict, shapes: Sequence[torch.Size], device=None) -> None:
+        """``shapes``: those of the weights the solve is over (another vector is refused in one line);
+        ``device``: where the vector goes."""
         x = state["x"]
         if x is not None and [tuple(t.shape) for t in x] != [tuple(s) for s in shapes]:
             raise ValueError(f"the checkpoint's warm-start vector has shapes {[tuple(t.shape) for t in x]}, but this "
                              f"trial's hyper step solves over weights of shapes {[tuple(s) for s in shapes]}: it was "
                              "written by another model or hessian mode")
-        self.x = None if x is None else tuple(x)
+        self.x = None if x is None else tuple(t if device is None else t.to(device) for t in x)

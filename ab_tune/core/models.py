@@ -240,7 +240,11 @@ def _torchvision_model(name: str, num_classes: int, params: dict, weights: str |
         allowed = torchvision.models.list_models(module=torchvision.models)
         raise ValueError(f"model 'torchvision:{name}': no such torchvision classification model; "
                          f"e.g. {allowed[:6]} (torchvision.models.list_models())") from None
-    model = builder(weights=None, **params)  # nothing is downloaded: weights come from a local file
+    try:
+        model = builder(weights=None, **params)  # nothing is downloaded: weights come from a local file
+    except (TypeError, ValueError) as e:  # the user's model_params: one line naming them
+        raise ValueError(f"model 'torchvision:{name}' cannot be built with model_params {params}: "
+                         f"{' '.join(str(e).split())}") from None
     if weights is not None:
         _load_weights(model, weights)
     head_name, head = classifier_head(model)

@@ -3,6 +3,7 @@ a look at the data it names (classes, counts, imbalance, whether each class can 
 images)."""
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 
@@ -57,9 +58,10 @@ resources:
 def starter_text(path: str, dataset: str, data_root: str | None) -> str:
     name = os.path.splitext(os.path.basename(path))[0] or "my_data"
     images = dataset in STARTER_DATASETS
+    quoted = json.dumps  # a JSON string is a YAML string: nothing in a path or name is read as YAML syntax
     return _TEMPLATE.format(
-        path=path, name=name, dataset=dataset,
-        data_root=data_root if data_root else "null",
+        path=path, name=quoted(name), dataset=quoted(dataset),
+        data_root=quoted(data_root) if data_root else "null",
         data_root_note="" if data_root else "   # fill in: the folder that holds your data",
         dataset_params="{image_size: 32}     # every image resized to 32x32 (CIFAR's size)" if images else "{}",
         val_fraction=OPTIONS["val_fraction"].default)
@@ -111,6 +113,8 @@ def write_starter(path: str, dataset: str = "imagefolder", data_root: str | None
     data: the lines ``ab-tune init`` prints."""
     if os.path.exists(path):
         raise ConfigError(f"{path} already exists: ab-tune init never overwrites a file; choose another name")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise ConfigError(f"{path}: its folder does not exist")
     if dataset not in STARTER_DATASETS and dataset.count(":") != 1:
         raise ConfigError(f"--dataset must be one of {list(STARTER_DATASETS)} or 'package.module:function', "
                           f"got --dataset {dataset!r}")

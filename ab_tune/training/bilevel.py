@@ -9,9 +9,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ab_tune.config import OPTIONS
 from ab_tune.core.hypergrad import AutoNeumannStep, DivergenceError, implicit_hypergradient
 from ab_tune.core.linear_solve import Solver, WarmStart, make_solver
 from ab_tune.core.models import classifier_head
+from ab_tune.data.registry import USER_DATA_DEFAULTS
 from ab_tune.training.components import DeviceSplit
 
 __all__ = ["HyperSettings", "sample_batches", "frozen_buffers", "graph_free_backbone", "implicit_weights", "hyper_step"]
@@ -19,19 +21,19 @@ __all__ = ["HyperSettings", "sample_batches", "frozen_buffers", "graph_free_back
 
 @dataclass(frozen=True)
 class HyperSettings:
-    """What the upper level reads: the config's "upper level" section, with its own defaults (a
-    test checks the fields are that section). hyper_lr and hyper_every, which a trial sizes per
-    dataset, default to a small dataset's values."""
-    hyper_optimizer: str = "adam"
-    hyper_lr: float = 0.02
-    hyper_momentum: float = 0.9
-    hyper_weight_decay: float = 1e-4
-    hyper_every: int = 5
-    solver: str = "neumann"
-    hessian: str = "exact"
-    solver_steps: int = 5
-    warm_start: bool = False
-    solver_alpha: float | str = "auto"
+    """What the upper level reads: the config's "upper level" section (a test checks the fields are
+    that section), with the config's defaults; hyper_lr and hyper_every, which a trial sizes per
+    dataset, default to your own data's values."""
+    hyper_optimizer: str = OPTIONS["hyper_optimizer"].default
+    hyper_lr: float = USER_DATA_DEFAULTS["hyper_lr"]
+    hyper_momentum: float = OPTIONS["hyper_momentum"].default
+    hyper_weight_decay: float = OPTIONS["hyper_weight_decay"].default
+    hyper_every: int = USER_DATA_DEFAULTS["hyper_every"]
+    solver: str = OPTIONS["solver"].default
+    hessian: str = OPTIONS["hessian"].default
+    solver_steps: int = OPTIONS["solver_steps"].default
+    warm_start: bool = OPTIONS["warm_start"].default
+    solver_alpha: float | str = OPTIONS["solver_alpha"].default
 
     @classmethod
     def from_config(cls, config: dict) -> HyperSettings:
@@ -112,7 +114,7 @@ def hyper_step(model: torch.nn.Module, train_loss: Callable[[], torch.Tensor], v
 
     ``train_loss`` puts the model in training mode itself, ``val_loss`` in evaluation mode;
     the model is back in training mode afterwards, its BatchNorm statistics untouched.
-    ``solver(matvec, b)`` gives H^-1 b (the tuner's, ``make_hyper_solver``).
+    ``solver(matvec, b)`` gives H^-1 b (the upper level's, ``HyperSettings.build_solver``).
     """
     # last_layer: the backbone's features computed without a graph, so no product or forward pass of
     # the hyper step records the backbone

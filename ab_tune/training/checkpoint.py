@@ -10,7 +10,7 @@ RNG_STREAMS = ("order_rng", "hyper_rng", "augment_rng", "hyper_augment_rng")
 
 
 def trainer_state(trainer) -> dict:
-    """The trainer's own state, its upper level's (``LossTuner.state_dict``: the loss, the hyper
+    """The trainer's own state, its upper level's (``UpperLevel.state_dict``: the loss, the hyper
     optimizer, the automatic step, the warm start) and the random streams, in one flat dict."""
     return {
         "epoch": trainer.epoch, "iteration": trainer.iteration, "phase": trainer.phase,

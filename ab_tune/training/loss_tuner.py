@@ -78,7 +78,15 @@ class UpperLevel:
     def load_state_dict(self, state: dict) -> None:
         """Back to ``state``. The settings' optimizer values win over the state's (a PBT
         exploit loads another trial's state and then perturbs them); a state written before the warm
-        start existed starts it from zero, one whose vector has other shapes is a ConfigError."""
+        start existed starts it from zero, one whose vector has other shapes is a ConfigError (and
+        nothing is loaded)."""
+        if self.warm_start is not None:
+            shapes = [p.shape for p in bilevel.implicit_weights(self.model, self.settings.hessian)[1]]
+            warm = state.get("warm_start") or {"x": None}
+            try:
+                self.warm_start.load_state_dict(warm, shapes, self.device)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
         self.loss.load_state_dict(state["loss"])
         self.calls = state.get("calls", 0)
         self.hyper_steps, self.skipped_hyper_steps = state["hyper_steps"], state["skipped_hyper_steps"]
@@ -90,12 +98,6 @@ class UpperLevel:
                     group["momentum"] = self.settings.hyper_momentum
         if self.auto_step is not None and state.get("auto_step") is not None:
             self.auto_step.load_state_dict(state["auto_step"])
-        if self.warm_start is not None and state.get("warm_start") is not None:
-            shapes = [p.shape for p in bilevel.implicit_weights(self.model, self.settings.hessian)[1]]
-            try:
-                self.warm_start.load_state_dict(state["warm_start"], shapes)
-            except ValueError as e:
-                raise ConfigError(str(e)) from None
 
     def freeze(self) -> None:
         """No more hyper steps: the learned parameters keep their values (the retraining phase)."""
@@ -136,7 +138,7 @@ class LossTuner(UpperLevel):
         objective = ValidationObjective(torch.as_tensor(val_class_counts).to(device),
                                         fairness_weight=c["fairness_weight"], fairness=c["fairness"])
         # the upper level's settings: those given, the rest HyperSettings' own defaults
-        given = {k: options[k] for k in options if k in {f.name for f in dataclasses.fields(HyperSettings)}}
+        given = {k: c[k] for k in options if k in {f.name for f in dataclasses.fields(HyperSettings)}}
         super().__init__(model, loss, objective, HyperSettings(**given), loss.hparameters())
 
     @staticmethod

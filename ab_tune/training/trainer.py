@@ -241,7 +241,7 @@ class Trainer:
             loss.backward()
             self.optimizer.step()
             self.iteration += 1
-            if hyper_steps_due and self.iteration % c["hyper_every"] == 0:
+            if hyper_steps_due and self.iteration % self.tuner.settings.hyper_every == 0:
                 self._hyper_step()
         self.epoch += 1
         self.seconds += time.perf_counter() - started
@@ -304,7 +304,7 @@ class Trainer:
         skipped = self.tuner.skipped_hyper_steps
         total = self.tuner.hyper_steps + skipped
         if total and skipped > 0.1 * total:
-            fixed_step = self.config["solver_alpha"] != "auto" and self.config["solver"] != "cg"
+            fixed_step = self.tuner.auto_step is None and self.tuner.settings.solver != "cg"
             advice = ("use solver_alpha: auto (the step from the measured curvature)" if fixed_step
                       else "the training loss's Hessian is far from positive definite at those steps: start "
                            "hyper steps later (hyper_start_epoch) or lower lr")
