@@ -69,7 +69,7 @@ def _fixed_shape(input_shape, num_classes):
 # per-dataset constant: solver_alpha `auto` measures lambda_max by power iteration.
 # Small data has few iterations per epoch, so its hyper steps come more often. On CIFAR a
 # hyper step (1 train + 2 validation batches, 5 products) costs about 22 plain steps
-# (benchmarks/README.md), so one every 50 iterations keeps a bilevel epoch near 1.5x a plain one.
+# (benchmarks/LOG.md), so one every 50 iterations keeps a bilevel epoch near 1.5x a plain one.
 _SMALL = {"batch_size": 32, "lr": 0.05, "weight_decay": 5e-4, "hyper_lr": 0.02,
           "hyper_every": 5, "hyper_train_batches": 2, "hyper_val_batches": 4}
 _CIFAR = {"epochs": 300, "batch_size": 128, "lr": 0.1, "weight_decay": 1e-4, "imbalance_ratio": 100.0,
