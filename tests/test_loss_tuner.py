@@ -95,3 +95,44 @@ def test_the_upper_levels_settings_are_its_config_section_with_their_own_default
     assert tuner.settings == HyperSettings(hessian="last_layer")  # not a trial schedule's values
     explicit_none = ab_tune.LossTuner(digits_cnn(10), train.class_counts, (val.x, val.y), hyper_lr=None, hyper_every=None)
     assert explicit_none.settings == HyperSettings()  # null: the default, as in a trial config
+
+
+def test_a_loss_tuner_checkpoints_and_continues_as_if_never_stopped(roundtrip):
+    """state_dict after some iterations, loaded into a fresh tuner (and a model with the same
+    weights): the next steps give the same learned loss as the tuner that never stopped."""
+    train, val = _digits()
+
+    def run(tuner, model, batches):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+        for i in batches:
+            x, y = train.x[i:i + 32], train.y[i:i + 32]
+            loss = tuner.loss(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            tuner.step((x, y))
+
+    def fresh(seed=0):
+        torch.manual_seed(seed)
+        model = digits_cnn(10)
+        plain = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        for i in range(0, 640, 32):  # first plain steps: at initialisation the Hessian is far from positive definite
+            plain.zero_grad()
+            torch.nn.functional.cross_entropy(model(train.x[i:i + 32]), train.y[i:i + 32]).backward()
+            plain.step()
+        return model, ab_tune.LossTuner(model, train.class_counts, (val.x, val.y), learn=["iota"], hyper_every=3,
+                                        hyper_lr=0.05, warm_start=True, solver_alpha=0.05)
+
+    model, straight = fresh()
+    run(straight, model, range(0, 640, 32))
+    model, first = fresh()
+    run(first, model, range(0, 320, 32))
+    state, weights = roundtrip(first.state_dict()), {k: v.clone() for k, v in model.state_dict().items()}
+    model, resumed = fresh(seed=1)  # other initial weights: the state and weights decide
+    model.load_state_dict(weights)
+    resumed.load_state_dict(state)
+    assert resumed.calls == first.calls == 10 and first.hyper_steps > 0
+    assert (resumed.warm_start.x is None) == (first.warm_start.x is None)
+    run(resumed, model, range(320, 640, 32))
+    assert resumed.hyper_steps + resumed.skipped_hyper_steps == straight.hyper_steps + straight.skipped_hyper_steps
+    assert resumed.values()["iota"] == straight.values()["iota"]
