@@ -59,12 +59,8 @@ class _BatchUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _md5(path: str) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
 def _read_cifar_batch(path: str, label_key: str, md5: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,15 +75,16 @@ def _read_cifar_batch(path: str, label_key: str, md5: str) -> tuple[torch.Tensor
         raise FileNotFoundError(
             f"CIFAR file missing: {path}; the extracted folder is incomplete, re-extract it or set download=True"
         )
-    found = _md5(path)
+    with open(path, "rb") as f:
+        raw = f.read()  # read once: the digest and the unpickler see the same bytes
+    found = _md5(raw)
     if found != md5:
         raise DataError(f"CIFAR file {path} has md5 {found}, expected {md5}: it is damaged or not the published "
                          "file; re-extract the archive or set download=True")
-    with open(path, "rb") as f:
-        try:
-            batch = _BatchUnpickler(io.BytesIO(f.read()), encoding="bytes").load()
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
-            raise DataError(f"CIFAR file {path} is not a CIFAR batch: {e}") from None
+    try:
+        batch = _BatchUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+        raise DataError(f"CIFAR file {path} is not a CIFAR batch: {e}") from None
     if not isinstance(batch, dict):
         raise DataError(f"CIFAR file {path} is not a CIFAR batch: it holds a {type(batch).__name__}, not a dict")
     # Files written by Python 2 have bytes keys, files written by Python 3 may have str keys.
