@@ -26,9 +26,9 @@ import subprocess
 import sys
 import time
 
-from hypergrad_cost import _Memory  # the fresh-process harness's peak-memory probe
+from hypergrad_cost import _Memory, child_command, child_environment, child_result  # the fresh-process harness
+from official_schedule import synthetic_cifar
 
-NUM_CLASSES = 10
 VARIANTS = {"plain": {"learn": []}, "exact": {}, "last_layer": {"hessian": "last_layer"},
             "finite_difference": {"hessian": "finite_difference"}, "warm_start": {"warm_start": True}}
 FULL = {"images": 2560, "batch_size": 64, "hyper_every": 20, "hyper_train_batches": 10, "hyper_val_batches": 10,
@@ -48,19 +48,6 @@ def trial_config(spec: dict) -> dict:
             **VARIANTS[spec["variant"]]}
 
 
-def synthetic_data(images: int):
-    import torch
-
-    from ab_tune.data import from_tensors
-
-    gen = torch.Generator().manual_seed(0)
-    pool = images * 5 // 4  # the 80/20 split leaves exactly ``images`` to train on
-    x = torch.randint(0, 256, (pool, 3, 32, 32), dtype=torch.uint8, generator=gen)
-    xt = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=gen)
-    return from_tensors(x, torch.arange(pool) % NUM_CLASSES, xt, torch.arange(64) % NUM_CLASSES,
-                        num_classes=NUM_CLASSES)
-
-
 def child(spec: dict) -> dict:
     """One epoch of one variant, in this fresh process."""
     import torch
@@ -68,7 +55,8 @@ def child(spec: dict) -> dict:
     import ab_tune
 
     torch.set_num_threads(spec["threads"])
-    trainer = ab_tune.Trainer(trial_config(spec), data=synthetic_data((SMOKE if spec["smoke"] else FULL)["images"]))
+    trainer = ab_tune.Trainer(trial_config(spec),
+                              data=synthetic_cifar((SMOKE if spec["smoke"] else FULL)["images"], test_images=64))
     memory = _Memory(trainer.device)
     trainer.train_epoch()
     return {**spec, "seconds": trainer.seconds, "iterations": trainer.iteration, "hyper_steps": trainer.tuner.hyper_steps,
@@ -82,33 +70,24 @@ def _device_name(device) -> str:
 
 
 def _command(spec: dict) -> list[str]:
-    return [sys.executable, os.path.abspath(__file__), "--_child", json.dumps(spec)]
-
-
-def _env(threads: int) -> dict:
-    return dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-
-
-def _result(proc, spec) -> dict:
-    if proc.returncode != 0:
-        raise RuntimeError(f"child {spec} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return child_command(__file__, json.dumps(spec))
 
 
 def run_one(spec: dict) -> dict:
     if spec["smoke"]:  # in this process: quick, and its memory figures mean nothing anyway
         return child(spec)
-    return _result(subprocess.run(_command(spec), capture_output=True, text=True, env=_env(spec["threads"])), spec)
+    return child_result(subprocess.run(_command(spec), capture_output=True, text=True,
+                                       env=child_environment(spec["threads"])), str(spec))
 
 
 def two_at_once(spec: dict) -> tuple[float, list[dict]]:
     """Two trials started together on the device: wall seconds, and each one's result."""
     started = time.perf_counter()
     procs = [subprocess.Popen(_command(spec), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=_env(spec["threads"])) for _ in range(2)]
+                              env=child_environment(spec["threads"])) for _ in range(2)]
     outputs = [p.communicate() for p in procs]
     wall = time.perf_counter() - started
-    return wall, [_result(subprocess.CompletedProcess(p.args, p.returncode, out, err), spec)
+    return wall, [child_result(subprocess.CompletedProcess(p.args, p.returncode, out, err), str(spec))
                   for p, (out, err) in zip(procs, outputs)]
 
 

@@ -324,14 +324,28 @@ def child_env() -> dict:
 
 
 # --------------------------------------------------------------------------- driver side
+# the fresh-process harness the benchmark scripts share: a child is the script itself in its
+# ``--_child`` mode, in a new interpreter (a process's peak RSS never goes down), printing JSON last
+def child_command(script: str, *args: str) -> list[str]:
+    return [sys.executable, os.path.abspath(script), "--_child", *args]
+
+
+def child_environment(threads: int) -> dict:
+    return dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+
+
+def child_result(proc, what: str) -> dict:
+    """The JSON line a finished child printed last; a failed child raises with its stderr's tail."""
+    if proc.returncode != 0:
+        raise RuntimeError(f"child {what} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def _spawn(task: str, spec: dict) -> dict:
     """Run one measurement in a fresh interpreter; the driver never imports torch."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(spec.get("threads", 1)), MKL_NUM_THREADS=str(spec.get("threads", 1)))
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--_child", task, json.dumps(spec)],
-                          capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"child {task} {spec} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    proc = subprocess.run(child_command(__file__, task, json.dumps(spec)), capture_output=True, text=True,
+                          env=child_environment(spec.get("threads", 1)))
+    return child_result(proc, f"{task} {spec}")
 
 
 def _mib(kib: float) -> str:

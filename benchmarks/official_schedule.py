@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 
-from hypergrad_cost import _log, _Memory  # the fresh-process harness's logging and peak-memory probe
+from hypergrad_cost import _log, _Memory, child_command, child_environment, child_result  # the fresh-process harness
 
 MODES = ("exact", "last_layer", "finite_difference")
 SCHEDULE = {"batch_size": 64, "hyper_every": 20, "hyper_train_batches": 10, "hyper_val_batches": 10,
@@ -32,20 +31,29 @@ SCHEDULE = {"batch_size": 64, "hyper_every": 20, "hyper_train_batches": 10, "hyp
 TRAIN_IMAGES, NUM_CLASSES = 2560, 10
 
 
+def synthetic_cifar(train_images: int, test_images: int = 200):
+    """Random CIFAR-shaped uint8 images in NUM_CLASSES balanced classes (the cost does not depend on
+    the pixels), the pool sized so that the 80/20 split leaves exactly ``train_images`` to train on."""
+    import torch
+
+    from ab_tune.data import from_tensors
+
+    gen = torch.Generator().manual_seed(0)
+    pool = train_images * 5 // 4
+    x = torch.randint(0, 256, (pool, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    xt = torch.randint(0, 256, (test_images, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    return from_tensors(x, torch.arange(pool) % NUM_CLASSES, xt, torch.arange(test_images) % NUM_CLASSES,
+                        num_classes=NUM_CLASSES)
+
+
 def child(spec: dict) -> dict:
     import torch
 
     import ab_tune
-    from ab_tune.data import from_tensors
     from ab_tune.data.registry import trial_defaults
 
     torch.set_num_threads(spec["threads"])
-    gen = torch.Generator().manual_seed(0)
-    pool = TRAIN_IMAGES * 5 // 4
-    x = torch.randint(0, 256, (pool, 3, 32, 32), dtype=torch.uint8, generator=gen)
-    xt = torch.randint(0, 256, (200, 3, 32, 32), dtype=torch.uint8, generator=gen)
-    data = from_tensors(x, torch.arange(pool) % NUM_CLASSES, xt, torch.arange(200) % NUM_CLASSES,
-                        num_classes=NUM_CLASSES)
+    data = synthetic_cifar(TRAIN_IMAGES)
     config = {**trial_defaults("cifar10"), **SCHEDULE, "dataset": "random_cifar", "model": "resnet32",
               "imbalance_ratio": 1.0, "epochs": 2, "num_threads": spec["threads"], "device": spec["device"],
               "hessian": spec["mode"] or "exact", "solver_alpha": spec["alpha"]}
@@ -91,12 +99,9 @@ def main(argv=None) -> int:
 
 def _spawn_child(spec: dict) -> dict:
     """One run in a fresh interpreter (a process's peak RSS never goes down)."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]), MKL_NUM_THREADS=str(spec["threads"]))
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--_child", json.dumps(spec)],
-                          capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"child {spec} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    proc = subprocess.run(child_command(__file__, json.dumps(spec)), capture_output=True, text=True,
+                          env=child_environment(spec["threads"]))
+    return child_result(proc, str(spec))
 
 
 def render(rows: list[dict], args) -> str:
