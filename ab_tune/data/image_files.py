@@ -131,12 +131,18 @@ def _check_options(image_size, mode, stream="auto", memory_cap_gb=2.0) -> None:
         raise ValueError(f"mode must be one of ['RGB', 'L'], got mode={mode!r}")
 
 
+def images_in(class_folder: str) -> list[str]:
+    """The image files of a class folder, sorted by name ([] when there is no such folder)."""
+    if not os.path.isdir(class_folder):
+        return []
+    return sorted(f for f in os.listdir(class_folder) if f.lower().endswith(EXTENSIONS))
+
+
 def _folder_split(folder: str, classes: list[str]) -> tuple[list[str], list[int]]:
     paths, labels = [], []
     for k, name in enumerate(classes):
         class_folder = os.path.join(folder, name)
-        files = sorted(f for f in os.listdir(class_folder) if f.lower().endswith(EXTENSIONS)) \
-            if os.path.isdir(class_folder) else []
+        files = images_in(class_folder)
         if not files:
             raise ValueError(f"class folder {class_folder!r} holds no images ({', '.join(EXTENSIONS)})")
         paths += [os.path.join(class_folder, f) for f in files]

@@ -8,7 +8,7 @@ import os
 from collections import Counter
 
 from ab_tune.config import OPTIONS
-from ab_tune.data.image_files import EXTENSIONS
+from ab_tune.data.image_files import images_in
 from ab_tune.errors import ConfigError
 from ab_tune.files import write_atomically
 
@@ -74,7 +74,7 @@ def class_counts(dataset: str, data_root: str) -> dict[str, Counter]:
         for split in ("train", "val", "test"):
             folder = os.path.join(data_root, split)
             if os.path.isdir(folder):
-                splits[split] = Counter({c: sum(f.lower().endswith(EXTENSIONS) for f in os.listdir(os.path.join(folder, c)))
+                splits[split] = Counter({c: len(images_in(os.path.join(folder, c)))
                                          for c in sorted(os.listdir(folder)) if os.path.isdir(os.path.join(folder, c))})
         return splits
     splits = {}
@@ -108,7 +108,7 @@ def _describe(dataset: str, data_root: str) -> list[str]:
     return lines
 
 
-def write_starter(path: str, dataset: str = "imagefolder", data_root: str | None = None, out=None) -> list[str]:
+def write_starter(path: str, dataset: str = "imagefolder", data_root: str | None = None) -> list[str]:
     """Write the starter file at ``path`` (never over an existing file) and return what it says of the
     data: the lines ``ab-tune init`` prints."""
     if os.path.exists(path):
