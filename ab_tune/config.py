@@ -23,7 +23,8 @@ from ab_tune.core.objectives import FAIRNESS_TERMS
 from ab_tune.data.registry import DATASETS, trial_defaults
 from ab_tune.errors import ConfigError, did_you_mean
 
-__all__ = ["OPTIONS", "resolve_config", "ConfigError", "loss_learn", "LEARN_NAMES", "AUGMENT_STRENGTH"]
+__all__ = ["OPTIONS", "SECTIONS", "resolve_config", "ConfigError", "loss_learn", "LEARN_NAMES", "AUGMENT_STRENGTH",
+           "section_keys", "split_arguments", "total_epochs", "without_placement"]
 
 
 @dataclass(frozen=True)
