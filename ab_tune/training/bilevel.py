@@ -107,6 +107,21 @@ def implicit_weights(model: torch.nn.Module, hessian: str) -> tuple[torch.nn.Mod
     return source, [p for p in source.parameters() if p.requires_grad]
 
 
+@contextlib.contextmanager
+def learning(hparams: list[torch.nn.Parameter]):
+    """The learned parameters take gradients only inside a hyper step: outside it (``UpperLevel``
+    holds them constant) the lower level's backward records nothing for them, and the loss takes
+    its fixed-loss path, with bit-identical gradients for the network (on small networks a graph
+    through the loss's parameters cost up to 40% of a plain step)."""
+    for h in hparams:
+        h.requires_grad_(True)
+    try:
+        yield
+    finally:
+        for h in hparams:
+            h.requires_grad_(False)
+
+
 def hyper_step(model: torch.nn.Module, train_loss: Callable[[], torch.Tensor], val_loss: Callable[[], torch.Tensor],
                hparams: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer, hessian: str,
                solver: Solver) -> bool:
@@ -123,7 +138,7 @@ def hyper_step(model: torch.nn.Module, train_loss: Callable[[], torch.Tensor], v
     backbone = graph_free_backbone(model, source, keep=hparams) if last_layer else contextlib.nullcontext()
     # a diverged solve is skipped; the automatic step has retried it once at half the step first
     try:
-        with frozen_buffers(model), backbone:
+        with frozen_buffers(model), backbone, learning(hparams):
             grads = implicit_hypergradient(train_loss, val_loss, params, hparams, solver=solver,
                                            products="finite_difference" if hessian == "finite_difference"
                                            else "autograd")

@@ -43,6 +43,8 @@ class UpperLevel:
     def __init__(self, model: torch.nn.Module, loss: torch.nn.Module, objective, settings: HyperSettings,
                  hparams: list[torch.nn.Parameter]):
         self.model, self.loss, self.objective, self.settings, self.hparams = model, loss, objective, settings, hparams
+        for h in hparams:
+            h.requires_grad_(False)  # constants to the lower level's steps; a hyper step differentiates them (bilevel.learning)
         self.device = next(model.parameters()).device
         self.optimizer = settings.optimizer(hparams)
         self.solver, self.auto_step, self.warm_start = settings.build_solver()
@@ -101,8 +103,6 @@ class UpperLevel:
 
     def freeze(self) -> None:
         """No more hyper steps: the learned parameters keep their values (the retraining phase)."""
-        for h in self.hparams:
-            h.requires_grad_(False)
         self.optimizer = None
 
     def values(self) -> dict:
