@@ -8,13 +8,15 @@
     ab-tune optuna [FILE] --storage URL [--study-name NAME] [--n-trials N] [--multi-objective]
                    [--set key=value ...] [--out DIR]
     ab-tune train [--config FILE] [--set key=value ...] [--output result.json]
+    ab-tune init FILE [--dataset imagefolder|image_list|package.module:function] [--data-root DIR]
 
 ``run`` runs a Ray Tune experiment from a search-space file (default: long-tailed digits);
 ``optuna`` runs or resumes an Optuna study (TPE, median pruning) of the same file without Ray;
 ``compare`` runs AutoBalance and the grid-searched loss baselines on the same splits, reports them
 side by side with the grid a user would run and the trial it recommends (comparison.md,
 comparison.csv, plots, recommended.json);
-``train`` trains one trial (no Ray) and prints each epoch's metrics, then the result as JSON.
+``train`` trains one trial (no Ray) and prints each epoch's metrics, then the result as JSON;
+``init`` writes an experiment file for your own data (and inspects the data folder).
 User errors print one line and exit with status 2.
 """
 from __future__ import annotations

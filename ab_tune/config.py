@@ -189,11 +189,12 @@ OPTIONS: dict[str, Option] = {
         "hyper_weight_decay": Option(1e-4, *NON_NEGATIVE, "pulls learned parameters towards loss_init"),
         "hyper_every": Option(None, *POSITIVE_INT, "training iterations between hyper steps"),
         "solver": Option("neumann", f"one of {sorted(SOLVERS)}", _one_of(*SOLVERS), "inverse-Hessian solver"),
-        "hessian": Option("exact", "one of ['exact', 'last_layer', 'finite_difference']",
+        "hessian": Option("last_layer", "one of ['exact', 'last_layer', 'finite_difference']",
                           _one_of("exact", "last_layer", "finite_difference"),
-                          "Hessian products of the hyper step: exact (double backward, the paper's method), "
-                          "last_layer (the implicit system on the classifier head only) or finite_difference "
-                          "(central differences of the training gradient, as Betty's DARTS/SAMA)"),
+                          "Hessian products of the hyper step: last_layer (the implicit system on the classifier "
+                          "head only, the backbone's features without a graph: a hyper step of a few plain steps), "
+                          "exact (double backward through the whole network, the paper's method) or "
+                          "finite_difference (central differences of the training gradient, as Betty's DARTS/SAMA)"),
         "solver_steps": Option(5, *NON_NEGATIVE_INT, "Hessian-vector products per hyper step"),
         "warm_start": Option(False, "true or false", _is_bool,
                              "start each hyper step's solve from the last one's solution (neumann or cg): one "

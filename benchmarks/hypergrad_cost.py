@@ -10,7 +10,8 @@ Part 1 (step level), per setup, two measurements, each in a fresh subprocess:
 
 * ``plain``: one training step (forward, backward, SGD step) with ``ParametricLoss.from_preset("ce")``,
   model in train mode;
-* ``hyper``: one ``implicit_hypergradient`` (Neumann, ``--steps`` products, ``--alpha``) with one
+* ``hyper``: one ``implicit_hypergradient`` (Neumann, ``--steps`` products, ``--alpha``; on the
+  weights and with the products ``--hessian`` names, by default the config's default) with one
   train and one validation batch of the same size, the loss learning delta and iota, the
   validation objective ``ValidationObjective``. As in ``Trainer._hyper_step``, the training loss
   runs the model in train mode and the validation objective in eval mode.
@@ -27,11 +28,12 @@ Part 2 (epoch level): ``Trainer.train_epoch()`` with the trainer's default hyper
 in a fresh subprocess. Training time per epoch is ``Trainer.seconds`` (which excludes the
 evaluation that ``train_epoch`` runs at its end); ``Trainer.evaluate()`` is timed on its own.
 
-Run:  python benchmarks/hypergrad_cost.py [--quick] [--repeats N] [--json PATH]
+Run:  python benchmarks/hypergrad_cost.py [--quick] [--hessian MODE] [--repeats N] [--json PATH]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -41,6 +43,7 @@ import sys
 import time
 
 STEPS = 5
+TARGET_STEPS = 3  # a hypergradient should cost at most this many plain steps of the same batch size
 SETUPS = {
     # name: model, input shape, batch, lr, weight decay (the trainer's defaults for the data)
     "digits": {"model": "digits_cnn", "shape": [1, 8, 8], "batch": 32, "lr": 0.05, "weight_decay": 5e-4},
@@ -137,6 +140,7 @@ def child_step(spec: dict) -> dict:
     from ab_tune.core.models import build_model
     from ab_tune.core.objectives import ValidationObjective
     from ab_tune.data.longtail import long_tailed_counts
+    from ab_tune.training.bilevel import graph_free_backbone, implicit_weights
     from ab_tune.training.trainer import select_device
 
     torch.set_num_threads(spec["threads"])
@@ -182,9 +186,17 @@ def child_step(spec: dict) -> dict:
             model.eval()
             return objective(model(xv), yv)
 
+        # the implicit system on the weights that ``hessian`` names, as a hyper step builds it
+        source, implicit = implicit_weights(model, spec["hessian"])
+
         def run():
-            grads = implicit_hypergradient(train_loss, val_loss, params, hparams,
-                                           solver=make_solver("neumann", steps=spec["steps"], alpha=alpha[0]))
+            backbone = (graph_free_backbone(model, source, keep=hparams) if source is not model
+                        else contextlib.nullcontext())
+            with backbone:
+                grads = implicit_hypergradient(train_loss, val_loss, implicit, hparams,
+                                               solver=make_solver("neumann", steps=spec["steps"], alpha=alpha[0]),
+                                               products="finite_difference" if spec["hessian"] == "finite_difference"
+                                               else "autograd")
             model.train()
             return {"hypergrad_norm": float(sum((g * g).sum() for g in grads) ** 0.5)}
 
@@ -206,7 +218,7 @@ def child_step(spec: dict) -> dict:
         if i >= spec["warmup"]:
             times.append(time.perf_counter() - start)
     mem = memory.report()  # before the breakdown below
-    if spec["kind"] == "hyper":
+    if spec["kind"] == "hyper" and spec["hessian"] == "exact":  # the breakdown's calls are exact mode's
         info["breakdown_s"] = _breakdown(train_loss, val_loss, params, hparams, spec["steps"], device)
     result = {
         "setup": spec["setup"], "kind": spec["kind"], "batch": batch, "device": str(device),
@@ -277,6 +289,7 @@ def child_epoch(spec: dict) -> dict:
         if spec.get("batch"):
             config["batch_size"] = spec["batch"]
     config["device"] = spec["device"]
+    config["hessian"] = spec["hessian"]
     if spec.get("solver_alpha") is not None:
         config["solver_alpha"] = spec["solver_alpha"]
     if spec["kind"] == "plain":
@@ -318,7 +331,9 @@ def child_epoch(spec: dict) -> dict:
 
 def child_env() -> dict:
     import torch
-    return {"torch": torch.__version__, "threads": torch.get_num_threads(),
+
+    from ab_tune.config import OPTIONS
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "default_hessian": OPTIONS["hessian"].default,
             "cuda": torch.cuda.is_available(),
             "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
@@ -368,6 +383,8 @@ def main(argv=None) -> int:
                              "max(2, repeats // 3))")
     parser.add_argument("--epochs", type=int, default=None, help="timed epochs per trainer run (default: 6 digits, 2 ResNet-32)")
     parser.add_argument("--steps", type=int, default=STEPS, help="Neumann steps (Hessian-vector products)")
+    parser.add_argument("--hessian", default=None, choices=("exact", "last_layer", "finite_difference"),
+                        help="the hypergradient's Hessian products (default: the config's default)")
     parser.add_argument("--alpha", type=float, default=0.01, help="Neumann alpha (divided by 10 on divergence)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in every measurement")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -395,6 +412,7 @@ def main(argv=None) -> int:
     repeats = args.repeats or (1 if args.quick else 10)
     started = time.perf_counter()
     env = _spawn("env", {"threads": args.threads})
+    args.hessian = args.hessian or env["default_hessian"]  # the driver imports no torch (nor ab_tune)
     env.update(python=platform.python_version(), machine=platform.machine(), cpus=os.cpu_count(),
                processor=platform.processor() or platform.machine(), quick=args.quick)
     results = {"env": env, "args": {k: v for k, v in vars(args).items() if k != "_child"}, "steps": [], "epochs": []}
@@ -406,7 +424,8 @@ def main(argv=None) -> int:
         for kind in ("plain", "hyper"):
             warmup = (3 if small else 2) if kind == "plain" else 1
             spec = {"setup": name, "kind": kind, "batch": batch, "repeats": reps, "warmup": warmup,
-                    "steps": args.steps, "alpha": args.alpha, "threads": args.threads, "device": args.device}
+                    "steps": args.steps, "alpha": args.alpha, "threads": args.threads, "device": args.device,
+                    "hessian": args.hessian}
             _log(f"[{time.perf_counter() - started:6.1f}s] step {name} {kind} batch={batch} repeats={reps}")
             results["steps"].append(_spawn("step", spec))
 
@@ -420,7 +439,7 @@ def main(argv=None) -> int:
                 spec = {"setup": name, "warmup": 0, "epochs": args.epochs or (1 if args.quick else 2),
                         "pool": 400 if args.quick else 8000, "test": 100 if args.quick else 500,
                         "batch": 16 if args.quick else None}
-            spec.update(threads=args.threads, device=args.device)
+            spec.update(threads=args.threads, device=args.device, hessian=args.hessian)
             runs = [("plain", None), ("bilevel", None)] + ([("bilevel", args.epoch_alpha)] if args.epoch_alpha > 0 else [])
             for kind, alpha in runs:
                 _log(f"[{time.perf_counter() - started:6.1f}s] epoch {name} {kind} solver_alpha={alpha or 'default'}")
@@ -442,8 +461,8 @@ def render(results: dict) -> str:
         f"torch threads {env['threads']}, device {results['steps'][0]['device'] if results['steps'] else '?'}"
         + (" (QUICK smoke run: ResNet-32 batch 16, figures not representative)" if env["quick"] else ""),
         "",
-        f"Step level: median over repeats after warm-up; hypergradient = Neumann, "
-        f"{results['args']['steps']} Hessian-vector products; target <= steps + 3 = {results['args']['steps'] + 3} plain steps.",
+        f"Step level: median over repeats after warm-up; hypergradient = hessian {results['args']['hessian']}, "
+        f"Neumann, {results['args']['steps']} Hessian-vector products; target <= {TARGET_STEPS} plain steps.",
         "",
         "| setup | batch | params | plain step (ms) | hypergradient (ms) | ratio | target | "
         + ("peak CUDA growth plain / hyper (MiB) | ratio |" if cuda else "peak RSS growth plain / hyper (MiB) | ratio |")
@@ -451,7 +470,7 @@ def render(results: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     by = {(r["setup"], r["kind"]): r for r in results["steps"]}
-    target = results["args"]["steps"] + 3
+    target = TARGET_STEPS
     for name in SETUPS:
         if (name, "plain") not in by:
             continue

@@ -67,11 +67,14 @@ def _fixed_shape(input_shape, num_classes):
 # digits CNN after warm-up (measured); SGD with momentum 0.9 and lr 0.1 lets lambda_max of
 # a ResNet reach 2 (1 + 0.9) / 0.1 = 38 (the official alpha 1.0 diverges). So the step is not a
 # per-dataset constant: solver_alpha `auto` measures lambda_max by power iteration.
-# Small data has few iterations per epoch, so its hyper steps come more often. On CIFAR a
-# hyper step (1 train + 2 validation batches, 5 products) costs about 22 plain steps
-# (benchmarks/LOG.md), so one every 50 iterations keeps a bilevel epoch near 1.5x a plain one.
+# Hyper steps are spaced so that, with the default head-only hypergradient (hessian: last_layer),
+# a bilevel epoch stays within 1.5x a plain one: a hyper step on 2 training and 4 validation
+# batches costs about 4 plain steps of the digits CNN and 5 of MNIST-1D's, and about 8 of the
+# mixture's sub-millisecond MLP steps, where Python's overhead dominates (benchmarks/LOG.md). On
+# CIFAR an exact hyper step (1 train + 2 validation batches, 5 products) costs about 22 plain steps,
+# so one every 50 iterations keeps even exact mode near 1.5x.
 _SMALL = {"batch_size": 32, "lr": 0.05, "weight_decay": 5e-4, "hyper_lr": 0.02,
-          "hyper_every": 5, "hyper_train_batches": 2, "hyper_val_batches": 4}
+          "hyper_every": 8, "hyper_train_batches": 2, "hyper_val_batches": 4}
 _CIFAR = {"epochs": 300, "batch_size": 128, "lr": 0.1, "weight_decay": 1e-4, "imbalance_ratio": 100.0,
           "hyper_lr": 0.01, "hyper_every": 50, "hyper_train_batches": 1, "hyper_val_batches": 2}
 USER_DATA_DEFAULTS = {**_SMALL, "epochs": 30, "imbalance_ratio": 1.0}
@@ -94,7 +97,8 @@ _BASE = [
                 files=_cifar_files("cifar10")),
     DatasetSpec("cifar100", cifar.cifar100, _fixed_shape((3, 32, 32), 100), _CIFAR, "cifar100_lt.yaml",
                 files=_cifar_files("cifar100")),
-    DatasetSpec("gmm", gmm, _gmm_shape(gmm), {**_SMALL, "epochs": 30, "imbalance_ratio": 10.0}, "gmm.yaml"),
+    DatasetSpec("gmm", gmm, _gmm_shape(gmm), {**_SMALL, "epochs": 30, "imbalance_ratio": 10.0, "hyper_every": 10},
+                "gmm.yaml"),
     DatasetSpec("imagefolder", image_files.imagefolder, lambda params: None, _SMALL_IMAGES,
                 files=lambda root: image_files.check_root(root, "imagefolder"), check_params=image_files.check_params),
     DatasetSpec("image_list", image_files.image_list, lambda params: None, _SMALL_IMAGES,

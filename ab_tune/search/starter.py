@@ -15,7 +15,7 @@ from ab_tune.files import write_atomically
 __all__ = ["STARTER_DATASETS", "starter_text", "class_counts", "write_starter"]
 
 STARTER_DATASETS = ("imagefolder", "image_list")  # or a 'package.module:function' loader
-FEW_VALIDATION_IMAGES = 3  # below this, a class's validation error moves in steps of a third or more
+FEW_VALIDATION_IMAGES = 3  # below this, a class's validation error moves in steps of a half or more
 
 _TEMPLATE = """\
 # AutoBalance on your own data, written by `ab-tune init`. Run it with
