@@ -45,7 +45,7 @@ space:
 search:
   algorithm: optuna
   scheduler: fifo
-  num_samples: 4
+  num_samples: 3
   max_concurrent: 2
   metric: val_balanced_error
   mode: min
