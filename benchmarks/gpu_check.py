@@ -29,8 +29,9 @@ import time
 from hypergrad_cost import _Memory, child_command, child_environment, child_result  # the fresh-process harness
 from official_schedule import synthetic_cifar
 
-VARIANTS = {"plain": {"learn": []}, "exact": {}, "last_layer": {"hessian": "last_layer"},
-            "finite_difference": {"hessian": "finite_difference"}, "warm_start": {"warm_start": True}}
+VARIANTS = {"plain": {"learn": []}, "exact": {"hessian": "exact"}, "last_layer": {"hessian": "last_layer"},
+            "finite_difference": {"hessian": "finite_difference"},
+            "warm_start": {"hessian": "exact", "warm_start": True}}
 FULL = {"images": 2560, "batch_size": 64, "hyper_every": 20, "hyper_train_batches": 10, "hyper_val_batches": 10,
         "solver_steps": 5}
 SMOKE = {"images": 16, "batch_size": 8, "hyper_every": 2, "hyper_train_batches": 1, "hyper_val_batches": 1,

@@ -113,7 +113,13 @@ def test_trial_reproduces_its_recorded_results_bit_for_bit(name):
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--record"]:
     names = sys.argv[2:] or sorted(TRIALS)  # named trials only: the others keep their recordings
-    trials = json.loads(GOLDEN.read_text())["trials"] if sys.argv[2:] else {}
+    trials = {}
+    if sys.argv[2:]:
+        golden = json.loads(GOLDEN.read_text())
+        if golden["machine"] != machine():
+            sys.exit(f"the other trials were recorded on {golden['machine']}, not this machine ({machine()}): "
+                     "record them all (--record with no names)")
+        trials = golden["trials"]
     trials.update({name: run_trial(name) for name in names})
     GOLDEN.write_text(json.dumps({"machine": machine(), "trials": dict(sorted(trials.items()))}, indent=1) + "\n")
     print(f"recorded {', '.join(names)} in {GOLDEN}")

@@ -1,5 +1,6 @@
 """AutoBalance in a user's own loop, through ab_tune.LossTuner."""
 import dataclasses
+import os
 
 import pytest
 import torch
@@ -80,6 +81,60 @@ def test_an_upper_level_over_your_own_loss_steps_on_your_closures_then_freezes()
     assert tuner.hyper_steps == 1 and loss.values()["iota"] != before
     tuner.freeze()
     assert tuner.optimizer is None and not any(h.requires_grad for h in loss.hparameters())
+
+
+def test_the_learned_parameters_take_gradients_only_inside_a_hyper_step_and_the_next_step_sees_them():
+    """Constants to the lower level (its backward records nothing for them), differentiated inside a
+    hyper step; after a step by an optimizer that does not bump version counters (fused Adam), the
+    loss's next call uses the new values, not the ones it had cached."""
+    from ab_tune.core.loss import ParametricLoss
+    from ab_tune.core.objectives import ValidationObjective
+
+    torch.manual_seed(0)
+    train, val = _digits()
+    model = digits_cnn(10)
+    loss = ParametricLoss.from_preset("la", train.class_counts, learn=["delta", "iota"])
+    tuner = UpperLevel(model, loss, ValidationObjective(val.class_counts), HyperSettings(hyper_lr=0.1, solver_alpha=0.05),
+                       loss.hparameters())
+    tuner.optimizer = torch.optim.Adam(loss.hparameters(), lr=0.1, fused=True)
+    assert not any(h.requires_grad for h in loss.hparameters())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    for i in range(0, 320, 32):  # plain steps first: at initialisation the Hessian is far from positive definite
+        optimizer.zero_grad()
+        loss(model(train.x[i:i + 32]), train.y[i:i + 32]).backward()
+        optimizer.step()
+    assert all(h.grad is None for h in loss.hparameters())  # the lower level's backward left them alone
+    cached = loss._per_class().iota.clone()  # the fixed-loss path, cached
+    seen = []
+
+    def train_loss():
+        seen.append([h.requires_grad for h in loss.hparameters()])
+        return loss(model(train.x[:64]), train.y[:64])
+
+    assert tuner.hyper_step(train_loss, lambda: tuner.objective(model(val.x), val.y))
+    assert seen and all(all(flags) for flags in seen)
+    assert not any(h.requires_grad for h in loss.hparameters())
+    after = loss._per_class().iota
+    assert not torch.equal(after, cached)
+    torch.testing.assert_close(after, loss._computed().iota, rtol=0, atol=0)
+
+
+def test_a_model_without_a_linear_head_is_refused_up_front_by_the_head_only_hypergradient(monkeypatch):
+    """hessian: last_layer (the default) needs an nn.Linear head: a one-line error before training,
+    from a LossTuner and from the trial check; hessian: exact takes the model."""
+    from ab_tune.errors import ConfigError
+    from ab_tune.search.preflight import check_trial
+
+    monkeypatch.syspath_prepend(os.path.dirname(os.path.abspath(__file__)))  # tests/user_models.py
+    train, val = _digits()
+    conv_head = torch.nn.Sequential(torch.nn.Conv2d(1, 10, 8), torch.nn.Flatten())
+    with pytest.raises(ConfigError, match="hessian: exact"):
+        ab_tune.LossTuner(conv_head, train.class_counts, (val.x, val.y), learn=["iota"])
+    ab_tune.LossTuner(conv_head, train.class_counts, (val.x, val.y), learn=["iota"], hessian="exact")
+    config = {"dataset": "digits", "model": "user_models:conv_classifier", "learn": ["iota"]}
+    with pytest.raises(ConfigError, match="no nn.Linear classifier head"):
+        check_trial(config)
+    assert check_trial({**config, "hessian": "exact"})["hessian"] == "exact"
 
 
 def test_the_upper_levels_settings_are_its_config_section_with_their_own_defaults():

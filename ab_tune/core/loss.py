@@ -278,10 +278,16 @@ class ParametricLoss(nn.Module):
         """The learnable corrections the upper level tunes (empty for a fixed loss)."""
         return [getattr(self, f"{name}_correction") for name in self.learn]
 
+    def changed(self) -> None:
+        """Its tensors changed by a route that may not bump their version counters (a fused
+        optimizer's step): the next call recomputes Delta, iota and omega."""
+        self._fixed_cache = None
+
     def _per_class(self) -> _PerClass:
         """Delta, iota and omega per class (and group). While no correction is learning (a baseline,
         the retraining phase, grad mode off) they are computed once per change of the loss's tensors
-        and the steps an all-ones or all-zeros value makes skipped: a fixed loss's step then costs
+        (and between hyper steps, whose upper level holds them constant) and the steps an all-ones
+        or all-zeros value makes skipped: a fixed loss's step then costs
         about what ``F.cross_entropy`` costs, with bit-identical gradients (x * 1 and x + 0 are
         exact, and the fused mean's gradient is the written-out one's). Changes made through
         ``.data`` bypass the version counters that keep the cache current: change the loss's

@@ -276,7 +276,8 @@ def classifier_head(model: nn.Module) -> tuple[str, nn.Module]:
     heads = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, NormedLinear))]
     if not heads:
         raise ValueError(f"{type(model).__name__} has no nn.Linear classifier head: the cosine head and "
-                         "hessian: last_layer need the model's last layer to be an nn.Linear")
+                         "hessian: last_layer (the default) need the model's last layer to be an nn.Linear; "
+                         "use head: linear and hessian: exact for this model")
     return heads[-1]
 
 

@@ -67,10 +67,11 @@ def _fixed_shape(input_shape, num_classes):
 # digits CNN after warm-up (measured); SGD with momentum 0.9 and lr 0.1 lets lambda_max of
 # a ResNet reach 2 (1 + 0.9) / 0.1 = 38 (the official alpha 1.0 diverges). So the step is not a
 # per-dataset constant: solver_alpha `auto` measures lambda_max by power iteration.
-# Hyper steps are spaced so that, with the default head-only hypergradient (hessian: last_layer),
-# a bilevel epoch stays within 1.5x a plain one: a hyper step on 2 training and 4 validation
-# batches costs about 4 plain steps of the digits CNN and 5 of MNIST-1D's, and about 8 of the
-# mixture's sub-millisecond MLP steps, where Python's overhead dominates (benchmarks/LOG.md). On
+# Hyper steps are spaced for the default head-only hypergradient (hessian: last_layer): a hyper
+# step on 2 training and 4 validation batches costs about 5 plain steps of the digits CNN and of
+# MNIST-1D's, and about 8 of the mixture's sub-millisecond MLP steps, where Python's overhead
+# dominates; a bilevel epoch is then 1.6x (digits, every 8), 1.5x (MNIST-1D, every 10) and 1.9x
+# (the mixture, every 10) a plain one, and a whole trial 1.1-1.5x (benchmarks/LOG.md). On
 # CIFAR an exact hyper step (1 train + 2 validation batches, 5 products) costs about 22 plain steps,
 # so one every 50 iterations keeps even exact mode near 1.5x.
 _SMALL = {"batch_size": 32, "lr": 0.05, "weight_decay": 5e-4, "hyper_lr": 0.02,

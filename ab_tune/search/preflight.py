@@ -19,6 +19,7 @@ import torch
 
 from ab_tune.config import resolve_config, split_arguments
 from ab_tune.core.augment import allowed_augmentations
+from ab_tune.core.models import classifier_head
 from ab_tune.core.objectives import GROUP_TERMS, ValidationObjective
 from ab_tune.data import GROUP_DATASETS, build_splits, dataset_spec
 from ab_tune.data.registry import dataset_loader
@@ -65,7 +66,9 @@ def check_trial(config: dict, *, user_data: bool = False) -> dict:
                 raise ValueError(f"augmentation {c['augmentation']!r} is not valid for {c['dataset']} inputs "
                                  f"{input_shape}; allowed: {allowed_augmentations(input_shape)}")
             with torch.device("meta"):  # the model's shape checks, without allocating weights
-                make_model(c, input_shape, num_classes)
+                model = make_model(c, input_shape, num_classes)
+            if c["learn"] and c["hessian"] == "last_layer":
+                classifier_head(model)  # the head-only hypergradient's weights, before a trial starts
     except (ValueError, FileNotFoundError) as e:
         if not _raised_by_a_check(e):
             raise  # from inside torch or numpy: a bug, with its traceback

@@ -113,13 +113,14 @@ def learning(hparams: list[torch.nn.Parameter]):
     holds them constant) the lower level's backward records nothing for them, and the loss takes
     its fixed-loss path, with bit-identical gradients for the network (on small networks a graph
     through the loss's parameters cost up to 40% of a plain step)."""
+    before = [h.requires_grad for h in hparams]
     for h in hparams:
         h.requires_grad_(True)
     try:
         yield
     finally:
-        for h in hparams:
-            h.requires_grad_(False)
+        for h, flag in zip(hparams, before):
+            h.requires_grad_(flag)
 
 
 def hyper_step(model: torch.nn.Module, train_loss: Callable[[], torch.Tensor], val_loss: Callable[[], torch.Tensor],

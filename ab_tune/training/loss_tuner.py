@@ -22,6 +22,7 @@ from collections.abc import Iterable
 import torch
 
 from ab_tune.config import resolve_config, section_keys
+from ab_tune.core.loss import ParametricLoss
 from ab_tune.core.objectives import ValidationObjective
 from ab_tune.errors import ConfigError
 from ab_tune.training import bilevel
@@ -45,6 +46,11 @@ class UpperLevel:
         self.model, self.loss, self.objective, self.settings, self.hparams = model, loss, objective, settings, hparams
         for h in hparams:
             h.requires_grad_(False)  # constants to the lower level's steps; a hyper step differentiates them (bilevel.learning)
+        if hparams:
+            try:  # the implicit system's weights exist (last_layer: an nn.Linear head), before any training
+                bilevel.implicit_weights(model, settings.hessian)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
         self.device = next(model.parameters()).device
         self.optimizer = settings.optimizer(hparams)
         self.solver, self.auto_step, self.warm_start = settings.build_solver()
@@ -59,6 +65,8 @@ class UpperLevel:
                                      self.settings.hessian, self.solver)
         if applied:
             self.hyper_steps += 1
+            if isinstance(self.loss, ParametricLoss):  # LDAM (with a learned augmentation) keeps no values
+                self.loss.changed()  # the lower level's next step sees the new values, whatever the optimizer
         else:
             self.skipped_hyper_steps += 1  # a diverged solve is skipped, never applied
             if self.auto_step is not None:
