@@ -70,12 +70,12 @@ def _fixed_shape(input_shape, num_classes):
 # Hyper steps are spaced for the default head-only hypergradient (hessian: last_layer): a hyper
 # step on 2 training and 4 validation batches costs about 5 plain steps of the digits CNN and of
 # MNIST-1D's, and about 8 of the mixture's sub-millisecond MLP steps, where Python's overhead
-# dominates; a bilevel epoch is then 1.6x (digits, every 8), 1.5x (MNIST-1D, every 10) and 1.9x
-# (the mixture, every 10) a plain one, and a whole trial 1.1-1.5x (benchmarks/LOG.md). On
+# dominates; a bilevel epoch is then 1.4x (digits), 1.5x (MNIST-1D) and 1.9x (the mixture) a
+# plain one at one hyper step every 10 iterations, and a whole trial 1.1-1.5x (benchmarks/LOG.md). On
 # CIFAR an exact hyper step (1 train + 2 validation batches, 5 products) costs about 22 plain steps,
 # so one every 50 iterations keeps even exact mode near 1.5x.
 _SMALL = {"batch_size": 32, "lr": 0.05, "weight_decay": 5e-4, "hyper_lr": 0.02,
-          "hyper_every": 8, "hyper_train_batches": 2, "hyper_val_batches": 4}
+          "hyper_every": 10, "hyper_train_batches": 2, "hyper_val_batches": 4}
 _CIFAR = {"epochs": 300, "batch_size": 128, "lr": 0.1, "weight_decay": 1e-4, "imbalance_ratio": 100.0,
           "hyper_lr": 0.01, "hyper_every": 50, "hyper_train_batches": 1, "hyper_val_batches": 2}
 USER_DATA_DEFAULTS = {**_SMALL, "epochs": 30, "imbalance_ratio": 1.0}
@@ -98,8 +98,7 @@ _BASE = [
                 files=_cifar_files("cifar10")),
     DatasetSpec("cifar100", cifar.cifar100, _fixed_shape((3, 32, 32), 100), _CIFAR, "cifar100_lt.yaml",
                 files=_cifar_files("cifar100")),
-    DatasetSpec("gmm", gmm, _gmm_shape(gmm), {**_SMALL, "epochs": 30, "imbalance_ratio": 10.0, "hyper_every": 10},
-                "gmm.yaml"),
+    DatasetSpec("gmm", gmm, _gmm_shape(gmm), {**_SMALL, "epochs": 30, "imbalance_ratio": 10.0}, "gmm.yaml"),
     DatasetSpec("imagefolder", image_files.imagefolder, lambda params: None, _SMALL_IMAGES,
                 files=lambda root: image_files.check_root(root, "imagefolder"), check_params=image_files.check_params),
     DatasetSpec("image_list", image_files.image_list, lambda params: None, _SMALL_IMAGES,
