@@ -10,8 +10,8 @@ Part 1 (step level), per setup, two measurements, each in a fresh subprocess:
 
 * ``plain``: one training step (forward, backward, SGD step) with ``ParametricLoss.from_preset("ce")``,
   model in train mode;
-* ``hyper``: one ``implicit_hypergradient`` (Neumann, ``--steps`` products, ``--alpha``; on the
-  weights and with the products ``--hessian`` names, by default the config's default) with one
+* ``hyper``: one hyper step's hypergradient, ``bilevel.hypergradient`` (Neumann, ``--steps``
+  products, ``--alpha``; in the mode ``--hessian`` names, by default the config's default) with one
   train and one validation batch of the same size, the loss learning delta and iota, the
   validation objective ``ValidationObjective``. As in ``Trainer._hyper_step``, the training loss
   runs the model in train mode and the validation objective in eval mode.
@@ -33,7 +33,6 @@ Run:  python benchmarks/hypergrad_cost.py [--quick] [--hessian MODE] [--repeats 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -134,13 +133,13 @@ def child_step(spec: dict) -> dict:
     """One measurement (``plain`` or ``hyper``) of one setup, in this fresh process."""
     import torch
 
-    from ab_tune.core.hypergrad import DivergenceError, implicit_hypergradient
+    from ab_tune.core.hypergrad import DivergenceError
     from ab_tune.core.linear_solve import make_solver
     from ab_tune.core.loss import ParametricLoss
     from ab_tune.core.models import build_model
     from ab_tune.core.objectives import ValidationObjective
     from ab_tune.data.longtail import long_tailed_counts
-    from ab_tune.training.bilevel import graph_free_backbone, implicit_weights
+    from ab_tune.training.bilevel import hypergradient
     from ab_tune.training.trainer import select_device
 
     torch.set_num_threads(spec["threads"])
@@ -186,18 +185,9 @@ def child_step(spec: dict) -> dict:
             model.eval()
             return objective(model(xv), yv)
 
-        # the implicit system on the weights that ``hessian`` names, as a hyper step builds it
-        source, implicit = implicit_weights(model, spec["hessian"])
-
-        def run():
-            backbone = (graph_free_backbone(model, source, keep=hparams) if source is not model
-                        else contextlib.nullcontext())
-            with backbone:
-                grads = implicit_hypergradient(train_loss, val_loss, implicit, hparams,
-                                               solver=make_solver("neumann", steps=spec["steps"], alpha=alpha[0]),
-                                               products="finite_difference" if spec["hessian"] == "finite_difference"
-                                               else "autograd")
-            model.train()
+        def run():  # the hypergradient a hyper step computes, in the mode ``hessian`` names
+            grads = hypergradient(model, train_loss, val_loss, hparams, spec["hessian"],
+                                  make_solver("neumann", steps=spec["steps"], alpha=alpha[0]))
             return {"hypergrad_norm": float(sum((g * g).sum() for g in grads) ** 0.5)}
 
     memory = _Memory(device)

@@ -22,7 +22,6 @@ import time
 import torch
 
 import ab_tune
-from ab_tune.core.hypergrad import implicit_hypergradient
 from ab_tune.core.linear_solve import WarmStart, make_solver
 from ab_tune.training import bilevel
 
@@ -54,22 +53,17 @@ def direction_run(config: dict, variants: dict, reference: str = "exact") -> tup
         grads = {}
         for name, keys in variants.items():
             v = {**resolved, **keys}
-            _, params = bilevel.implicit_weights(model, v["hessian"])
             fixed = make_solver(v["solver"], steps=v["solver_steps"], alpha=alpha)
             if name in warm:
                 warm[name].solver = fixed
             started = time.perf_counter()
             try:
-                with bilevel.frozen_buffers(model), bilevel.learning(hparams):
-                    grads[name] = _flat(implicit_hypergradient(
-                        train_loss, val_loss, params, hparams, solver=warm.get(name, fixed),
-                        products="finite_difference" if v["hessian"] == "finite_difference" else "autograd"))
+                grads[name] = _flat(bilevel.hypergradient(model, train_loss, val_loss, hparams, v["hessian"],
+                                                          warm.get(name, fixed)))
             except ArithmeticError:
                 grads[name] = None
                 if name in warm:
                     warm[name].reset()
-            finally:
-                model.train()
             seconds[name].append(time.perf_counter() - started)
         if grads[reference] is not None:
             for name in cosines:

@@ -19,12 +19,12 @@ import torch
 
 from ab_tune.config import resolve_config, split_arguments
 from ab_tune.core.augment import allowed_augmentations
-from ab_tune.core.models import classifier_head
 from ab_tune.core.objectives import GROUP_TERMS, ValidationObjective
 from ab_tune.data import GROUP_DATASETS, build_splits, dataset_spec
 from ab_tune.data.registry import dataset_loader
 from ab_tune.errors import ConfigError
 from ab_tune.names import GROUP_METRICS
+from ab_tune.training.bilevel import implicit_weights
 from ab_tune.training.components import (
     make_learned_augmentation,
     make_loss,
@@ -67,8 +67,8 @@ def check_trial(config: dict, *, user_data: bool = False) -> dict:
                                  f"{input_shape}; allowed: {allowed_augmentations(input_shape)}")
             with torch.device("meta"):  # the model's shape checks, without allocating weights
                 model = make_model(c, input_shape, num_classes)
-            if c["learn"] and c["hessian"] == "last_layer":
-                classifier_head(model)  # the head-only hypergradient's weights, before a trial starts
+            if c["learn"]:
+                implicit_weights(model, c["hessian"])  # the hyper step's weights (last_layer: a head), before a trial
     except (ValueError, FileNotFoundError) as e:
         if not _raised_by_a_check(e):
             raise  # from inside torch or numpy: a bug, with its traceback

@@ -16,7 +16,8 @@ from ab_tune.core.models import classifier_head
 from ab_tune.data.registry import USER_DATA_DEFAULTS
 from ab_tune.training.components import DeviceSplit
 
-__all__ = ["HyperSettings", "sample_batches", "frozen_buffers", "graph_free_backbone", "implicit_weights", "hyper_step"]
+__all__ = ["HyperSettings", "sample_batches", "frozen_buffers", "graph_free_backbone", "implicit_weights", "learning",
+           "hypergradient", "hyper_step"]
 
 
 @dataclass(frozen=True)
@@ -123,30 +124,35 @@ def learning(hparams: list[torch.nn.Parameter]):
             h.requires_grad_(flag)
 
 
-def hyper_step(model: torch.nn.Module, train_loss: Callable[[], torch.Tensor], val_loss: Callable[[], torch.Tensor],
-               hparams: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer, hessian: str,
-               solver: Solver) -> bool:
-    """One upper-level step; True when applied, False when skipped because the solve diverged.
-
-    ``train_loss`` puts the model in training mode itself, ``val_loss`` in evaluation mode;
-    the model is back in training mode afterwards, its BatchNorm statistics untouched.
-    ``solver(matvec, b)`` gives H^-1 b (the upper level's, ``HyperSettings.build_solver``).
-    """
+def hypergradient(model: torch.nn.Module, train_loss: Callable[[], torch.Tensor], val_loss: Callable[[], torch.Tensor],
+                  hparams: list[torch.nn.Parameter], hessian: str, solver: Solver) -> list[torch.Tensor]:
+    """A hyper step's hypergradient of ``hparams`` in ``hessian`` mode (DivergenceError when its solve
+    diverges). ``train_loss`` puts the model in training mode itself, ``val_loss`` in evaluation
+    mode; the model is back in training mode afterwards, its BatchNorm statistics untouched.
+    ``solver(matvec, b)`` gives H^-1 b (the upper level's, ``HyperSettings.build_solver``)."""
     # last_layer: the backbone's features computed without a graph, so no product or forward pass of
     # the hyper step records the backbone
     source, params = implicit_weights(model, hessian)
-    last_layer = source is not model
-    backbone = graph_free_backbone(model, source, keep=hparams) if last_layer else contextlib.nullcontext()
-    # a diverged solve is skipped; the automatic step has retried it once at half the step first
+    backbone = graph_free_backbone(model, source, keep=hparams) if source is not model else contextlib.nullcontext()
     try:
         with frozen_buffers(model), backbone, learning(hparams):
-            grads = implicit_hypergradient(train_loss, val_loss, params, hparams, solver=solver,
-                                           products="finite_difference" if hessian == "finite_difference"
-                                           else "autograd")
-    except DivergenceError:
-        return False
+            return implicit_hypergradient(train_loss, val_loss, params, hparams, solver=solver,
+                                          products="finite_difference" if hessian == "finite_difference"
+                                          else "autograd")
     finally:
         model.train()
+
+
+def hyper_step(model: torch.nn.Module, train_loss: Callable[[], torch.Tensor], val_loss: Callable[[], torch.Tensor],
+               hparams: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer, hessian: str,
+               solver: Solver) -> bool:
+    """One upper-level step (``hypergradient``, then ``optimizer``); True when applied, False when
+    skipped because the solve diverged."""
+    # a diverged solve is skipped; the automatic step has retried it once at half the step first
+    try:
+        grads = hypergradient(model, train_loss, val_loss, hparams, hessian, solver)
+    except DivergenceError:
+        return False
     for h, g in zip(hparams, grads):
         h.grad = g
     optimizer.step()
