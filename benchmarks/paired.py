@@ -8,10 +8,11 @@ Each COMPARISON is a comparison folder (``<storage>/compare_digits``, holding ``
 every seed both runs share, each run's AutoBalance trial is selected on validation as `ab-tune
 compare` selects it (``reporting.rows.best_row``: the metric, ties by validation balanced loss), and
 its test error, the headline of the metric (``TEST_OF``), is printed with the difference (and each
-search's trial-seconds below them). ``--first K`` selects among each run's first K trials only
-(Tune's trial numbers), and counts only their seconds: what the search would have returned, and
-cost, had it stopped after K trials (the sampler's first draws are random and do not depend on the
-number of trials).
+search's trial-seconds below them); then the paired verdict of the new run against the old
+(``reporting.paired``: the mean difference, its Student t 90% interval, a tie only when it covers
+0). ``--first K`` selects among each run's first K trials only (Tune's trial numbers), and counts
+only their seconds: what the search would have returned, and cost, had it stopped after K trials
+(the sampler's first draws are random and do not depend on the number of trials).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import sys
 from count_hyper_steps import last_result, seed_number  # benchmarks/, the script's own folder
 
 from ab_tune.names import TEST_OF, VAL_BALANCED_ERROR
+from ab_tune.reporting.paired import paired_difference
 from ab_tune.reporting.rows import best_row
 
 
@@ -64,6 +66,8 @@ def main(argv=None) -> int:
         print(f"| {seed} | {a:.2f} | {b:.2f} | {d:+.2f} |")
     print(f"| mean | {statistics.fmean(before):.2f} | {statistics.fmean(after):.2f} | {statistics.fmean(diffs):+.2f} |")
     print("| trial-seconds | " + " | ".join(f"{sum(run[s] for s in seeds):.1f}" for run in seconds) + " | |")
+    paired = paired_difference(-d for d in diffs)  # the new run is "ours": the old's error minus the new's
+    print(f"\nafter against before: {paired.verdict} (before's minus after's, {paired.describe()})")
     return 0
 
 

@@ -7,8 +7,9 @@ metric; then seed by seed, who is lower on the headline error.
 
 REPORT_FOLDER holds a `comparison.csv` (``<storage>/compare_mnist1d``, or ``.../seeds12-17`` for
 fresh seeds). Errors are mean ± std over the report's seeds in %; cost is trial-seconds per seed
-as a multiple of one plain cross-entropy trial and of the LA grid. A seed-by-seed difference that
-rounds to 0.00 is a tie; a mean margin inside the spread of the per-seed differences is a tie.
+as a multiple of one plain cross-entropy trial and of the LA grid. The verdict is paired over seeds
+(``ab_tune.reporting.paired``): the other row's error minus AutoBalance's on each seed, their mean
+and its Student t 90% interval; a tie only when the interval covers 0.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import pandas as pd
 
 from ab_tune.names import TEST_BALANCED_ERROR, TEST_OF, TEST_WORST_CLASS_ERROR
 from ab_tune.reporting.comparison import TITLES
+from ab_tune.reporting.paired import paired_difference
 
 POOLED = ("grid_search", "ab_tune_pick")
 
@@ -28,15 +30,6 @@ POOLED = ("grid_search", "ab_tune_pick")
 def _pct(values) -> str:
     values = [100 * v for v in values]
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.2f}"
-
-
-def _who(diffs: list[float]) -> str:
-    """AutoBalance against another row from the other's error minus AutoBalance's, per seed."""
-    mean = statistics.mean(diffs)
-    spread = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
-    if round(mean, 2) == 0 or abs(mean) <= spread:
-        return f"tie ({mean:+.2f})"
-    return f"{'wins' if mean > 0 else 'loses'} ({mean:+.2f})"
 
 
 def summarize(name: str, table: pd.DataFrame) -> list[str]:
@@ -58,14 +51,15 @@ def summarize(name: str, table: pd.DataFrame) -> list[str]:
              ("ab_tune_pick", "ab_tune_pick (selected on validation)"),
              (hindsight, f"{hindsight} (best baseline in hindsight, chosen on test)"), ("la", "la")]
     for method, label in shown:
-        if method not in rows or (method == "la" and hindsight == "la"):
+        if method not in rows or (label == "la" and hindsight == "la"):  # LA best in hindsight: one row
             continue
         r = rows[method]
         seconds = r["trial_seconds"].sum()
         versus = "-"
         if ab is not None and method != "autobalance":
-            diffs = [round(100 * (b - a), 2) for a, b in zip(ab[headline], r[headline])]
-            versus = f"{_who(diffs)}: " + ", ".join(f"{d:+.2f}" for d in diffs)
+            diffs = [100 * (b - a) for a, b in zip(ab[headline], r[headline])]
+            paired = paired_difference(diffs)
+            versus = f"{paired.verdict} ({paired.describe()}): " + ", ".join(f"{d:+.2f}" for d in diffs)
         out.append(f"| {label} | {_pct(r[headline])} | {_pct(r[second])} "
                    f"| {', '.join(f'{100 * v:.2f}' for v in r[headline])} | {seconds / len(r) / plain:.1f}x "
                    f"| {seconds / la:.2f}x | {versus} |")

@@ -83,12 +83,14 @@ def test_the_verdict_compares_with_the_grid_first_then_the_best_baseline_in_hind
                + [_record(PICK, 3 + i, e, seconds=25.0, selected="autobalance") for i, e in enumerate(ab)])
     table = format_comparison(records, ["autobalance", "vs", "ce"], seeds=3)
     grid_margin = 100 * (sum(grid) - sum(ab)) / 3
-    assert f"AutoBalance beats grid_search by {grid_margin:.2f} points; lower on 3 of 3 seeds" in table
+    # +1.56, +0.51, +0.79: the 90% interval of their mean, +0.04 to +1.87, is above 0
+    assert (f"AutoBalance beats grid_search by {grid_margin:.2f} points (grid_search's minus AutoBalance's, paired "
+            f"mean +{grid_margin:.2f} over 3 seeds, 90% interval +0.04 to +1.87; better on 3 of 3 seeds") in table
     assert "Its search costs 0.25x the trial-seconds of every baseline grid together." in table  # 15 against 60
-    # +1.30, -0.52, -0.20: a mean of +0.19 inside their spread is a tie, and each seed is named
+    # +1.30, -0.52, -0.20: the interval covers 0, a tie, and each seed is named
     assert ("Against the best baseline in hindsight, **vs** (6.74%; chosen on test, which no user can do): "
-            "AutoBalance ties with vs (vs's minus AutoBalance's: +0.19 points on average, inside the seed-to-seed "
-            "spread of the differences, std 0.97); lower on 1 of 3 seeds (seed 3 +1.30, seed 4 -0.52, seed 5 -0.20)"
+            "AutoBalance ties with vs (vs's minus AutoBalance's, paired mean +0.19 over 3 seeds, 90% interval "
+            "-1.44 to +1.83; better on 1 of 3 seeds, worse on 2, equal on 0; seed 3 +1.30, seed 4 -0.52, seed 5 -0.20)"
             ) in table
     assert "**ab_tune_pick**: 6.55 ± 0.14% test balanced error; validation chose autobalance on 3 of 3 seed(s)." in table
     assert table.index("against grid_search") < table.index("in hindsight") < table.index("**ab_tune_pick**:")
@@ -108,13 +110,21 @@ def test_cost_is_given_in_plain_trials_and_in_la_grids():
 
 
 @pytest.mark.parametrize("ab, other, words", [
-    ((0.05, 0.04999), (0.05, 0.05), "ties with la (la's minus AutoBalance's: +0.00 points on average"),
-    ((0.05,), (0.03,), "loses to la by 2.00 points."),
-    ((0.03, 0.04), (0.05, 0.07), "beats la by 2.50 points; lower on 2 of 2 seeds (seed 0 +2.00, seed 1 +3.00)"),
+    ((0.05, 0.04999), (0.05, 0.05), "ties with la (la's minus AutoBalance's, paired mean +0.00 over 2 seeds"),
+    ((0.05,), (0.03,), "loses to la by 2.00 points (la's minus AutoBalance's, one seed: -2.00, no interval)."),
+    # lower on both seeds, but two seeds cannot tell +2.50 from 0
+    ((0.03, 0.04), (0.05, 0.07), "ties with la (la's minus AutoBalance's, paired mean +2.50 over 2 seeds, 90% interval "
+                                 "-0.66 to +5.66; better on 2 of 2 seeds, worse on 0, equal on 0; seed 0 +2.00, seed 1 +3.00)"),
+    # digits' grid on seeds 12-17: a mean of -0.40 inside the std of the differences (0.45), which the old rule
+    # called a tie; its 90% interval is below 0
+    ((0.034, 0.020, 0.030, 0.018, 0.022, 0.022), (0.024, 0.020, 0.020, 0.016, 0.020, 0.022),
+     "loses to la by 0.40 points (la's minus AutoBalance's, paired mean -0.40 over 6 seeds, 90% interval -0.79 to "
+     "-0.01; better on 0 of 6 seeds, worse on 4, equal on 2; seed 0 -1.00, seed 1 +0.00, seed 2 -1.00, seed 3 -0.20, "
+     "seed 4 -0.20, seed 5 +0.00)."),
 ])
-def test_a_margin_is_a_win_or_a_loss_only_outside_the_spread(ab, other, words):
+def test_a_margin_is_a_win_or_a_loss_only_when_its_90_percent_interval_excludes_zero(ab, other, words):
     records = ([_record("autobalance", s, e) for s, e in enumerate(ab)] + [_record("la", s, e) for s, e in enumerate(other)]
                + [_record(GRID_SEARCH, s, e, selected="la") for s, e in enumerate(other)])
     table = format_comparison(records, ["autobalance", "la"], seeds=len(ab))
     assert words in table
-    assert ("Seed by seed" not in table) and (len(ab) > 1 or "lower on" not in table)
+    assert ("Seed by seed" not in table) and (len(ab) > 1 or "seed 0 " not in table)

@@ -1,6 +1,6 @@
 """benchmarks/paired.py on hand-written comparison folders: per seed it selects AutoBalance's trial
 as `ab-tune compare` does (validation metric, ties by validation balanced loss), among the first K
-trials with --first, and prints the test errors and their paired difference."""
+trials with --first, and prints the test errors, their paired difference and its verdict."""
 import json
 import sys
 from pathlib import Path
@@ -38,6 +38,9 @@ def test_paired_differences_follow_compares_selection_and_the_first_k_trials(tmp
     assert "| mean | 20.00 | 20.00 | +0.00 |" in out and "| 7 |" not in out
     assert out.index("| 3 |") < out.index("| 10 |")
     assert "| trial-seconds | 14.0 | 14.0 | |" in out  # seeds both runs have: 2 x (3 + 4)
+    # before's minus after's, -5 and +5: t(0.95, 1 df) 6.31 x std 7.07 / sqrt(2) = 31.57 either side of 0
+    assert ("after against before: tie (before's minus after's, paired mean +0.00 over 2 seeds, 90% interval -31.57 to "
+            "+31.57; better on 1 of 2 seeds, worse on 1, equal on 0)") in out
 
     assert paired.main([str(before), str(after), "--first", "1"]) == 0
     out = capsys.readouterr().out

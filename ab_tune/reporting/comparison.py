@@ -35,6 +35,7 @@ from ab_tune.names import (
     TEST_WORST_GROUP_ERROR,
     VAL_BALANCED_ERROR,
 )
+from ab_tune.reporting.paired import paired_difference
 from ab_tune.reporting.plots import pyplot
 from ab_tune.reporting.report import plot_loss_parameters
 from ab_tune.reporting.rows import FINISHED, best_row, flatten, metric_value
@@ -152,24 +153,18 @@ def _hyper_text(records: list[dict]) -> str:
 
 
 def _versus(mine: list[dict], theirs: list[dict], name: str, headline: str) -> str:
-    """AutoBalance against ``name`` on ``headline``, from the difference on each seed both have:
-    a mean difference inside the spread of those differences is a tie, and each seed is named."""
+    """AutoBalance against ``name`` on ``headline``: the paired verdict (``reporting.paired``) of
+    ``name``'s error minus AutoBalance's on each seed both have, each seed named."""
     other = {r["seed"]: r[headline] for r in theirs if not math.isnan(r[headline])}
-    diffs = {r["seed"]: round(100 * (other[r["seed"]] - r[headline]), 2) for r in mine
+    diffs = {r["seed"]: 100 * (other[r["seed"]] - r[headline]) for r in mine
              if r["seed"] in other and not math.isnan(r[headline])}
     if not diffs:
         return f"no seed has a result of both AutoBalance and {name}"
-    mean = statistics.mean(diffs.values())
-    spread = statistics.stdev(diffs.values()) if len(diffs) > 1 else 0.0
-    if round(mean, 2) == 0 or abs(mean) <= spread:
-        text = (f"ties with {name} ({name}'s minus AutoBalance's: {mean:+.2f} points on average"
-                + (f", inside the seed-to-seed spread of the differences, std {spread:.2f})" if spread else ")"))
-    else:
-        text = f"{'beats' if mean > 0 else 'loses to'} {name} by {abs(mean):.2f} points"
-    if len(diffs) > 1:
-        lower = sum(d > 0 for d in diffs.values())  # as printed: +0.00 is not lower
-        text += (f"; lower on {lower} of {len(diffs)} seeds ({', '.join(f'seed {s} {d:+.2f}' for s, d in diffs.items())})")
-    return text
+    paired = paired_difference(diffs.values())
+    verb = {"win": "beats", "loss": "loses to", "tie": "ties with"}[paired.verdict]
+    margin = "" if paired.verdict == "tie" else f" by {abs(paired.mean):.2f} points"
+    seeds = "; " + ", ".join(f"seed {s} {d:+.2f}" for s, d in diffs.items()) if len(diffs) > 1 else ""
+    return f"{verb} {name}{margin} ({name}'s minus AutoBalance's, {paired.describe()}{seeds})"
 
 
 def _cost(seconds: float, unit: float) -> str:
