@@ -187,6 +187,10 @@ OPTIONS: dict[str, Option] = {
         "hyper_lr": Option(None, *POSITIVE, "upper-level learning rate"),
         "hyper_momentum": Option(0.9, "a number in [0, 1)", lambda v: _number(0, 1)(v) and v < 1, "upper-level SGD momentum"),
         "hyper_weight_decay": Option(1e-4, *NON_NEGATIVE, "pulls learned parameters towards loss_init"),
+        "prior_strength": Option(0.0, *NON_NEGATIVE,
+                                 "a prior toward the preset: the upper objective plus (prior_strength / n_val) * "
+                                 "||theta - theta_preset||^2 over the loss's learned corrections, n_val the "
+                                 "validation images the hypergradient sees (the pull shrinks as validation grows)"),
         "hyper_every": Option(None, *POSITIVE_INT, "training iterations between hyper steps"),
         "solver": Option("neumann", f"one of {sorted(SOLVERS)}", _one_of(*SOLVERS), "inverse-Hessian solver"),
         "hessian": Option("last_layer", "one of ['exact', 'last_layer', 'finite_difference']",
@@ -211,6 +215,14 @@ OPTIONS: dict[str, Option] = {
                                     "first epoch with hyper steps (null: epochs * 120/300)"),
         "hyper_train_batches": Option(None, *POSITIVE_INT, "training batches in a hyper step's Hessian"),
         "hyper_val_batches": Option(None, *POSITIVE_INT, "validation batches in a hyper step's objective"),
+        "guard": Option(False, "true or false", _is_bool,
+                        "keep the learned values only while the held-out validation images (selection_fraction) "
+                        "score better than at any earlier epoch, from the preset's score before the first hyper "
+                        "step; a worse epoch puts the best values back, so the search ends on the best held-out "
+                        "values or the preset's"),
+        "hyper_average": Option(None, "a number in [0, 1) or null", _optional(lambda v: _number(0, 1)(v) and v < 1),
+                                "average the learned values over the search's epochs after this fraction of them "
+                                "(null: off); the average is the search's final loss (what retrain trains with)"),
     }),
     **_section("objective", {  # the validation objective of the upper level
         "fairness_weight": Option(0.0, "in [0, 1]", _number(0, 1), "blend weight of the fairness term"),
@@ -285,6 +297,7 @@ def resolve_config(config: dict, *, user_data: bool = False) -> dict:
         resolved["model"] = spec.model  # the dataset's own network (MNIST-1D's 1D CNN)
     _check_loss(resolved)
     _check_solver(resolved)
+    _check_safeguards(resolved)
     _check_augmentation(resolved)
     _scale_schedule(resolved)
     return resolved
@@ -303,6 +316,15 @@ def _check_loss(c: dict) -> None:
     if c["parametrization"] == "frequency" and c["band_size"] != 1:
         raise ConfigError(f"band_size must be 1 with parametrization 'frequency' (one coefficient serves every "
                           f"class already), got band_size={c['band_size']!r}")
+
+
+def _check_safeguards(c: dict) -> None:
+    if c["guard"] and c["selection_fraction"] == 0:
+        raise ConfigError("guard=True needs validation images the hypergradient never sees: set selection_fraction "
+                          "in (0, 1), got selection_fraction=0")
+    if c["guard"] and c["hyper_average"] is not None:
+        raise ConfigError(f"guard and hyper_average each choose the search's final values: use one, got guard=True "
+                          f"with hyper_average={c['hyper_average']!r}")
 
 
 def _check_solver(c: dict) -> None:

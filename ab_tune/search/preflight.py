@@ -31,6 +31,7 @@ from ab_tune.training.components import (
     make_model,
     no_groups_message,
     per_group_loss,
+    selection_split,
 )
 
 __all__ = ["check_trial", "check_metrics", "GROUP_METRICS"]
@@ -61,6 +62,9 @@ def check_trial(config: dict, *, user_data: bool = False) -> dict:
                                  f"got band_size={c['band_size']}")
             make_loss(c, torch.ones(num_classes))
             _check_groups(c)
+            if c["selection_fraction"] and spec.files is None:  # every class keeps a held-out image
+                selection_split(_validation_split(json.dumps(split_arguments(c), sort_keys=True)),
+                                c["selection_fraction"], c["data_seed"] + 1)
             make_learned_augmentation(c, input_shape, num_classes, 1)
             if c["augmentation"] not in allowed_augmentations(input_shape):
                 raise ValueError(f"augmentation {c['augmentation']!r} is not valid for {c['dataset']} inputs "

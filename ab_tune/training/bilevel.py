@@ -29,6 +29,7 @@ class HyperSettings:
     hyper_lr: float = USER_DATA_DEFAULTS["hyper_lr"]
     hyper_momentum: float = OPTIONS["hyper_momentum"].default
     hyper_weight_decay: float = OPTIONS["hyper_weight_decay"].default
+    prior_strength: float = OPTIONS["prior_strength"].default
     hyper_every: int = USER_DATA_DEFAULTS["hyper_every"]
     solver: str = OPTIONS["solver"].default
     hessian: str = OPTIONS["hessian"].default
@@ -145,15 +146,18 @@ def hypergradient(model: torch.nn.Module, train_loss: Callable[[], torch.Tensor]
 
 def hyper_step(model: torch.nn.Module, train_loss: Callable[[], torch.Tensor], val_loss: Callable[[], torch.Tensor],
                hparams: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer, hessian: str,
-               solver: Solver) -> bool:
+               solver: Solver, prior: dict[int, float] | None = None) -> bool:
     """One upper-level step (``hypergradient``, then ``optimizer``); True when applied, False when
-    skipped because the solve diverged."""
+    skipped because the solve diverged. ``prior`` maps ``id(h)`` to lambda for the parameters that
+    start at their preset's value 0 (the loss's corrections): the objective gains lambda * ||h||^2,
+    whose gradient 2 lambda h is added in closed form."""
     # a diverged solve is skipped; the automatic step has retried it once at half the step first
     try:
         grads = hypergradient(model, train_loss, val_loss, hparams, hessian, solver)
     except DivergenceError:
         return False
+    prior = prior or {}
     for h, g in zip(hparams, grads):
-        h.grad = g
+        h.grad = g + 2 * prior[id(h)] * h.detach() if id(h) in prior else g
     optimizer.step()
     return True

@@ -22,6 +22,8 @@ def trainer_state(trainer) -> dict:
         "loss_parameters": trainer.learned_values(),
         "rng": {name: getattr(trainer, name).get_state().tolist() for name in RNG_STREAMS},
         "torch_rng": torch.get_rng_state().tolist(),
+        "guard": trainer.guard.state_dict() if trainer.guard is not None else None,
+        "average": trainer.average.state_dict() if trainer.average is not None else None,
         **trainer.tuner.state_dict(),
     }
 
@@ -41,6 +43,9 @@ def restore_trainer(trainer, state: dict) -> None:
     if trainer.learned_augment is not None and state.get("learned_augment") is not None:
         trainer.learned_augment.load_state_dict(state["learned_augment"])
     trainer.tuner.load_state_dict(state)
+    for name in ("guard", "average"):  # the safeguards' state, when the config asks for them
+        if getattr(trainer, name) is not None and state.get(name) is not None:
+            getattr(trainer, name).load_state_dict(state[name])
     for name, value in state["rng"].items():
         getattr(trainer, name).set_state(torch.tensor(value, dtype=torch.uint8))
     torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))

@@ -14,6 +14,7 @@ from ab_tune.core.models import build_model, with_normed_head
 from ab_tune.core.objectives import ValidationObjective
 from ab_tune.data import GROUP_DATASETS, stratified_split
 from ab_tune.data.streaming import is_streamed
+from ab_tune.errors import ConfigError
 from ab_tune.training.schedule import drw_start_epoch
 
 __all__ = ["DeviceSplit", "on_device", "selection_split", "make_objective", "per_group_loss", "no_groups_message",
@@ -43,6 +44,12 @@ def selection_split(val, fraction: float, seed: int):
         return val, val
     labels = val.y * val.num_groups + val.group.long() if val.has_groups else val.y
     hyper, selection = stratified_split(labels, val_fraction=fraction, generator=torch.Generator().manual_seed(seed))
+    held_out = torch.bincount(val.y[selection], minlength=len(val.class_counts))
+    missing = [k for k in range(len(held_out)) if held_out[k] == 0 and val.class_counts[k] > 0]
+    if missing:  # a class the selection (and the guard) could not score
+        raise ConfigError(f"selection_fraction={fraction} leaves class {missing[0]} with no held-out validation image "
+                          f"(it has {int(val.class_counts[missing[0]])} in the validation split); raise val_fraction "
+                          f"or set selection_fraction to 0")
     return val.subset(hyper), val.subset(selection)
 
 

@@ -53,6 +53,10 @@ class UpperLevel:
                 raise ConfigError(str(e)) from None
         self.device = next(model.parameters()).device
         self.optimizer = settings.optimizer(hparams)
+        # the prior toward the preset, on the loss's corrections (0 at the preset), per validation image
+        corrections = loss.hparameters() if isinstance(loss, ParametricLoss) else []
+        strength = settings.prior_strength / max(1, int(objective.class_counts.sum())) if settings.prior_strength else 0
+        self.prior = {id(h): strength for h in corrections if strength}
         self.solver, self.auto_step, self.warm_start = settings.build_solver()
         self.calls = 0
         self.hyper_steps = 0  # applied
@@ -62,11 +66,10 @@ class UpperLevel:
         """One hyper step now, on your closures: ``train_loss()`` (model in training mode) and
         ``val_loss()`` (evaluation mode); True when applied, False when its solve diverged."""
         applied = bilevel.hyper_step(self.model, train_loss, val_loss, self.hparams, self.optimizer,
-                                     self.settings.hessian, self.solver)
+                                     self.settings.hessian, self.solver, self.prior)
         if applied:
             self.hyper_steps += 1
-            if isinstance(self.loss, ParametricLoss):  # LDAM (with a learned augmentation) keeps no values
-                self.loss.changed()  # the lower level's next step sees the new values, whatever the optimizer
+            self.values_changed()
         else:
             self.skipped_hyper_steps += 1  # a diverged solve is skipped, never applied
             if self.auto_step is not None:
@@ -74,6 +77,12 @@ class UpperLevel:
             if self.warm_start is not None:
                 self.warm_start.reset()  # its start may be what diverged
         return applied
+
+    def values_changed(self) -> None:
+        """The learned values were written (a hyper step, a guard, an average): the lower level's next
+        step must see them, whatever wrote them (the loss caches its values between steps)."""
+        if isinstance(self.loss, ParametricLoss):  # LDAM (with a learned augmentation) keeps no values
+            self.loss.changed()
 
     # --- checkpoints -----------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -35,6 +35,8 @@ from ab_tune.names import (
     SKIPPED_HYPER_STEPS,
     TEST_PER_CLASS_ERROR,
     TEST_PER_GROUP_ERROR,
+    VAL_BALANCED_ERROR,
+    VAL_BALANCED_LOSS,
 )
 from ab_tune.training import bilevel, checkpoint
 from ab_tune.training.bilevel import HyperSettings
@@ -50,6 +52,7 @@ from ab_tune.training.components import (
 )
 from ab_tune.training.evaluation import Evaluator
 from ab_tune.training.loss_tuner import UpperLevel
+from ab_tune.training.safeguards import HeldOutGuard, TailAverage
 from ab_tune.training.schedule import learning_rate
 
 __all__ = ["Trainer", "train", "select_device"]
@@ -119,6 +122,11 @@ class Trainer:
         self._new_model()
         # the upper level: the class a user's own loop drives as ab_tune.LossTuner
         self.tuner = UpperLevel(self.model, self.loss, self.objective, HyperSettings.from_config(c), self._hparameters())
+        # what chooses the search's final values, when asked: the held-out guard or the tail average
+        learning = self.tuner.optimizer is not None
+        self.guard = HeldOutGuard(self.tuner.hparams) if c["guard"] and learning else None
+        self.average = (TailAverage(self.tuner.hparams, round(c["hyper_average"] * c["epochs"]))
+                        if c["hyper_average"] is not None and learning else None)
         self.test_confusion = self.test_group_confusion = None  # from the last evaluation
 
     # --- set-up --------------------------------------------------------------------------
@@ -245,7 +253,26 @@ class Trainer:
                 self._hyper_step()
         self.epoch += 1
         self.seconds += time.perf_counter() - started
-        return self.evaluate()
+        metrics = self.evaluate()
+        if self.phase == "search":
+            self._safeguard(metrics)
+        return metrics
+
+    def _safeguard(self, metrics: dict) -> None:
+        """After a search epoch: the guard scores the held-out images (and may put the best values
+        back); the tail average adds the epoch's values and, at the search's end, replaces them."""
+        c = self.config
+        if self.guard is not None:
+            score = (metrics[VAL_BALANCED_ERROR], metrics[VAL_BALANCED_LOSS])
+            if self.epoch <= c["hyper_start_epoch"]:
+                self.guard.start(score)  # no hyper step yet: the preset's score
+            elif not self.guard.check(score):
+                self.tuner.values_changed()
+        if self.average is not None:
+            self.average.add(self.epoch)
+            if self.epoch == c["epochs"]:
+                self.average.apply()
+                self.tuner.values_changed()
 
     # --- evaluation ----------------------------------------------------------------------
     @torch.no_grad()
@@ -291,6 +318,8 @@ class Trainer:
             LOSS_PARAMETERS: self.learned_values(),
         }
         auto_step = self.tuner.auto_step
+        if self.guard is not None:
+            result["guard_reverts"] = self.guard.reverts  # epochs whose learned values the guard undid
         if auto_step is not None and auto_step.alpha is not None:
             result["neumann_alpha"] = auto_step.alpha  # the step of the last curvature estimate
         self._warn_if_skipping()
