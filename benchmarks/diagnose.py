@@ -17,6 +17,12 @@ the upper level descends on the validation images it fits (``fit``) and on the t
 - ``la_tau*``: logit adjustment at tau 0.5, 1.5, 2 (with ``preset`` at tau 1: LA's grid), to see
   whether validation balanced *loss* would pick another tau than balanced *error*.
 
+and the remedies (``--variants``): ``selection`` (30% of the validation split held out of the
+hypergradient), ``guard`` (the same, with the held-out guard), ``prior1/10/100`` (the prior toward
+the preset at that strength), ``average`` (the learned values averaged over the last half of the
+epochs), ``retrain`` and ``preset_retrain`` (the paper's protocol, for the learned loss and the
+preset alike).
+
 Results go to ``OUT/DATASET_seedS_VARIANT.json`` (a finished variant is not rerun).
 """
 from __future__ import annotations
@@ -35,7 +41,27 @@ from ab_tune.training.trainer import Trainer
 
 FILES = {"digits": "digits_lt.yaml", "gmm": "gmm.yaml", "mnist1d": "mnist1d_lt.yaml"}
 TEST = "test_balanced_error"
-VARIANTS = ("preset", "learned", "frozen", "per_class", "late", "lr/3", "lr*3", "la_tau0.5", "la_tau1.5", "la_tau2")
+FIXED = {"learn": []}
+# each variant: the recipe with these keys changed (a function of the recipe where it depends on it)
+VARIANTS = {
+    "preset": FIXED,
+    "learned": {},
+    "frozen": lambda c: {"hyper_start_epoch": c["epochs"]},  # and the learned run's final values
+    "per_class": {"parametrization": "per_class"},
+    "band2": {"parametrization": "per_class", "band_size": 2},
+    "late": lambda c: {"hyper_start_epoch": round(0.7 * c["epochs"])},
+    "lr/3": lambda c: {"hyper_lr": c["hyper_lr"] / 3},
+    "lr*3": lambda c: {"hyper_lr": c["hyper_lr"] * 3},
+    **{f"la_tau{tau:g}": {**FIXED, "loss_init": "la", "loss_params": {"tau": tau}} for tau in (0.5, 1.5, 2.0)},
+    # remedies
+    "selection": {"selection_fraction": 0.3},
+    "guard": {"selection_fraction": 0.3, "guard": True},
+    **{f"prior{s:g}": {"prior_strength": s} for s in (1.0, 10.0, 100.0)},
+    "average": {"hyper_average": 0.5},
+    "retrain": {"retrain": True},
+    "preset_retrain": {**FIXED, "retrain": True},
+}
+DIAGNOSIS = ("preset", "learned", "frozen", "per_class", "late", "lr/3", "lr*3", "la_tau0.5", "la_tau1.5", "la_tau2")
 
 
 def recipe(dataset: str, seed: int, preset: str) -> dict:
@@ -46,19 +72,8 @@ def recipe(dataset: str, seed: int, preset: str) -> dict:
 
 
 def variant_config(base: dict, variant: str) -> dict:
-    c = dict(base)
-    if variant in ("preset", "frozen") or variant.startswith("la_tau"):
-        c["learn"] = [] if variant != "frozen" else c["learn"]
-        c["hyper_start_epoch"] = c["epochs"] if variant == "frozen" else None  # frozen: no hyper step ever
-    if variant.startswith("la_tau"):
-        c.update(loss_init="la", loss_params={"tau": float(variant[6:])})
-    if variant == "per_class":
-        c["parametrization"] = "per_class"
-    if variant == "late":
-        c["hyper_start_epoch"] = round(0.7 * c["epochs"])
-    if variant in ("lr/3", "lr*3"):
-        c["hyper_lr"] *= 3 if variant == "lr*3" else 1 / 3
-    return c
+    change = VARIANTS[variant]
+    return {**base, **(change(base) if callable(change) else change)}
 
 
 def scores(trainer: Trainer, data) -> dict:
@@ -138,7 +153,8 @@ def main() -> None:
     parser.add_argument("--dataset", choices=sorted(FILES))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--preset", default="la", choices=["ce", "la"])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--variants", nargs="+", default=list(DIAGNOSIS), choices=list(VARIANTS),
+                        help="default: the causes; the remedies are the variants after la_tau2")
     parser.add_argument("--out", default="diagnosis")
     parser.add_argument("--summarize", metavar="OUT")
     args = parser.parse_args()

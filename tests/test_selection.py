@@ -1,11 +1,13 @@
 """How a search picks its best trial: the validation metric, ties broken by the validation balanced loss."""
+import json
 import math
 
 import torch
 import torch.nn.functional as F
 
 import ab_tune
-from ab_tune.reporting.rows import best_row, ranked
+from ab_tune.reporting.report import format_table, write_report
+from ab_tune.reporting.rows import best_row, ranked, tie_note
 
 
 def _row(trial, error, loss=None, status="OK"):
@@ -20,6 +22,19 @@ def test_ties_on_the_metric_go_to_the_lower_validation_balanced_loss():
     assert [r["trial_id"] for r in ranked(rows, "val_balanced_error", "min")] == ["c", "a", "d", "b"]
     assert [r["trial_id"] for r in ranked(rows, "val_balanced_error", "max")] == ["b", "c", "a", "d"]
     assert best_row([_row("x", math.nan, 0.1)], "val_balanced_error", "min") is None
+
+
+def test_a_tie_on_the_metric_is_said_and_where_the_tie_break_was_scored(tmp_path):
+    rows = [_row("a", 0.0, 0.30), _row("b", 0.1, 0.01), _row("c", 0.0, 0.20)]
+    note = tie_note(rows, "val_balanced_error", "min")
+    assert note.startswith("2 trials tie on val_balanced_error = 0") and "set selection_fraction" in note
+    assert note in format_table(rows, "val_balanced_error", "min", [])
+    for row in rows:
+        row["config"]["selection_fraction"] = 0.3
+    assert "held-out validation images no hypergradient saw" in tie_note(rows, "val_balanced_error", "min")
+    assert tie_note(rows[1:], "val_balanced_error", "min") == ""  # no tie: nothing said
+    best = json.loads(open(write_report(rows, str(tmp_path), "val_balanced_error", "min", [])["best"]).read())
+    assert best["trial_id"] == "c" and best["tied_on_metric"] == 2
 
 
 def test_the_validation_balanced_loss_is_the_mean_over_classes_of_each_class_mean_cross_entropy():

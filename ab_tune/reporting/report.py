@@ -20,7 +20,7 @@ from ab_tune.names import (
 )
 from ab_tune.reporting.pareto import front_points, write_front
 from ab_tune.reporting.plots import pyplot
-from ab_tune.reporting.rows import best_row, flatten, ranked
+from ab_tune.reporting.rows import best_row, flatten, ranked, tie_note, tied_best
 
 __all__ = ["write_results_csv", "write_best", "format_table", "plot_loss_parameters",
            "write_report", "print_report"]
@@ -44,13 +44,16 @@ def write_results_csv(rows: list[dict], path: str) -> None:
         pd.DataFrame(table).to_csv(temporary, index=False)
 
 
-def write_best(row: dict, path: str, metric: str) -> None:
-    """The best config with its learned loss parameters and final metrics."""
+def write_best(row: dict, path: str, metric: str, tied: int = 0) -> None:
+    """The best config with its learned loss parameters and final metrics (and, when several trials
+    tie on ``metric``, how many)."""
     metrics = row["metrics"]
     best = {"trial_id": row["trial_id"], "selected_by": metric, "config": row["config"],
             LOSS_PARAMETERS: metrics.get(LOSS_PARAMETERS), CLASS_COUNTS: metrics.get(CLASS_COUNTS),
             **({GROUP_COUNTS: metrics[GROUP_COUNTS]} if GROUP_COUNTS in metrics else {}),
             "metrics": {k: v for k, v in metrics.items() if _scalar(v)}}
+    if tied:
+        best["tied_on_metric"] = tied  # trials (this one included) with the same value of ``metric``
     write_atomically(path, json.dumps(best, indent=2))
 
 
@@ -65,7 +68,8 @@ def format_table(rows: list[dict], metric: str, mode: str, searched: list[str], 
         config = flatten(row["config"])
         cells = [row["trial_id"], *(_fmt(config.get(k)) for k in searched), *(_fmt(row["metrics"].get(k)) for k in shown)]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    note = tie_note(rows, metric, mode)
+    return "\n".join(lines + ([ "", note] if note else []))
 
 
 def _fmt(value) -> str:
@@ -131,7 +135,8 @@ def write_report(rows: list[dict], out_dir: str, metric: str, mode: str, searche
     best = best_row(rows, metric, mode)
     if best is not None:
         paths["best"] = os.path.join(out_dir, "best_trial.json")
-        write_best(best, paths["best"], metric)
+        tied = len(tied_best(rows, metric, mode))
+        write_best(best, paths["best"], metric, tied if tied > 1 else 0)
         plot = os.path.join(out_dir, "loss_parameters.png")
         if plot_loss_parameters(best, plot, f"{name}: learned loss of the best trial ({best['trial_id']})"):
             paths["plot"] = plot

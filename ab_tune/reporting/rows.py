@@ -6,7 +6,7 @@ import math
 
 from ab_tune.names import VAL_BALANCED_LOSS
 
-__all__ = ["FINISHED", "flatten", "metric_value", "ranked", "best_row"]
+__all__ = ["FINISHED", "flatten", "metric_value", "ranked", "best_row", "tied_best", "tie_note"]
 
 FINISHED = ("OK", "COMPLETE")  # Ray Tune's trials without error; Optuna's complete trials
 
@@ -47,3 +47,21 @@ def ranked(rows: list[dict], metric: str, mode: str) -> list[dict]:
 def best_row(rows: list[dict], metric: str, mode: str) -> dict | None:
     order = ranked(rows, metric, mode)
     return order[0] if order else None
+
+
+def tied_best(rows: list[dict], metric: str, mode: str) -> list[dict]:
+    """The finished trials whose ``metric`` equals the best one's (the tie-break chose among them)."""
+    order = ranked(rows, metric, mode)
+    return [r for r in order if metric_value(r, metric) == metric_value(order[0], metric)]
+
+
+def tie_note(rows: list[dict], metric: str, mode: str) -> str:
+    """A sentence when several trials tie on ``metric`` (validation cannot tell them apart), else ''."""
+    tied = tied_best(rows, metric, mode)
+    if len(tied) < 2:
+        return ""
+    held_out = all((r["config"].get("selection_fraction") or 0) > 0 for r in tied)
+    source = ("held-out validation images no hypergradient saw" if held_out else
+              "the validation images the learned losses were fitted to (set selection_fraction to score held-out ones)")
+    return (f"{len(tied)} trials tie on {metric} = {metric_value(tied[0], metric):.4g}: validation cannot tell them "
+            f"apart; the lowest {VAL_BALANCED_LOSS} broke the tie, on {source}.")
