@@ -18,10 +18,11 @@ the upper level descends on the validation images it fits (``fit``) and on the t
   whether validation balanced *loss* would pick another tau than balanced *error*.
 
 and the remedies (``--variants``): ``selection`` (30% of the validation split held out of the
-hypergradient), ``guard`` (the same, with the held-out guard), ``prior1/10/100`` (the prior toward
-the preset at that strength), ``average`` (the learned values averaged over the last half of the
+hypergradient), ``guard`` (the same, with the held-out guard), ``prior100/1000/10000`` (the prior
+toward the preset at that strength), ``average`` (the learned values averaged over the last half of the
 epochs), ``retrain`` and ``preset_retrain`` (the paper's protocol, for the learned loss and the
-preset alike).
+preset alike), ``wd0.2``/``wd4`` and ``preset_wd0.2``/``preset_wd4`` (the lower level's weight decay
+times 0.2 or 4, for both).
 
 Results go to ``OUT/DATASET_seedS_VARIANT.json`` (a finished variant is not rerun).
 """
@@ -36,6 +37,7 @@ import statistics
 
 import torch
 
+from ab_tune.data.registry import trial_defaults
 from ab_tune.search.searchspace import bundled_path, load_experiment
 from ab_tune.training.trainer import Trainer
 
@@ -56,10 +58,14 @@ VARIANTS = {
     # remedies
     "selection": {"selection_fraction": 0.3},
     "guard": {"selection_fraction": 0.3, "guard": True},
-    **{f"prior{s:g}": {"prior_strength": s} for s in (1.0, 10.0, 100.0)},
+    **{f"prior{s:g}": {"prior_strength": s} for s in (100.0, 1000.0, 10000.0)},
     "average": {"hyper_average": 0.5},
     "retrain": {"retrain": True},
     "preset_retrain": {**FIXED, "retrain": True},
+    # the lower level's weight decay, for the learned loss and the preset alike
+    **{f"{start}wd{factor:g}": (lambda c, factor=factor, fixed=start: {**(FIXED if fixed else {}),
+                                                                     "weight_decay": c["weight_decay"] * factor})
+       for start in ("", "preset_") for factor in (0.2, 4.0)},
 }
 DIAGNOSIS = ("preset", "learned", "frozen", "per_class", "late", "lr/3", "lr*3", "la_tau0.5", "la_tau1.5", "la_tau2")
 
@@ -67,7 +73,8 @@ DIAGNOSIS = ("preset", "learned", "frozen", "per_class", "late", "lr/3", "lr*3",
 def recipe(dataset: str, seed: int, preset: str) -> dict:
     experiment = load_experiment(bundled_path(FILES[dataset]))
     low, high = experiment.space["hyper_lr"].values
-    return {**experiment.config, "retrain": False, "seed": seed, "loss_init": preset,
+    return {"weight_decay": trial_defaults(dataset)["weight_decay"], **experiment.config, "retrain": False,
+            "seed": seed, "loss_init": preset,
             "hyper_lr": math.sqrt(low * high), "num_threads": 1}
 
 
