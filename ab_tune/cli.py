@@ -5,13 +5,14 @@
     ab-tune compare [--dataset NAME] [--metric VAL_METRIC] [--set key=value ...] [--budget SECONDS] [--seeds N]
                     [--first-seed K] [--retrain] [--resume] [--methods m1,m2] [--num-samples N] [--file FILE]
                     [--storage PATH] [--name NAME]
-    ab-tune optuna [FILE] --storage URL [--study-name NAME] [--n-trials N] [--multi-objective]
-                   [--set key=value ...] [--out DIR]
+    ab-tune optuna [FILE] --storage URL|journal:PATH [--study-name NAME] [--n-trials N] [--multi-objective]
+                   [--seed S] [--heartbeat SECONDS] [--set key=value ...] [--out DIR]
     ab-tune train [--config FILE] [--set key=value ...] [--output result.json]
     ab-tune init FILE [--dataset imagefolder|image_list|package.module:function] [--data-root DIR]
 
 ``run`` runs a Ray Tune experiment from a search-space file (default: long-tailed digits);
-``optuna`` runs or resumes an Optuna study (TPE, median pruning) of the same file without Ray;
+``optuna`` runs or resumes an Optuna study (TPE, median pruning) of the same file without Ray (any
+number of workers at once on one study);
 ``compare`` runs AutoBalance and the grid-searched loss baselines on the same splits, reports them
 side by side with the grid a user would run and the trial it recommends (comparison.md,
 comparison.csv, plots, recommended.json);
@@ -137,12 +138,14 @@ def _optuna(args) -> int:
     experiment = load_experiment(args.file, overrides)  # every check before the first trial
     if args.n_trials is not None and args.n_trials < 1:
         raise UsageError(f"--n-trials must be a positive integer, got --n-trials {args.n_trials}")
+    if args.heartbeat is not None and args.heartbeat < 1:
+        raise UsageError(f"--heartbeat must be a positive number of seconds, got --heartbeat {args.heartbeat}")
 
     from ab_tune.integrations.optuna.study import run_study
 
     _, _, failed = run_study(experiment, storage=args.storage, study_name=args.study_name,
                              n_trials=args.n_trials, multi_objective=args.multi_objective, out_dir=args.out,
-                             seed=args.seed)
+                             seed=args.seed, heartbeat_interval=args.heartbeat)
     return 1 if failed else 0
 
 
@@ -215,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     study = commands.add_parser("optuna", help="run (or resume) an Optuna study from a search-space file, no Ray")
     study.add_argument("file", nargs="?", help="search-space YAML file (default: the embedded digits experiment)")
     study.add_argument("--storage", required=True, metavar="URL",
-                       help="Optuna RDB storage, e.g. sqlite:///study.db; an existing study is resumed")
+                       help="an RDB URL (sqlite:///study.db, postgresql://...) or journal:PATH (a journal file on a "
+                            "file system the workers share); an existing study is resumed, and workers may run "
+                            "on it at once")
     study.add_argument("--study-name", help="study name (default: the file's name, + _multi with --multi-objective)")
     study.add_argument("--n-trials", type=int, help="trials to run now (default: the file's num_samples)")
     study.add_argument("--multi-objective", action="store_true",
@@ -225,7 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fix a trial config key for every trial (repeatable; dotted keys for nested)")
     study.add_argument("--seed", type=int, default=None,
                        help="seed of the TPE sampler (default: the config's seed, else 0)")
-    study.add_argument("--out", help="report folder (default: ab_tune_results/<study name>_optuna)")
+    study.add_argument("--heartbeat", type=int, metavar="SECONDS",
+                       help="RDB storages: how often a running trial records that its worker lives (default 60); "
+                            "a trial silent for two beats is retried from its last epoch by the next trial's start")
+    study.add_argument("--out", help="report folder (default: ab_tune_results/<study name>_optuna); its "
+                                     "checkpoints/ must be reachable by every worker for retries to continue")
     study.set_defaults(handler=_optuna)
 
     init = commands.add_parser("init", help="write an experiment file for your own data, with the recipe")
