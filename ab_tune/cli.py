@@ -1,7 +1,7 @@
 """The ``ab-tune`` command.
 
     ab-tune run [FILE] [--set key=value ...] [--num-samples N] [--gpus-per-trial F]
-                [--address ADDR] [--storage PATH] [--name NAME] [--resume] [--retrain]
+                [--address ADDR] [--storage PATH] [--name NAME] [--resume] [--retrain] [--study-storage URL]
     ab-tune compare [--dataset NAME] [--metric VAL_METRIC] [--set key=value ...] [--budget SECONDS] [--seeds N]
                     [--first-seed K] [--retrain] [--resume] [--methods m1,m2] [--num-samples N] [--file FILE]
                     [--storage PATH] [--name NAME]
@@ -114,7 +114,7 @@ def _run(args) -> int:
     from ab_tune.integrations.ray.experiment import run_experiment
 
     result_grid, _ = run_experiment(experiment, storage=args.storage, name=args.name, resume=args.resume,
-                                    address=args.address)
+                                    address=args.address, study_storage=args.study_storage)
     return 1 if result_grid.errors else 0
 
 
@@ -178,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "shared storage (NFS, s3://) on a multi-node cluster")
     run.add_argument("--name", help="experiment name (default: the file's name)")
     run.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
+    run.add_argument("--study-storage", metavar="URL",
+                     help="also keep the Optuna search's study in this storage (an RDB URL such as "
+                          "sqlite:///study.db, or journal:PATH), named after the experiment, for optuna-dashboard")
     run.add_argument("--retrain", action="store_true",
                      help="after each trial's search, train a fresh model on train+validation with the learned "
                           "loss frozen (sets retrain=true for every trial)")
