@@ -111,10 +111,19 @@ def _run(args) -> int:
             raise UsageError(f"--gpus-per-trial must be >= 0, got --gpus-per-trial {args.gpus_per_trial}")
         experiment.gpu = args.gpus_per_trial
 
+    study_storage = None
+    if args.study_storage is not None and not args.resume:  # a resumed search keeps the storage it had
+        if experiment.algorithm != "optuna":
+            raise UsageError(f"--study-storage keeps the study of an Optuna search, but search.algorithm is "
+                             f"{experiment.algorithm!r}; set it to 'optuna' or leave --study-storage out")
+        from ab_tune.integrations.optuna.study import new_study_storage
+
+        study_storage = new_study_storage(args.study_storage, args.name or experiment.name)
+
     from ab_tune.integrations.ray.experiment import run_experiment
 
     result_grid, _ = run_experiment(experiment, storage=args.storage, name=args.name, resume=args.resume,
-                                    address=args.address, study_storage=args.study_storage)
+                                    address=args.address, study_storage=study_storage)
     return 1 if result_grid.errors else 0
 
 

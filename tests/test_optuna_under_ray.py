@@ -13,6 +13,7 @@ import yaml
 from ray import tune
 
 from ab_tune.cli import main
+from ab_tune.integrations.optuna.study import open_storage
 from ab_tune.integrations.ray.experiment import run_experiment
 from ab_tune.search.searchspace import parse_experiment
 
@@ -41,7 +42,7 @@ class StopTheFirstTrial(tune.Stopper):
 def test_the_study_is_kept_in_a_storage_and_a_trial_stopped_early_is_pruned(ray_local, tmp_path):
     url = f"sqlite:///{tmp_path}/study.db"
     result_grid, _ = run_experiment(parse_experiment(SPEC), storage=str(tmp_path), name="kept",
-                                    stopper=StopTheFirstTrial(), study_storage=url)
+                                    stopper=StopTheFirstTrial(), study_storage=open_storage(url))
     epochs = sorted(r.metrics["training_iteration"] for r in result_grid)
     assert epochs == [1, 3, 3]
     study = optuna.load_study(study_name="kept", storage=url)

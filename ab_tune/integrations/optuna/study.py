@@ -65,7 +65,7 @@ from ab_tune.search.searchspace import (
 from ab_tune.training.trainer import Trainer
 
 __all__ = ["optuna_objective", "AutoBalanceObjective", "MULTI_OBJECTIVE_METRICS", "GROUP_MULTI_OBJECTIVE_METRICS",
-           "TrialSeededSampler", "open_storage", "study_rows", "run_study"]
+           "TrialSeededSampler", "open_storage", "new_study_storage", "study_rows", "run_study"]
 
 # both validation-side: the test split never selects
 MULTI_OBJECTIVE_METRICS = (VAL_BALANCED_ERROR, VAL_WORST_CLASS_ERROR)
@@ -385,6 +385,15 @@ def open_storage(storage: str, heartbeat_interval: int | None = None):
             return _retrying(lambda: optuna.storages.RDBStorage(storage, **options))
         except Exception as e:  # sqlalchemy's URL, driver and database errors
             raise _storage_error(storage, e) from None
+
+
+def new_study_storage(storage: str, study_name: str):
+    """The opened storage for a new study of that name (Ray Tune's Optuna search creates it there);
+    one that already holds a study of that name is refused, rather than mixed into."""
+    opened = open_storage(storage)
+    if study_name in optuna.study.get_all_study_names(opened):
+        raise ConfigError(f"--study-storage {storage!r} already holds a study {study_name!r}: use --name for a new one")
+    return opened
 
 
 def _open_study(storage: str, study_name: str, directions: list[str], seed: int, pruner,

@@ -5,7 +5,6 @@ import functools
 import os
 import sys
 
-import optuna
 import ray
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
@@ -124,28 +123,15 @@ def result_rows(result_grid) -> list[dict]:
     return rows
 
 
-def _study_storage(experiment: Experiment, url: str, name: str):
-    """The opened storage for the search's study: a new study, for an Optuna search (checked before Ray starts)."""
-    from ab_tune.integrations.optuna.study import open_storage
-
-    if experiment.algorithm != "optuna":
-        raise SearchSpaceError(f"--study-storage keeps the study of an Optuna search, but search.algorithm is "
-                               f"{experiment.algorithm!r}; set it to 'optuna' or leave --study-storage out")
-    opened = open_storage(url)
-    if name in optuna.study.get_all_study_names(opened):
-        raise SearchSpaceError(f"--study-storage {url!r} already holds a study {name!r}: use --name for a new one")
-    return opened
-
-
 def run_experiment(experiment: Experiment, *, storage: str | None = None, name: str | None = None,
                    resume: bool = False, address: str | None = None, out=None, stopper=None,
-                   study_storage: str | None = None):
+                   study_storage=None):
     """Run (or resume) the experiment; write the report next to Ray's experiment folder.
 
     ``stopper`` is a ``ray.tune.Stopper`` of a new run (a compute budget, say); a resumed run
-    keeps the stop conditions it was started with. ``study_storage`` (an RDB URL or ``journal:PATH``)
-    also writes the Optuna search's study there, under the experiment's name, for optuna-dashboard;
-    a resumed run keeps the storage it was started with.
+    keeps the stop conditions it was started with. ``study_storage`` (an Optuna storage, see
+    ``ab_tune.integrations.optuna.study.open_storage``) keeps an Optuna search's study there too, under
+    the experiment's name, for optuna-dashboard; a resumed run keeps the storage it was started with.
 
     Returns ``(result_grid, paths)``. Nothing already written is overwritten: starting an
     experiment whose folder exists asks for ``resume`` or another name.
@@ -164,8 +150,6 @@ def run_experiment(experiment: Experiment, *, storage: str | None = None, name: 
     if not resume and (exists or (not remote and os.path.exists(path))):
         raise SearchSpaceError(f"experiment {name!r} already exists at {path}: use --resume to continue it, "
                                "or --name for a new one")
-    if study_storage is not None and not resume:
-        study_storage = _study_storage(experiment, study_storage, name)
     if not ray.is_initialized():
         if address:
             try:
