@@ -1,17 +1,18 @@
 """The ``ab-tune`` command.
 
     ab-tune run [FILE] [--set key=value ...] [--num-samples N] [--gpus-per-trial F]
-                [--address ADDR] [--storage PATH] [--name NAME] [--resume] [--retrain]
+                [--address ADDR] [--storage PATH] [--name NAME] [--resume] [--retrain] [--study-storage URL]
     ab-tune compare [--dataset NAME] [--metric VAL_METRIC] [--set key=value ...] [--budget SECONDS] [--seeds N]
                     [--first-seed K] [--retrain] [--resume] [--methods m1,m2] [--num-samples N] [--file FILE]
                     [--storage PATH] [--name NAME]
-    ab-tune optuna [FILE] --storage URL [--study-name NAME] [--n-trials N] [--multi-objective]
-                   [--set key=value ...] [--out DIR]
+    ab-tune optuna [FILE] --storage URL|journal:PATH [--study-name NAME] [--n-trials N] [--multi-objective]
+                   [--seed S] [--heartbeat SECONDS] [--set key=value ...] [--out DIR]
     ab-tune train [--config FILE] [--set key=value ...] [--output result.json]
     ab-tune init FILE [--dataset imagefolder|image_list|package.module:function] [--data-root DIR]
 
 ``run`` runs a Ray Tune experiment from a search-space file (default: long-tailed digits);
-``optuna`` runs or resumes an Optuna study (TPE, median pruning) of the same file without Ray;
+``optuna`` runs or resumes an Optuna study (TPE, median pruning) of the same file without Ray (any
+number of workers at once on one study);
 ``compare`` runs AutoBalance and the grid-searched loss baselines on the same splits, reports them
 side by side with the grid a user would run and the trial it recommends (comparison.md,
 comparison.csv, plots, recommended.json);
@@ -110,10 +111,19 @@ def _run(args) -> int:
             raise UsageError(f"--gpus-per-trial must be >= 0, got --gpus-per-trial {args.gpus_per_trial}")
         experiment.gpu = args.gpus_per_trial
 
+    study_storage = None
+    if args.study_storage is not None and not args.resume:  # a resumed search keeps the storage it had
+        if experiment.algorithm != "optuna":
+            raise UsageError(f"--study-storage keeps the study of an Optuna search, but search.algorithm is "
+                             f"{experiment.algorithm!r}; set it to 'optuna' or leave --study-storage out")
+        from ab_tune.integrations.optuna.study import new_study_storage
+
+        study_storage = new_study_storage(args.study_storage, args.name or experiment.name)
+
     from ab_tune.integrations.ray.experiment import run_experiment
 
     result_grid, _ = run_experiment(experiment, storage=args.storage, name=args.name, resume=args.resume,
-                                    address=args.address)
+                                    address=args.address, study_storage=study_storage)
     return 1 if result_grid.errors else 0
 
 
@@ -137,12 +147,14 @@ def _optuna(args) -> int:
     experiment = load_experiment(args.file, overrides)  # every check before the first trial
     if args.n_trials is not None and args.n_trials < 1:
         raise UsageError(f"--n-trials must be a positive integer, got --n-trials {args.n_trials}")
+    if args.heartbeat is not None and args.heartbeat < 1:
+        raise UsageError(f"--heartbeat must be a positive number of seconds, got --heartbeat {args.heartbeat}")
 
     from ab_tune.integrations.optuna.study import run_study
 
     _, _, failed = run_study(experiment, storage=args.storage, study_name=args.study_name,
                              n_trials=args.n_trials, multi_objective=args.multi_objective, out_dir=args.out,
-                             seed=args.seed)
+                             seed=args.seed, heartbeat_interval=args.heartbeat)
     return 1 if failed else 0
 
 
@@ -175,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "shared storage (NFS, s3://) on a multi-node cluster")
     run.add_argument("--name", help="experiment name (default: the file's name)")
     run.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
+    run.add_argument("--study-storage", metavar="URL",
+                     help="also keep the Optuna search's study in this storage (an RDB URL such as "
+                          "sqlite:///study.db, or journal:PATH), named after the experiment, for optuna-dashboard")
     run.add_argument("--retrain", action="store_true",
                      help="after each trial's search, train a fresh model on train+validation with the learned "
                           "loss frozen (sets retrain=true for every trial)")
@@ -215,7 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     study = commands.add_parser("optuna", help="run (or resume) an Optuna study from a search-space file, no Ray")
     study.add_argument("file", nargs="?", help="search-space YAML file (default: the embedded digits experiment)")
     study.add_argument("--storage", required=True, metavar="URL",
-                       help="Optuna RDB storage, e.g. sqlite:///study.db; an existing study is resumed")
+                       help="an RDB URL (sqlite:///study.db, postgresql://...) or journal:PATH (a journal file on a "
+                            "file system the workers share); an existing study is resumed, and workers may run "
+                            "on it at once")
     study.add_argument("--study-name", help="study name (default: the file's name, + _multi with --multi-objective)")
     study.add_argument("--n-trials", type=int, help="trials to run now (default: the file's num_samples)")
     study.add_argument("--multi-objective", action="store_true",
@@ -225,7 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fix a trial config key for every trial (repeatable; dotted keys for nested)")
     study.add_argument("--seed", type=int, default=None,
                        help="seed of the TPE sampler (default: the config's seed, else 0)")
-    study.add_argument("--out", help="report folder (default: ab_tune_results/<study name>_optuna)")
+    study.add_argument("--heartbeat", type=int, metavar="SECONDS",
+                       help="RDB storages: how often a running trial records that its worker lives (default 60); "
+                            "a trial silent for two beats is retried from its last epoch by the next trial's start")
+    study.add_argument("--out", help="report folder (default: ab_tune_results/<study name>_optuna); its "
+                                     "checkpoints/ must be reachable by every worker for retries to continue")
     study.set_defaults(handler=_optuna)
 
     init = commands.add_parser("init", help="write an experiment file for your own data, with the recipe")

@@ -1,16 +1,23 @@
 """The Optuna objective and ``ab-tune optuna``: values, pruning, Pareto fronts, resumable studies."""
+import csv
+import importlib.machinery
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+import types
 
 import optuna
 import pytest
+import torch
 
 import ab_tune
 from ab_tune import ConfigError
 from ab_tune.cli import main
-from ab_tune.search.searchspace import Domain
+from ab_tune.integrations.optuna.study import FIRST_ATTEMPT, TrialSeededSampler, open_storage, run_study
+from ab_tune.search.searchspace import Domain, load_experiment
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -171,7 +178,8 @@ def test_cli_study_in_sqlite_is_resumed_and_reported(tmp_path, capsys):
     assert len(_trials(storage)) == 3
 
 
-@pytest.mark.parametrize("storage", ["not-a-url", "nosuchdb://x", "sqlite:////nonexistent/dir/s.db"])
+@pytest.mark.parametrize("storage", ["not-a-url", "nosuchdb://x", "sqlite:////nonexistent/dir/s.db",
+                                     "journal:/nonexistent/dir/s.log", "journal:"])
 def test_cli_bad_storage_is_one_line_exit_2(tmp_path, capsys, storage):
     path = tmp_path / "tiny.yaml"
     path.write_text(SPACE_FILE)
@@ -200,3 +208,182 @@ def test_the_package_attribute_is_the_function_after_the_module_was_imported():
 def test_import_ab_tune_imports_neither_optuna_nor_ray():
     code = "import ab_tune, sys; assert 'optuna' not in sys.modules and 'ray' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+
+
+def test_a_sqlite_error_says_what_failed_not_that_the_url_is_wrong(tmp_path, capsys):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(SPACE_FILE)
+    assert main(["optuna", str(path), "--storage", f"sqlite:///{tmp_path}/no/s.db", "--n-trials", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "unable to open database file" in err and "expected" not in err and err.count("\n") == 1
+
+
+def test_cli_study_in_a_journal_file_is_resumed(tmp_path, capsys):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(SPACE_FILE)
+    storage = f"journal:{tmp_path}/study.log"
+    args = ["optuna", str(path), "--storage", storage, "--out", str(tmp_path / "report"), "--n-trials", "1"]
+    assert main(args) == 0 and main(args) == 0
+    study = optuna.load_study(study_name="tiny", storage=open_storage(storage))
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 2
+    assert study.trials[0].params != study.trials[1].params
+    # a journal has no heartbeat: asking for one is a mistake, said in one line
+    assert main([*args, "--heartbeat", "5"]) == 2
+    assert "no heartbeat" in capsys.readouterr().err
+
+
+def test_workers_started_together_on_a_new_database_all_open_it(tmp_path):
+    """Four processes create the tables of one new sqlite file at the same instant (they raced: 'table
+    studies already exists'); each must open the study."""
+    url = f"sqlite:///{tmp_path}/race.db"
+    code = ("import sys, time, optuna\n"
+            "from ab_tune.integrations.optuna.study import open_storage\n"
+            "while time.time() < float(sys.argv[1]): pass\n"
+            "optuna.create_study(storage=open_storage(sys.argv[2], 5), study_name='s', load_if_exists=True)\n")
+    start = time.time() + 8  # after every process has imported optuna
+    workers = [subprocess.Popen([sys.executable, "-c", code, str(start), url], stderr=subprocess.PIPE, text=True)
+               for _ in range(4)]
+    errors = [w.communicate(timeout=120)[1] for w in workers]
+    assert [w.returncode for w in workers] == [0] * 4, errors
+
+
+def test_concurrent_workers_draw_distinct_start_up_points_and_a_lone_run_repeats_its_own(tmp_path):
+    space = {"fairness_weight": optuna.distributions.FloatDistribution(0.0, 0.5),
+             "lr": optuna.distributions.FloatDistribution(0.02, 0.1, log=True)}
+
+    def points(storage, workers, trials):
+        """Each worker asks in turn before any trial is told, as workers started together do."""
+        studies = [optuna.create_study(storage=storage, study_name="s", load_if_exists=True,
+                                       sampler=TrialSeededSampler(seed=3)) for _ in range(workers)]
+        return [studies[i % workers].ask(space).params for i in range(trials)]
+
+    together = points(f"sqlite:///{tmp_path}/a.db", workers=3, trials=6)
+    assert len({tuple(p.values()) for p in together}) == 6
+    assert points(f"sqlite:///{tmp_path}/b.db", workers=1, trials=6) == together  # the seed fixes the sequence
+
+
+def test_a_retried_trial_continues_from_its_checkpoint_and_ends_as_an_uninterrupted_trial(tmp_path):
+    config, params = {**BASE, "epochs": 3}, {"fairness_weight": 0.2, "lr": 0.05}
+    lost = ab_tune.Trainer({**config, **params})  # a trial's first attempt, lost after its first epoch
+    lost.train_epoch()
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(lost.state_dict(), tmp_path / "checkpoints" / "trial_7.pt")
+
+    objective = ab_tune.optuna_objective(config, SPACE, checkpoint_dir=str(tmp_path / "checkpoints"))
+    study = _study(objective)
+    study.enqueue_trial({**params, "augmentation": "none"}, user_attrs={FIRST_ATTEMPT: 7})  # as a retry is queued
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    assert trial.user_attrs["resumed_from_epoch"] == 1 and trial.user_attrs[FIRST_ATTEMPT] == 7
+    assert sorted(trial.intermediate_values) == [2, 3]  # trained epochs 2 and 3 only
+    assert trial.value == ab_tune.train({**config, **params})["val_balanced_error"]
+    assert not (tmp_path / "checkpoints" / "trial_7.pt").exists()  # the trial ended: nothing to continue
+
+
+def test_an_unknown_callback_and_a_missing_logger_package_are_one_line(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "tiny.yaml"
+    db = tmp_path / "s.db"
+    path.write_text(SPACE_FILE + "callbacks: [mlflw]\n")
+    assert main(["optuna", str(path), "--storage", f"sqlite:///{db}"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown callback 'mlflw'" in err and "did you mean 'mlflow'" in err and err.count("\n") == 1
+
+    path.write_text(SPACE_FILE + "callbacks: [mlflow]\n")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
+    monkeypatch.setitem(sys.modules, "optuna_integration", _module("optuna_integration"))
+    assert main(["optuna", str(path), "--storage", f"sqlite:///{db}"]) == 2
+    err = capsys.readouterr().err
+    assert err == "ab-tune: error: callbacks: mlflow needs mlflow installed: pip install mlflow\n"
+    assert not db.exists()  # before the study is created
+
+
+def _module(name, **attrs):
+    module = types.ModuleType(name)
+    module.__spec__ = importlib.machinery.ModuleSpec(name, None)
+    module.__dict__.update(attrs)
+    return module
+
+
+def test_the_files_loggers_and_the_callers_callbacks_see_every_trial(tmp_path, monkeypatch):
+    logged = []
+
+    class MLflowCallback:
+        def __init__(self, metric_name):
+            self.metric_name = metric_name
+
+        def __call__(self, study, trial):
+            logged.append((self.metric_name, trial.number, trial.value))
+
+    monkeypatch.setitem(sys.modules, "optuna_integration", _module("optuna_integration", MLflowCallback=MLflowCallback))
+    monkeypatch.setitem(sys.modules, "mlflow", _module("mlflow"))
+    path = tmp_path / "tiny.yaml"
+    path.write_text(SPACE_FILE + "callbacks: [mlflow]\n")
+    mine = []
+    study, _, failed = run_study(load_experiment(str(path)), storage=f"sqlite:///{tmp_path}/s.db", n_trials=2,
+                                 out_dir=str(tmp_path / "out"), callbacks=[lambda s, t: mine.append(t.number)])
+    assert failed == 0
+    assert logged == [("val_balanced_error", t.number, t.value) for t in study.trials]
+    assert mine == [0, 1]
+
+
+WORKER_FILE = SPACE_FILE.replace("epochs: 2", "epochs: 3").replace(
+    "  metric: val_balanced_error", "  metric: val_balanced_error\n  grace_period: 4  # never pruned: every trial completes")
+
+
+@pytest.mark.slow
+def test_workers_on_one_study_lose_no_trial_when_one_is_killed_mid_trial(tmp_path):
+    """Three `ab-tune optuna` workers start together on a new sqlite study; one is SIGKILLed after its
+    trial's first epoch; a fourth starts after the others end. Every trial but the killed one
+    completes, with distinct points, none is left RUNNING, and the killed trial's retry continued from
+    its checkpoint to the result of an uninterrupted run."""
+    path = tmp_path / "tiny.yaml"
+    path.write_text(WORKER_FILE)
+    url, out = f"sqlite:///{tmp_path}/study.db", tmp_path / "out"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+
+    def worker(n_trials, log):
+        return subprocess.Popen([sys.executable, "-m", "ab_tune.cli", "optuna", str(path), "--storage", url,
+                                 "--n-trials", str(n_trials), "--heartbeat", "1", "--out", str(out)],
+                                env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / log, "w"))
+
+    workers = [worker(2, f"worker{i}.log") for i in range(3)]
+    victim = workers[0]
+    killed = None
+    deadline = time.time() + 240
+    while killed is None and time.time() < deadline and victim.poll() is None:
+        time.sleep(0.2)
+        try:  # open_storage: the workers may be creating the tables right now
+            trials = optuna.load_study(study_name="tiny", storage=open_storage(url)).trials
+        except (KeyError, ConfigError, optuna.exceptions.StorageInternalError):
+            continue  # the study is not created yet, or the database is busy
+        for trial in trials:
+            mid_trial = (trial.state.name == "RUNNING" and trial.user_attrs.get("worker", "").endswith(f":{victim.pid}")
+                         and (out / "checkpoints" / f"trial_{trial.number}.pt").exists())
+            if mid_trial:
+                victim.send_signal(signal.SIGKILL)
+                killed = trial.number
+                break
+    assert killed is not None, (tmp_path / "worker0.log").read_text()[-2000:]
+    for i, w in enumerate(workers[1:], 1):
+        assert w.wait(timeout=300) == 0, (tmp_path / f"worker{i}.log").read_text()[-2000:]
+    time.sleep(2.5)  # two heartbeats: the killed trial is stale
+    last = worker(1, "worker3.log")
+    assert last.wait(timeout=300) == 0, (tmp_path / "worker3.log").read_text()[-2000:]
+
+    trials = optuna.load_study(study_name="tiny", storage=url).trials
+    states = {t.number: t.state.name for t in trials}
+    assert states.pop(killed) == "FAIL" and set(states.values()) == {"COMPLETE"}, states
+    done_by_victim = sum(t.user_attrs["worker"].endswith(f":{victim.pid}") for t in trials if t.number != killed)
+    assert len(states) == 2 + 2 + 1 + done_by_victim  # workers 1 and 2, the last one, and the victim's before
+    complete = [t for t in trials if t.number != killed]
+    assert len({tuple(sorted(t.params.items())) for t in complete}) == len(complete)  # distinct points
+    retry, = [t for t in complete if t.user_attrs[FIRST_ATTEMPT] == killed]
+    assert retry.params == trials[killed].params and retry.user_attrs["resumed_from_epoch"] >= 1
+    config = ab_tune.optuna_objective(load_experiment(str(path))).trial_config(retry.params)
+    assert retry.value == ab_tune.train(config)["val_balanced_error"]
+    assert not list((out / "checkpoints").iterdir())  # every trial ended
+    with open(out / "results.csv") as f:
+        status = {row["trial_id"]: row["status"] for row in csv.DictReader(f)}
+    assert status.pop(str(killed)) == "RETRIED" and set(status.values()) == {"COMPLETE"}

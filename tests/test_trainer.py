@@ -1,5 +1,10 @@
 """The trainer end to end on tiny digits runs: resume, retraining, baselines, guards, errors."""
 
+import random
+import sys
+import types
+
+import numpy as np
 import pytest
 import torch
 
@@ -434,3 +439,70 @@ def test_loading_a_state_without_a_warm_vector_starts_the_warm_start_from_zero(r
     del state["warm_start"]
     trainer.load_state_dict(state)  # into the same trainer: its old vector must not survive
     assert trainer.tuner.warm_start.x is None
+
+
+def _noisy(input_shape, num_classes):
+    """A user's model drawing from every global generator: dropout (torch's) and a Python and a NumPy
+    draw per forward pass."""
+    class Noisy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(int(np.prod(input_shape)), 32),
+                                            torch.nn.ReLU(), torch.nn.Dropout(0.5), torch.nn.Linear(32, num_classes))
+
+        def forward(self, x):
+            return self.body(x) * (1 + 0.01 * (random.random() + float(np.random.rand())))
+
+    return Noisy()
+
+
+NOISY = {**TINY, "epochs": 1, "retrain": True, "model": "noisy_models:noisy", "learn": ["iota"], "hessian": "exact"}
+
+
+def _global_states():
+    return random.getstate(), np.random.get_state(), torch.get_rng_state()
+
+
+def _same_states(a, b) -> bool:
+    (python_a, numpy_a, torch_a), (python_b, numpy_b, torch_b) = a, b
+    return (python_a == python_b and all(np.array_equal(x, y) for x, y in zip(numpy_a, numpy_b))
+            and torch.equal(torch_a, torch_b))
+
+
+@pytest.fixture
+def noisy_model(monkeypatch):
+    monkeypatch.setitem(sys.modules, "noisy_models", types.SimpleNamespace(noisy=_noisy))
+
+
+def test_the_callers_global_generators_are_neither_reseeded_nor_advanced(noisy_model):
+    random.seed(11), np.random.seed(11), torch.manual_seed(11)
+    before = _global_states()
+    trainer = Trainer(NOISY)  # model initialisation: global torch draws
+    trainer.train_epoch()  # dropout and the model's own draws
+    ab_tune.train(NOISY)
+    assert _same_states(_global_states(), before)
+
+
+def test_a_trial_draws_the_same_numbers_whatever_the_caller_draws_between_its_epochs(noisy_model):
+    """The retraining phase builds a fresh model (global draws) after the caller's draws: before, the
+    caller's draws moved it."""
+    alone = Trainer(NOISY)
+    expected = [alone.train_epoch() for _ in range(alone.total_epochs)]
+    disturbed = Trainer(NOISY)
+    metrics = []
+    while not disturbed.done:
+        torch.rand(100), random.random(), np.random.rand(), torch.manual_seed(5)
+        metrics.append(disturbed.train_epoch())
+    assert metrics == expected
+    for (name, a), (_, b) in zip(alone.model.state_dict().items(), disturbed.model.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_a_checkpoint_keeps_the_trainers_global_generators(noisy_model, roundtrip):
+    straight = Trainer(NOISY)
+    expected = [straight.train_epoch() for _ in range(2)][-1]
+    first = Trainer(NOISY)
+    first.train_epoch()
+    resumed = Trainer(NOISY)
+    resumed.load_state_dict(roundtrip(first.state_dict()))
+    assert resumed.train_epoch() == expected  # the model's Python and NumPy draws too

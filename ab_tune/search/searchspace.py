@@ -17,6 +17,7 @@
       metric: val_balanced_error # validation-side only
       mode: min
     resources: {cpu: 1, gpu: 0}
+    callbacks: [mlflow]          # loggers: mlflow | tensorboard | wandb (their packages installed)
 
 ``load_experiment(path)`` validates the whole file (keys, domains, and the trial config
 of one sampled point) before anything runs, with errors naming the file, key and value.
@@ -38,14 +39,15 @@ from ab_tune.errors import ConfigError, SearchSpaceError, did_you_mean
 from ab_tune.search.preflight import check_metrics, check_trial
 
 __all__ = ["Experiment", "Domain", "load_experiment", "parse_experiment", "portable_name", "ALGORITHMS", "SCHEDULERS",
-           "VALIDATION_METRICS", "DEFAULT_FILE", "set_nested"]
+           "CALLBACKS", "VALIDATION_METRICS", "DEFAULT_FILE", "set_nested"]
 
 ALGORITHMS = ("optuna", "random", "grid")
 SCHEDULERS = ("fifo", "asha", "pbt")
 # the test split never selects: only these may be the experiment's metric
 VALIDATION_METRICS = {name: "min" for name in names.VALIDATION_METRICS}
 DOMAIN_KINDS = ("choice", "uniform", "loguniform", "int", "grid")
-TOP_LEVEL = ("name", "description", "config", "space", "search", "resources")
+TOP_LEVEL = ("name", "description", "config", "space", "search", "resources", "callbacks")
+CALLBACKS = ("mlflow", "tensorboard", "wandb")  # the experiment loggers a file may attach, by name
 SEARCH_KEYS = {"algorithm": "optuna", "scheduler": "fifo", "num_samples": 8, "max_concurrent": 2,
                "metric": names.VAL_BALANCED_ERROR, "mode": "min", "grace_period": 1, "perturbation_interval": 2,
                "synch": False}
@@ -116,6 +118,7 @@ class Experiment:
     gpu: float = 0
     source: str = "<dict>"
     description: str = ""
+    callbacks: tuple[str, ...] = ()
 
     def trial_config(self, point: dict) -> dict:
         """The fixed config with a point of the space (dotted keys) filled in, and the trial's resources."""
@@ -206,6 +209,18 @@ def parse_domain(source: str, key: str, spec) -> Domain:
     return Domain(kind, (int(low), int(high)) if kind == "int" else (float(low), float(high)))
 
 
+def _parse_callbacks(source: str, names) -> tuple[str, ...]:
+    """The file's ``callbacks``: a list of logger names; whether their packages are installed is
+    checked by the run that attaches them (Ray Tune and Optuna need different ones)."""
+    if not isinstance(names, list):
+        raise _fail(source, f"callbacks must be a list of names from {list(CALLBACKS)}, got callbacks={names!r}")
+    for name in names:
+        if name not in CALLBACKS:
+            raise _fail(source, f"unknown callback {name!r} in callbacks; {did_you_mean(name, CALLBACKS)}"
+                                f"allowed: {', '.join(CALLBACKS)}")
+    return tuple(dict.fromkeys(names))  # a name twice attaches one logger
+
+
 def parse_experiment(data, source: str = "<dict>") -> Experiment:
     """Validate a loaded search-space mapping; raises SearchSpaceError (one line)."""
     if not isinstance(data, dict):
@@ -222,6 +237,7 @@ def parse_experiment(data, source: str = "<dict>") -> Experiment:
     _check_keys(source, "search", search, list(SEARCH_KEYS))
     _check_keys(source, "resources", res, list(RESOURCE_KEYS))
     space = {str(key): parse_domain(source, str(key), spec) for key, spec in space_spec.items()}
+    callbacks = _parse_callbacks(source, data.get("callbacks") or [])
     s = {**SEARCH_KEYS, **search}
     if s["algorithm"] == "grid" and "num_samples" not in search:
         s["num_samples"] = 1  # with grid search, num_samples repeats the whole grid
@@ -268,7 +284,8 @@ def parse_experiment(data, source: str = "<dict>") -> Experiment:
         config=copy.deepcopy(config), space=space, algorithm=s["algorithm"], scheduler=s["scheduler"],
         num_samples=s["num_samples"], max_concurrent=s["max_concurrent"], metric=s["metric"], mode=s["mode"],
         grace_period=s["grace_period"], perturbation_interval=s["perturbation_interval"],
-        synch=s["synch"], cpu=r["cpu"], gpu=r["gpu"], source=source, description=str(data.get("description") or ""))
+        synch=s["synch"], cpu=r["cpu"], gpu=r["gpu"], source=source, description=str(data.get("description") or ""),
+        callbacks=callbacks)
     # every reachable point must make a valid trial config: unknown keys and bad values fail here
     for point in reachable_points(space):
         try:

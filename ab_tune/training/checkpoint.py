@@ -11,7 +11,8 @@ RNG_STREAMS = ("order_rng", "hyper_rng", "augment_rng", "hyper_augment_rng")
 
 def trainer_state(trainer) -> dict:
     """The trainer's own state, its upper level's (``UpperLevel.state_dict``: the loss, the hyper
-    optimizer, the automatic step, the warm start) and the random streams, in one flat dict."""
+    optimizer, the automatic step, the warm start), the random streams and the trainer's global
+    generators, in one flat dict."""
     return {
         "epoch": trainer.epoch, "iteration": trainer.iteration, "phase": trainer.phase,
         "search_validation": trainer.search_validation,
@@ -21,7 +22,7 @@ def trainer_state(trainer) -> dict:
         "learned_augment": trainer.learned_augment.state_dict() if trainer.learned_augment is not None else None,
         "loss_parameters": trainer.learned_values(),
         "rng": {name: getattr(trainer, name).get_state().tolist() for name in RNG_STREAMS},
-        "torch_rng": torch.get_rng_state().tolist(),
+        "global_rng": trainer.global_rng.state_dict(),  # the trainer's own global generators (global_rng.py)
         "guard": trainer.guard.state_dict() if trainer.guard is not None else None,
         "average": trainer.average.state_dict() if trainer.average is not None else None,
         **trainer.tuner.state_dict(),
@@ -48,4 +49,4 @@ def restore_trainer(trainer, state: dict) -> None:
             getattr(trainer, name).load_state_dict(state[name])
     for name, value in state["rng"].items():
         getattr(trainer, name).set_state(torch.tensor(value, dtype=torch.uint8))
-    torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+    trainer.global_rng.load_state_dict(state["global_rng"])

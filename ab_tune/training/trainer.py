@@ -15,11 +15,10 @@ there is one implementation), ``bilevel`` its hyper step, ``evaluation`` the met
 from __future__ import annotations
 
 import contextlib
-import random
+import functools
 import time
 import warnings
 
-import numpy as np
 import torch
 
 from ab_tune.config import AUGMENT_STRENGTH, resolve_config, split_arguments, total_epochs
@@ -51,6 +50,7 @@ from ab_tune.training.components import (
     selection_split,
 )
 from ab_tune.training.evaluation import Evaluator
+from ab_tune.training.global_rng import GlobalGenerators
 from ab_tune.training.loss_tuner import UpperLevel
 from ab_tune.training.safeguards import HeldOutGuard, TailAverage
 from ab_tune.training.schedule import learning_rate
@@ -72,6 +72,15 @@ def _generator(seed: int, device: torch.device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
 
 
+def _own_generators(method):
+    """Run a Trainer method with the trainer's own global generators in place (``global_rng``)."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with self.global_rng.in_place():
+            return method(self, *args, **kwargs)
+    return run
+
+
 class Trainer:
     """A trial's state, advanced one epoch at a time."""
 
@@ -79,10 +88,15 @@ class Trainer:
         self.config = c = resolve_config(config, user_data=data is not None)
         if c["num_threads"]:
             torch.set_num_threads(c["num_threads"])
-        random.seed(c["seed"])
-        np.random.seed(c["seed"])
-        torch.manual_seed(c["seed"])
         self.device = select_device(c["device"])
+        # what draws from the global generators (model initialisation, dropout, a user's model or
+        # loader) draws from the trainer's own, seeded here; the caller's stay as they are
+        self.global_rng = GlobalGenerators(c["seed"], self.device)
+        self._build(data)
+
+    @_own_generators
+    def _build(self, data) -> None:
+        c = self.config
         self.splits: Splits = build_splits(**split_arguments(c), data=data)
         self.augment = get_augmentation(c["augmentation"], self.splits.input_shape)
         # streamed data: a per-sample family runs on the loader's workers, ahead of the step
@@ -141,6 +155,7 @@ class Trainer:
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=c["lr"], momentum=c["momentum"],
                                          weight_decay=c["weight_decay"])
 
+    @_own_generators
     def start_retraining(self):
         """Fresh model on train+validation; the learned loss is frozen from here on."""
         self.search_validation = self.evaluator.validation(self.model, self.selection_data)
@@ -213,6 +228,7 @@ class Trainer:
 
         self.tuner.hyper_step(train_loss, val_loss)
 
+    @_own_generators
     def train_epoch(self) -> dict:
         """One epoch (with its hyper steps), then evaluation; returns the epoch's metrics."""
         if self.done:
@@ -275,6 +291,7 @@ class Trainer:
                 self.tuner.values_changed()
 
     # --- evaluation ----------------------------------------------------------------------
+    @_own_generators
     @torch.no_grad()
     def evaluate(self) -> dict:
         """The per-epoch metrics (names in ``ab_tune.names``; ARCHITECTURE.md, "Results").

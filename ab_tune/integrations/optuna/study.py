@@ -19,19 +19,28 @@ Every trial stores ``loss_parameters``, ``class_counts``, ``test_per_class_error
 data also ``test_per_group_error`` and ``group_counts``) and its final (or, when pruned, last)
 ``metrics`` as user attributes.
 
-``run_study`` is what ``ab-tune optuna`` runs: a seeded TPE study in an RDB storage,
-created or resumed, and the same report as ``ab-tune run``.
+``run_study`` is what ``ab-tune optuna`` runs: a seeded TPE study in an RDB storage or a journal
+file, created or resumed by any number of workers at once, and the same report as ``ab-tune run``.
 """
 from __future__ import annotations
 
 import copy
+import importlib
+import importlib.util
 import os
+import socket
 import sys
+import time
+import warnings
 from collections.abc import Callable
+
+import optuna
+import torch
 
 from ab_tune.config import trial_threads, without_placement
 from ab_tune.data import GROUP_DATASETS
 from ab_tune.errors import ConfigError
+from ab_tune.files import atomic_path
 from ab_tune.names import (
     CLASS_COUNTS,
     GROUP_COUNTS,
@@ -56,12 +65,15 @@ from ab_tune.search.searchspace import (
 from ab_tune.training.trainer import Trainer
 
 __all__ = ["optuna_objective", "AutoBalanceObjective", "MULTI_OBJECTIVE_METRICS", "GROUP_MULTI_OBJECTIVE_METRICS",
-           "study_rows", "run_study"]
+           "TrialSeededSampler", "open_storage", "new_study_storage", "study_rows", "run_study"]
 
 # both validation-side: the test split never selects
 MULTI_OBJECTIVE_METRICS = (VAL_BALANCED_ERROR, VAL_WORST_CLASS_ERROR)
 GROUP_MULTI_OBJECTIVE_METRICS = (VAL_BALANCED_ERROR, VAL_DEO)
 _SOURCE = "optuna_objective"
+# user attributes: the number of the trial's first attempt (itself, or the lost trial it retries;
+# its checkpoint file is named after it), the epoch a retry continued from, and the process that ran it
+FIRST_ATTEMPT, RESUMED_FROM_EPOCH, WORKER = "first_attempt", "resumed_from_epoch", "worker"
 
 
 def _direction(value) -> str:
@@ -74,7 +86,9 @@ def _direction(value) -> str:
 class AutoBalanceObjective:
     """``objective(trial)`` trains one AutoBalance trial; see ``optuna_objective``."""
 
-    def __init__(self, config, space=None, *, metric=None, directions=None, multi_objective=False, data=None):
+    def __init__(self, config, space=None, *, metric=None, directions=None, multi_objective=False, data=None,
+                 checkpoint_dir=None):
+        self.checkpoint_dir = checkpoint_dir
         experiment = None
         if isinstance(config, Experiment):
             if space is not None:
@@ -163,8 +177,6 @@ class AutoBalanceObjective:
 
     # --- one trial -----------------------------------------------------------------------
     def __call__(self, trial):
-        import optuna
-
         study = getattr(trial, "study", None)
         if study is not None and len(study.directions) != len(self.metrics):
             raise ConfigError(f"the study has {len(study.directions)} direction(s) but the objective returns "
@@ -173,16 +185,35 @@ class AutoBalanceObjective:
         point = {key: domain.suggest(trial, key) for key, domain in self.space.items()}
         trainer = Trainer(self.trial_config(point), data=self.data)
         trial.set_user_attr(CLASS_COUNTS, trainer.train_counts.tolist())
+        trial.set_user_attr(WORKER, f"{socket.gethostname()}:{os.getpid()}")
+        # a retry of a lost trial inherits its user attributes, the first attempt's number with them
+        first = trial.user_attrs.get(FIRST_ATTEMPT, trial.number)
+        trial.set_user_attr(FIRST_ATTEMPT, first)
+        checkpoint = (os.path.join(self.checkpoint_dir, f"trial_{first}.pt") if self.checkpoint_dir is not None
+                      else None)
+        if checkpoint is not None and os.path.exists(checkpoint):
+            trainer.load_state_dict(torch.load(checkpoint, weights_only=True, map_location=trainer.device))
+            trial.set_user_attr(RESUMED_FROM_EPOCH, trainer.epoch)
+        try:
+            return self._train(trial, trainer, checkpoint)
+        finally:  # a trial that ended (completed, pruned or failed) is never retried: its state goes
+            if checkpoint is not None and os.path.exists(checkpoint):
+                os.remove(checkpoint)
+
+    def _train(self, trial, trainer: Trainer, checkpoint: str | None):
         while not trainer.done:
             metrics = trainer.train_epoch()
-            if self.multi_objective:
-                continue  # Optuna does not prune multi-objective trials
-            value = metrics[self.metrics[0]]
-            trial.report(value, metrics["epoch"])
-            if trial.should_prune():
-                self._store(trial, trainer, metrics)
-                raise optuna.TrialPruned(f"pruned at epoch {metrics['epoch']} with "
-                                         f"{self.metrics[0]}={value:.4g}")
+            if not self.multi_objective:  # Optuna does not prune multi-objective trials
+                value = metrics[self.metrics[0]]
+                trial.report(value, metrics["epoch"])
+                if trial.should_prune():
+                    self._store(trial, trainer, metrics)
+                    raise optuna.TrialPruned(f"pruned at epoch {metrics['epoch']} with "
+                                             f"{self.metrics[0]}={value:.4g}")
+            if checkpoint is not None:  # a retry after this worker dies continues from here
+                os.makedirs(os.path.dirname(checkpoint), exist_ok=True)
+                with atomic_path(checkpoint) as temporary:
+                    torch.save(trainer.state_dict(), temporary)
         result = trainer.result()
         self._store(trial, trainer, result)
         values = tuple(float(result[m]) for m in self.metrics)
@@ -204,7 +235,7 @@ def _plain(value):
 
 def optuna_objective(config: dict | Experiment, space: dict | Experiment | None = None, *,
                      metric: str | None = None, directions=None, multi_objective: bool = False,
-                     data=None) -> Callable:
+                     data=None, checkpoint_dir: str | None = None) -> Callable:
     """An Optuna objective training one AutoBalance trial per ``optuna.Trial``.
 
     Args:
@@ -217,17 +248,34 @@ def optuna_objective(config: dict | Experiment, space: dict | Experiment | None 
         directions: ``["minimize", "minimize"]`` (or ``multi_objective=True``) returns
             ``(val_balanced_error, val_worst_class_error)`` and never prunes.
         data: the user's own data, as for ``ab_tune.train``.
+        checkpoint_dir: a folder every worker of the study can reach; each trial saves its state
+            there every epoch (``trial_<number>.pt``, removed when the trial ends), so that a retry of
+            a trial whose worker died (``RetryFailedTrialCallback``) continues from its last epoch.
 
     The returned callable has ``.directions`` for ``optuna.create_study(directions=...)``.
     Unknown keys, bad domains and invalid values raise before any trial runs.
     """
     return AutoBalanceObjective(config, space, metric=metric, directions=directions,
-                                multi_objective=multi_objective, data=data)
+                                multi_objective=multi_objective, data=data, checkpoint_dir=checkpoint_dir)
 
 
 # --- studies -------------------------------------------------------------------------------
+JOURNAL = "journal:"  # --storage journal:PATH: Optuna's journal file, for a shared file system without a database
+HEARTBEAT_SECONDS = 60  # an RDB study's running trials beat this often; one silent for two beats was lost
+MAX_RETRY = 3  # a lost trial (its worker died) runs again at most this often, from its last checkpoint
+STORAGE_TRIES = 6  # workers started together on a new database race to create its tables: the losers retry
+# callbacks: name -> optuna-integration's class and the modules it needs beside optuna-integration
+LOGGERS = {"mlflow": ("MLflowCallback", ("mlflow",)), "wandb": ("WeightsAndBiasesCallback", ("wandb",)),
+           "tensorboard": ("TensorBoardCallback", ("tensorboard", "tensorflow"))}
+
+
 def study_rows(study, objective: AutoBalanceObjective) -> list[dict]:
-    """One plain row per trial (ab_tune.reporting.report's format): id, status, config, metrics."""
+    """One plain row per trial (ab_tune.reporting.report's format): id, status, config, metrics.
+    A lost trial that a later attempt retried has the status RETRIED (its retry holds the result)."""
+    latest = {}  # first attempt -> its latest attempt
+    for trial in study.trials:
+        first = trial.user_attrs.get(FIRST_ATTEMPT, trial.number)
+        latest[first] = max(latest.get(first, first), trial.number)
     rows = []
     for trial in study.trials:
         attrs = trial.user_attrs
@@ -236,43 +284,170 @@ def study_rows(study, objective: AutoBalanceObjective) -> list[dict]:
             if key in attrs:
                 metrics[key] = attrs[key]
         config = without_placement(objective.trial_config(dict(trial.params)))
-        rows.append({"trial_id": str(trial.number), "status": trial.state.name, "config": config,
-                     "metrics": metrics})
+        status = trial.state.name
+        if status == "FAIL" and latest[attrs.get(FIRST_ATTEMPT, trial.number)] > trial.number:
+            status = "RETRIED"
+        rows.append({"trial_id": str(trial.number), "status": status, "config": config, "metrics": metrics})
     return rows
 
 
-def _open_study(storage: str, study_name: str, directions: list[str], seed: int, pruner):
-    import optuna
+class TrialSeededSampler(optuna.samplers.BaseSampler):
+    """TPE whose random draws for trial n come from a generator seeded with ``seed + n``.
 
+    The storage hands out trial numbers one by one, so workers started together on one study draw
+    different start-up points (a TPE seeded once per worker, from what each worker saw at its start,
+    repeats the others' points), and a run alone with a fixed seed draws the same points every time.
+    """
+
+    def __init__(self, seed: int, **tpe_options):
+        self.seed, self.tpe_options = seed, tpe_options
+        self._samplers = {}  # trial number -> its TPE (threads of study.optimize(n_jobs>1) share this)
+
+    def _tpe(self, trial) -> optuna.samplers.TPESampler:
+        if trial.number not in self._samplers:
+            self._samplers[trial.number] = optuna.samplers.TPESampler(seed=self.seed + trial.number,
+                                                                      **self.tpe_options)
+        return self._samplers[trial.number]
+
+    def before_trial(self, study, trial):
+        self._tpe(trial).before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self._tpe(trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._tpe(trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._tpe(trial).sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values):
+        self._tpe(trial).after_trial(study, trial, state, values)
+        del self._samplers[trial.number]
+
+
+def _storage_error(storage: str, error: Exception) -> ConfigError:
+    """What failed, in one line (sqlalchemy's messages add the SQL and a link on further lines)."""
+    import sqlalchemy.exc
+
+    message = " ".join(str(error).split("[SQL:")[0].split("(Background on this error")[0].split())
+    hint = ("" if isinstance(error, (sqlalchemy.exc.DBAPIError, OSError)) else
+            "; expected an RDB URL such as sqlite:///path/study.db, or journal:PATH")
+    return ConfigError(f"--storage {storage!r} could not be opened ({type(error).__name__}: {message}){hint}")
+
+
+def _retrying(make):
+    """``make()``, tried again on a database error after a short wait: workers started together on a new
+    database race to create its tables, and a loser's CREATE TABLE fails once the winner's exists."""
+    import sqlalchemy.exc
+
+    for attempt in range(STORAGE_TRIES):
+        try:
+            return make()
+        except sqlalchemy.exc.DBAPIError:
+            if attempt == STORAGE_TRIES - 1:
+                raise
+            time.sleep(0.05 * 2 ** attempt)
+
+
+def open_storage(storage: str, heartbeat_interval: int | None = None):
+    """The Optuna storage of ``--storage``: an RDB URL (``sqlite:///study.db``, ``postgresql://...``) or
+    ``journal:PATH`` (a journal file, for a file system the workers share). With ``heartbeat_interval``
+    (RDB only) a running trial records a heartbeat that often; a trial silent for two intervals is
+    failed by the next trial's start and run again (``MAX_RETRY`` times at most) with its params and
+    reported epochs. Errors are one line naming what failed."""
+    if storage.startswith(JOURNAL):
+        path = storage[len(JOURNAL):]
+        if not path:
+            raise ConfigError(f"--storage {storage!r} names no file: give journal:PATH, e.g. journal:/shared/study.log")
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise ConfigError(f"--storage {storage!r}: the folder {folder} does not exist; a journal file goes in a "
+                              "folder every worker can write (journal:/shared/study.log)")
+        if heartbeat_interval is not None:
+            raise ConfigError(f"--storage {storage!r}: a journal file has no heartbeat, got heartbeat_interval="
+                              f"{heartbeat_interval}; use an RDB storage (sqlite:///, postgresql://) for one")
+        try:
+            return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+        except OSError as e:
+            raise _storage_error(storage, e) from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat and its retry
+        options = {}
+        if heartbeat_interval is not None:
+            # optuna >= 4.9 names the retry callback after the heartbeat; older versions have the first name
+            retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
+            key = "heartbeat_stale_trial_callback" if retry else "failed_trial_callback"
+            retry = retry or optuna.storages.RetryFailedTrialCallback
+            options = {"heartbeat_interval": heartbeat_interval,
+                       key: retry(max_retry=MAX_RETRY, inherit_intermediate_values=True)}
+        try:
+            return _retrying(lambda: optuna.storages.RDBStorage(storage, **options))
+        except Exception as e:  # sqlalchemy's URL, driver and database errors
+            raise _storage_error(storage, e) from None
+
+
+def new_study_storage(storage: str, study_name: str):
+    """The opened storage for a new study of that name (Ray Tune's Optuna search creates it there);
+    one that already holds a study of that name is refused, rather than mixed into."""
+    opened = open_storage(storage)
+    if study_name in optuna.study.get_all_study_names(opened):
+        raise ConfigError(f"--study-storage {storage!r} already holds a study {study_name!r}: use --name for a new one")
+    return opened
+
+
+def _open_study(storage: str, study_name: str, directions: list[str], seed: int, pruner,
+                heartbeat_interval: int | None):
+    opened = open_storage(storage, heartbeat_interval)
     try:
-        study = optuna.create_study(storage=storage, study_name=study_name, directions=directions,
-                                    load_if_exists=True)
-    except Exception as e:  # sqlalchemy's URL, driver and file errors: one line
-        message = " ".join(str(e).split("(Background on this error")[0].split())
-        raise ConfigError(f"--storage {storage!r} is not a usable Optuna storage ({type(e).__name__}: "
-                         f"{message}); expected a database URL such as sqlite:///path/study.db") from None
+        study = _retrying(lambda: optuna.create_study(storage=opened, study_name=study_name, directions=directions,
+                                                      load_if_exists=True))
+    except Exception as e:
+        raise _storage_error(storage, e) from None
     found = [d.name.lower() for d in study.directions]
     if found != directions:
         raise ConfigError(f"study {study_name!r} in {storage} has directions {found}, but this run needs "
                          f"{directions}: use another --study-name")
-    # a resumed study must not replay the first run's random start-up points
-    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
+    study.sampler = TrialSeededSampler(seed)
     study.pruner = pruner
     return study
 
 
+def _loggers(names, objective: AutoBalanceObjective, out_dir: str) -> list:
+    """optuna-integration's callbacks for the experiment's ``callbacks``, or one line naming what to install."""
+    made = []
+    for name in names:
+        cls, needs = LOGGERS[name]
+        missing = [m for m in ("optuna_integration", *needs) if importlib.util.find_spec(m) is None]
+        if missing:
+            raise ConfigError(f"callbacks: {name} needs {', '.join(missing)} installed: pip install "
+                              f"{' '.join(m.replace('_', '-') for m in missing)}")
+        metrics = list(objective.metrics) if objective.multi_objective else objective.metrics[0]
+        if name == "tensorboard":
+            if objective.multi_objective:
+                raise ConfigError("callbacks: tensorboard logs one objective, got --multi-objective; use mlflow or wandb")
+            options = {"dirname": os.path.join(out_dir, "tensorboard"), "metric_name": metrics}
+        else:
+            options = {"metric_name": metrics}
+        made.append(getattr(importlib.import_module("optuna_integration"), cls)(**options))
+    return made
+
+
 def run_study(experiment: Experiment, *, storage: str, study_name: str | None = None,
               n_trials: int | None = None, multi_objective: bool = False, out_dir: str | None = None,
-              seed: int | None = None, out=None):
+              seed: int | None = None, heartbeat_interval: int | None = None, callbacks=(), out=None):
     """Create or resume an Optuna study over the experiment, run ``n_trials`` more, report.
 
-    ``seed`` seeds the TPE sampler; None takes the experiment's (its config's ``seed``, else 0),
-    as a Ray Tune run of the same file does.
+    Any number of workers (processes, machines) may run this on one study at once. ``storage`` is an
+    RDB URL or ``journal:PATH``. ``seed`` seeds the TPE sampler, trial by trial (``TrialSeededSampler``);
+    None takes the experiment's (its config's ``seed``, else 0), as a Ray Tune run of the same file does.
+    ``heartbeat_interval`` (seconds, RDB storages only; default ``HEARTBEAT_SECONDS`` there, none for a
+    journal): a trial whose worker died is retried from its last epoch's checkpoint, kept under
+    ``out_dir/checkpoints`` (which every worker must reach). ``callbacks`` are ``study.optimize``
+    callbacks, run after the experiment file's loggers (its ``callbacks``).
 
-    Returns ``(study, paths, failed)``: ``failed`` counts this run's failed trials.
+    Returns ``(study, paths, failed)``: ``failed`` counts this worker's failed trials.
     """
-    import optuna
-
     from ab_tune.reporting.report import format_table, print_report, write_report
 
     out = out or sys.stdout
@@ -280,25 +455,34 @@ def run_study(experiment: Experiment, *, storage: str, study_name: str | None = 
         print(f"note: search.algorithm {experiment.algorithm!r} and search.scheduler {experiment.scheduler!r} "
               "are Ray Tune settings; an Optuna study samples with TPE and prunes with the median rule",
               file=sys.stderr)
-    objective = AutoBalanceObjective(experiment, multi_objective=multi_objective)
     n_trials = experiment.num_samples if n_trials is None else n_trials
     if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 0:
         raise ConfigError(f"n_trials must be a non-negative integer, got n_trials={n_trials!r}")
-    study_name = study_name or (f"{experiment.name}_multi" if objective.multi_objective else experiment.name)
+    if heartbeat_interval is not None and (isinstance(heartbeat_interval, bool) or not isinstance(heartbeat_interval, int)
+                                           or heartbeat_interval < 1):
+        raise ConfigError(f"heartbeat_interval must be a positive number of seconds, got "
+                          f"heartbeat_interval={heartbeat_interval!r}")
+    if heartbeat_interval is None and not storage.startswith(JOURNAL):
+        heartbeat_interval = HEARTBEAT_SECONDS
+    study_name = study_name or (f"{experiment.name}_multi" if multi_objective else experiment.name)
+    out_dir = out_dir or os.path.join("ab_tune_results", f"{study_name}_optuna")
+    objective = AutoBalanceObjective(experiment, multi_objective=multi_objective,
+                                     checkpoint_dir=os.path.join(out_dir, "checkpoints"))
+    loggers = _loggers(experiment.callbacks, objective, out_dir)  # a missing package: before any trial
     pruner = (optuna.pruners.NopPruner() if objective.multi_objective
               else optuna.pruners.MedianPruner(n_warmup_steps=experiment.grace_period))
     seed = experiment.sampler_seed() if seed is None else seed
-    study = _open_study(storage, study_name, objective.directions, seed, pruner)
-    before = len(study.trials)
-    study.optimize(objective, n_trials=n_trials, catch=(Exception,))
-    failed = [t for t in study.trials[before:] if t.state == optuna.trial.TrialState.FAIL]
+    study = _open_study(storage, study_name, objective.directions, seed, pruner, heartbeat_interval)
+    mine = []  # this worker's trials (others may run beside it)
+    study.optimize(objective, n_trials=n_trials, catch=(Exception,),
+                   callbacks=[lambda _, trial: mine.append(trial), *loggers, *callbacks])
+    failed = [t for t in mine if t.state == optuna.trial.TrialState.FAIL]
 
     rows = study_rows(study, objective)
     complete = [r for r in rows if r["status"] == "COMPLETE"]
     searched = objective.searched()
     metric = objective.metrics[0]
     mode = "min" if objective.directions[0] == "minimize" else "max"
-    out_dir = out_dir or os.path.join("ab_tune_results", f"{study_name}_optuna")
     paths = write_report(rows, out_dir, metric, mode, searched, study_name)  # every trial, with its status
     counts = {}
     for row in rows:

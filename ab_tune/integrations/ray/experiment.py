@@ -7,10 +7,12 @@ import sys
 
 import ray
 from ray import tune
+from ray.tune.search.optuna import OptunaSearch
 
 from ab_tune.config import resolve_config, total_epochs, without_placement
 from ab_tune.integrations.ray.trainable import AutoBalanceTrainable
 from ab_tune.integrations.ray.trial_logs import trial_loggers
+from ab_tune.names import CLASS_COUNTS
 from ab_tune.reporting.report import format_table, print_report, write_report
 from ab_tune.search.searchspace import Experiment, SearchSpaceError, nested_parent, set_nested
 
@@ -68,15 +70,23 @@ def _clip_to_space(bounds: dict, config: dict) -> dict:
     return config
 
 
-def _search_algorithm(experiment: Experiment):
-    if experiment.algorithm == "optuna":
-        from ray.tune.search.optuna import OptunaSearch
+class PruningOptunaSearch(OptunaSearch):
+    """Tune's OptunaSearch, telling the study that a trial a scheduler (ASHA) or a stopper ended early
+    was pruned: Tune hands its last epoch's result as if complete, and TPE would take that partial
+    value for a finished trial's."""
 
-        return OptunaSearch(seed=experiment.sampler_seed())
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        finished = result is not None and CLASS_COUNTS in result  # only a trial's final result holds them
+        super().on_trial_complete(trial_id, result if finished or error else None, error)
+
+
+def _search_algorithm(experiment: Experiment, study_storage=None, name: str | None = None):
+    if experiment.algorithm == "optuna":
+        return PruningOptunaSearch(seed=experiment.sampler_seed(), storage=study_storage, study_name=name)
     return None  # random and grid: Tune's variant generator samples and enumerates
 
 
-def build_tuner(experiment: Experiment, storage: str, name: str, stopper=None):
+def build_tuner(experiment: Experiment, storage: str, name: str, stopper=None, study_storage=None):
     probe = resolve_config(experiment.trial_config({k: d.sample_point() for k, d in experiment.space.items()}))
     max_epochs = total_epochs(probe)
     # PBT restores a trial from another trial's checkpoint of some epochs ago: deleting all but the
@@ -90,7 +100,7 @@ def build_tuner(experiment: Experiment, storage: str, name: str, stopper=None):
         tune_config=tune.TuneConfig(
             metric=experiment.metric, mode=experiment.mode, num_samples=experiment.num_samples,
             max_concurrent_trials=experiment.max_concurrent,
-            search_alg=_search_algorithm(experiment), scheduler=_scheduler(experiment, max_epochs),
+            search_alg=_search_algorithm(experiment, study_storage, name), scheduler=_scheduler(experiment, max_epochs),
             reuse_actors=pbt),
         run_config=tune.RunConfig(
             name=name, storage_path=storage,
@@ -114,11 +124,14 @@ def result_rows(result_grid) -> list[dict]:
 
 
 def run_experiment(experiment: Experiment, *, storage: str | None = None, name: str | None = None,
-                   resume: bool = False, address: str | None = None, out=None, stopper=None):
+                   resume: bool = False, address: str | None = None, out=None, stopper=None,
+                   study_storage=None):
     """Run (or resume) the experiment; write the report next to Ray's experiment folder.
 
     ``stopper`` is a ``ray.tune.Stopper`` of a new run (a compute budget, say); a resumed run
-    keeps the stop conditions it was started with.
+    keeps the stop conditions it was started with. ``study_storage`` (an Optuna storage, see
+    ``ab_tune.integrations.optuna.study.open_storage``) keeps an Optuna search's study there too, under
+    the experiment's name, for optuna-dashboard; a resumed run keeps the storage it was started with.
 
     Returns ``(result_grid, paths)``. Nothing already written is overwritten: starting an
     experiment whose folder exists asks for ``resume`` or another name.
@@ -154,7 +167,7 @@ def run_experiment(experiment: Experiment, *, storage: str | None = None, name: 
         tuner = tune.Tuner.restore(path, trainable=AutoBalanceTrainable, resume_unfinished=True,
                                    resume_errored=True, param_space=experiment.param_space())
     else:
-        tuner = build_tuner(experiment, storage, name, stopper=stopper)
+        tuner = build_tuner(experiment, storage, name, stopper=stopper, study_storage=study_storage)
     result_grid = tuner.fit()
     rows = result_rows(result_grid)
     searched = list(experiment.space)
