@@ -125,7 +125,8 @@ OPTIONS: dict[str, Option] = {
         "selection_fraction": Option(0.0, "a number in [0, 1)", lambda v: _number(0, 1)(v) and v < 1,
                                      "fraction of the validation split held out of the hypergradient; the val_* "
                                      "metrics the outer search selects by come from it (0: the paper's method, "
-                                     "the whole validation split serves both)"),
+                                     "the whole validation split serves both); a fixed loss (learn: []) fits "
+                                     "no validation image and scores on the whole split"),
         "balanced_val": Option(False, "true or false", _is_bool, "balanced validation split instead of long-tailed"),
         "data_seed": Option(None, "an integer >= 0 or null", _optional(_number(0, integer=True)),
                             "seed of the data splits (null: the trial's seed)"),

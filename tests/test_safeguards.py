@@ -156,3 +156,11 @@ def test_the_command_refuses_a_selection_fraction_that_leaves_a_class_out_before
     from ab_tune.search.preflight import check_trial
     with pytest.raises(ab_tune.ConfigError, match=r"selection_fraction=0.5 leaves class \d+ with no held-out"):
         check_trial({**QUICK, "imbalance_ratio": 100, "val_fraction": 0.05})
+
+
+def test_a_fixed_loss_scores_on_the_whole_validation_split_and_a_learned_one_on_its_held_out_part():
+    fixed = Trainer({**QUICK, "learn": []})
+    learned = Trainer(QUICK)
+    assert len(fixed.selection_data.y) == len(fixed.splits.val.y)  # no hypergradient fitted any of it
+    assert len(learned.selection_data.y) + len(learned.val_data.y) == len(learned.splits.val.y)
+    assert 0.4 < len(learned.selection_data.y) / len(learned.splits.val.y) < 0.6

@@ -60,7 +60,8 @@ def tie_note(rows: list[dict], metric: str, mode: str) -> str:
     tied = tied_best(rows, metric, mode)
     if len(tied) < 2:
         return ""
-    held_out = all((r["config"].get("selection_fraction") or 0) > 0 for r in tied)
+    # a fixed loss (learn: []) fits no validation image; a learned one fits all but its held-out part
+    held_out = all((r["config"].get("selection_fraction") or 0) > 0 or r["config"].get("learn") == [] for r in tied)
     source = ("held-out validation images no hypergradient saw" if held_out else
               "the validation images the learned losses were fitted to (set selection_fraction to score held-out ones)")
     return (f"{len(tied)} trials tie on {metric} = {metric_value(tied[0], metric):.4g}: validation cannot tell them "

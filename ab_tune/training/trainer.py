@@ -112,8 +112,10 @@ class Trainer:
             self.learned_augment.to(self.device)
         self.drw = make_reweighting(c, self.train_counts)
         self._reweight(0)
-        # the hypergradient sees hyper_val only; the reported val_* metrics come from the selection part
-        hyper_val, selection = selection_split(self.splits.val, c["selection_fraction"], c["data_seed"] + 1)
+        # the hypergradient sees hyper_val only; the reported val_* metrics come from the selection part.
+        # A fixed loss has no hypergradient: no image of its validation split is fitted, it scores on all
+        held_out = c["selection_fraction"] if self._hparameters() else 0.0
+        hyper_val, selection = selection_split(self.splits.val, held_out, c["data_seed"] + 1)
         self.objective = make_objective(c, hyper_val, self.device)
         selection_objective = self.objective if selection is hyper_val else make_objective(c, selection, self.device)
         # separate streams, so that batch order does not depend on how many hyper steps ran
