@@ -303,6 +303,10 @@ def test_resume_reads_finished_runs_back_and_starts_the_missing_methods(comparis
                                                   r"got retrain=True"):
         compare(dataset="digits", overrides=overrides, seeds=1, methods=["ce"], num_samples=2, retrain=True,
                 storage=str(tmp_path), name="tiny", resume=True)
+    # other selection settings: the held-out part the pick ranks on is not mixed with another
+    with pytest.raises(ab_tune.ConfigError, match=r"^--resume: comparison 'tiny' was started with overrides="):
+        compare(dataset="digits", overrides={**overrides, "selection_fraction": 0.5}, seeds=1, methods=["ce"],
+                num_samples=2, storage=str(tmp_path), name="tiny", resume=True)
     # an AutoBalance file edited since the comparison started is caught, not mixed in
     edited = tmp_path / "digits_lt.yaml"
     edited.write_text(open(bundled_path("digits_lt.yaml")).read().replace("[0.005, 0.05]", "[0.001, 0.01]"))

@@ -38,6 +38,7 @@ config:
   learn: [delta, iota]
   parametrization: frequency  # learned: a logit-adjustment tau and a CDT gamma on top of the preset
   retrain: true               # a fresh model on train+validation with the learned loss, at the end
+  selection_fraction: 0.3     # trials ranked on validation images no hypergradient saw (needs 2 per class)
   head: cosine                # the classifier head every method shares under `ab-tune compare`
 space:
   loss_init: {{choice: [ce, la]}}   # the preset the learned loss starts from
