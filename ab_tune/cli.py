@@ -1,7 +1,8 @@
 """The ``ab-tune`` command.
 
-    ab-tune run [FILE] [--set key=value ...] [--num-samples N] [--gpus-per-trial F]
-                [--address ADDR] [--storage PATH] [--name NAME] [--resume] [--retrain]
+    ab-tune run [FILE] [--set key=value ...] [--num-samples N] [--gpus-per-trial F] [--max-failures N]
+                [--address ADDR] [--storage PATH] [--name NAME] [--resume | --resume-errored | --restart-errored]
+                [--retrain]
     ab-tune compare [--dataset NAME] [--metric VAL_METRIC] [--set key=value ...] [--budget SECONDS] [--seeds N]
                     [--first-seed K] [--retrain] [--resume] [--methods m1,m2] [--num-samples N] [--file FILE]
                     [--storage PATH] [--name NAME]
@@ -109,10 +110,15 @@ def _run(args) -> int:
         if args.gpus_per_trial < 0:
             raise UsageError(f"--gpus-per-trial must be >= 0, got --gpus-per-trial {args.gpus_per_trial}")
         experiment.gpu = args.gpus_per_trial
+    if args.max_failures is not None:
+        if args.max_failures < 0:
+            raise UsageError(f"--max-failures must be an integer >= 0, got --max-failures {args.max_failures}")
+        experiment.max_failures = args.max_failures
 
     from ab_tune.integrations.ray.experiment import run_experiment
 
     result_grid, _ = run_experiment(experiment, storage=args.storage, name=args.name, resume=args.resume,
+                                    resume_errored=args.resume_errored, restart_errored=args.restart_errored,
                                     address=args.address)
     return 1 if result_grid.errors else 0
 
@@ -174,7 +180,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--storage", help="where experiments are written (default: ./ab_tune_results); "
                                        "shared storage (NFS, s3://) on a multi-node cluster")
     run.add_argument("--name", help="experiment name (default: the file's name)")
-    run.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
+    run.add_argument("--resume", action="store_true",
+                     help="continue an interrupted experiment: unfinished trials continue from their last checkpoint; "
+                          "errored trials stay errored")
+    run.add_argument("--resume-errored", action="store_true",
+                     help="--resume, and continue errored trials from their last checkpoint")
+    run.add_argument("--restart-errored", action="store_true",
+                     help="--resume, and train errored trials again from scratch")
+    run.add_argument("--max-failures", type=int,
+                     help="retries of a failed trial, each from its last checkpoint (default: the file's "
+                          "search.max_failures, 3)")
     run.add_argument("--retrain", action="store_true",
                      help="after each trial's search, train a fresh model on train+validation with the learned "
                           "loss frozen (sets retrain=true for every trial)")

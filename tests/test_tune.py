@@ -142,11 +142,16 @@ def test_restore_reproduces_the_next_epoch_exactly(tmp_path):
     # the last epoch reports the final result (class counts, learned loss) and done
     final = second.train()
     assert final["done"] and final["class_counts"] and final["loss_parameters"]
-    # a trial restored from its final checkpoint reports its final result again, never fails
+    assert not got["replayed"] and not final["replayed"]
+    # a trial restored from its final checkpoint reports its final result again, never fails,
+    # and says that it trained nothing
     third = AutoBalanceTrainable(config=config)
     third.restore(second.save(str(tmp_path / "final")))
-    again = third.train()
-    assert again["done"] and again["val_balanced_error"] == final["val_balanced_error"]
+    with pytest.warns(UserWarning, match="trained nothing and replayed its final result"):
+        again = third.train()
+    assert again["done"] and again["replayed"] and again["epoch"] == final["epoch"]
+    for key in FINAL_KEYS[2:]:
+        assert again[key] == final[key], key
     for trainable in (first, second, third):
         trainable.stop()
 

@@ -16,6 +16,7 @@
       max_concurrent: 2
       metric: val_balanced_error # validation-side only
       mode: min
+      max_failures: 3            # retries of a failed trial, each from its last checkpoint
     resources: {cpu: 1, gpu: 0}
 
 ``load_experiment(path)`` validates the whole file (keys, domains, and the trial config
@@ -28,7 +29,7 @@ import copy
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import yaml
 
@@ -48,7 +49,7 @@ DOMAIN_KINDS = ("choice", "uniform", "loguniform", "int", "grid")
 TOP_LEVEL = ("name", "description", "config", "space", "search", "resources")
 SEARCH_KEYS = {"algorithm": "optuna", "scheduler": "fifo", "num_samples": 8, "max_concurrent": 2,
                "metric": names.VAL_BALANCED_ERROR, "mode": "min", "grace_period": 1, "perturbation_interval": 2,
-               "synch": False}
+               "synch": False, "max_failures": 3}
 RESOURCE_KEYS = {"cpu": 1, "gpu": 0}
 DEFAULT_FILE = "digits_lt.yaml"
 
@@ -112,6 +113,9 @@ class Experiment:
     grace_period: int = 1
     perturbation_interval: int = 2
     synch: bool = False
+    # retries of a failed trial, each from its last checkpoint; how trials run, not what they compute:
+    # out of the repr, so compare's digest of a method (its resume check) does not change with it
+    max_failures: int = field(default=3, repr=False)
     cpu: float = 1
     gpu: float = 0
     source: str = "<dict>"
@@ -238,6 +242,8 @@ def parse_experiment(data, source: str = "<dict>") -> Experiment:
         value = s[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise _fail(source, f"search.{key} must be a positive integer, got {key}={value!r}")
+    if isinstance(s["max_failures"], bool) or not isinstance(s["max_failures"], int) or s["max_failures"] < 0:
+        raise _fail(source, f"search.max_failures must be an integer >= 0, got max_failures={s['max_failures']!r}")
     if not isinstance(s["synch"], bool):
         raise _fail(source, f"search.synch must be true or false, got synch={s['synch']!r}")
     if s["metric"] not in VALIDATION_METRICS:
@@ -268,7 +274,8 @@ def parse_experiment(data, source: str = "<dict>") -> Experiment:
         config=copy.deepcopy(config), space=space, algorithm=s["algorithm"], scheduler=s["scheduler"],
         num_samples=s["num_samples"], max_concurrent=s["max_concurrent"], metric=s["metric"], mode=s["mode"],
         grace_period=s["grace_period"], perturbation_interval=s["perturbation_interval"],
-        synch=s["synch"], cpu=r["cpu"], gpu=r["gpu"], source=source, description=str(data.get("description") or ""))
+        synch=s["synch"], max_failures=s["max_failures"], cpu=r["cpu"], gpu=r["gpu"], source=source,
+        description=str(data.get("description") or ""))
     # every reachable point must make a valid trial config: unknown keys and bad values fail here
     for point in reachable_points(space):
         try:

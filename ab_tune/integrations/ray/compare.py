@@ -13,7 +13,7 @@ method trains on the same splits with the same network and epochs.
 Each (seed, method) is one Ray Tune run in ``<storage>/<name>/seed<k>/<method>``; its best trial
 is chosen by the experiment's validation metric only, and its test errors are reported.
 ``resume=True`` continues an interrupted comparison: finished runs are read back, unfinished ones
-resumed (their failed trials run again), missing ones (a method or seed added) started; the
+resumed (their failed trials trained again from scratch), missing ones (a method or seed added) started; the
 settings it was started with (``settings.json``: dataset, overrides, retraining, trials and a
 digest of each method's resolved experiment, so an edited file is caught) must match. A budgeted
 comparison cannot be resumed: Tune does not keep the seconds a budget has spent.
@@ -308,7 +308,7 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
             print(f"\n== seed {seed}, {method} ({experiment.source})", file=out, flush=True)
             stopper = _stopper_class()(budget)
             grid, _ = run_experiment(experiment, storage=seed_dir, name=method, address=address, out=out,
-                                     stopper=stopper, resume=continued[(seed, method)])
+                                     stopper=stopper, restart_errored=continued[(seed, method)])
             rows = result_rows(grid)
             all_rows[method].extend(rows)
             grids[(seed, method)] = grid

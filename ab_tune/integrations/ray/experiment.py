@@ -9,9 +9,10 @@ import ray
 from ray import tune
 
 from ab_tune.config import resolve_config, total_epochs, without_placement
+from ab_tune.errors import UsageError
 from ab_tune.integrations.ray.trainable import AutoBalanceTrainable
 from ab_tune.integrations.ray.trial_logs import trial_loggers
-from ab_tune.reporting.report import format_table, print_report, write_report
+from ab_tune.reporting.report import format_table, print_report, replayed_note, write_report
 from ab_tune.search.searchspace import Experiment, SearchSpaceError, nested_parent, set_nested
 
 __all__ = ["run_experiment", "check_resources", "build_tuner", "result_rows", "DEFAULT_STORAGE"]
@@ -96,7 +97,7 @@ def build_tuner(experiment: Experiment, storage: str, name: str, stopper=None):
             name=name, storage_path=storage,
             checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1, num_to_keep=None if pbt else 2,
                                                     checkpoint_at_end=True),
-            failure_config=tune.FailureConfig(max_failures=1),
+            failure_config=tune.FailureConfig(max_failures=experiment.max_failures),
             stop=stopper, verbose=1, callbacks=trial_loggers()),
     )
 
@@ -114,15 +115,23 @@ def result_rows(result_grid) -> list[dict]:
 
 
 def run_experiment(experiment: Experiment, *, storage: str | None = None, name: str | None = None,
-                   resume: bool = False, address: str | None = None, out=None, stopper=None):
+                   resume: bool = False, resume_errored: bool = False, restart_errored: bool = False,
+                   address: str | None = None, out=None, stopper=None):
     """Run (or resume) the experiment; write the report next to Ray's experiment folder.
 
-    ``stopper`` is a ``ray.tune.Stopper`` of a new run (a compute budget, say); a resumed run
-    keeps the stop conditions it was started with.
+    ``resume`` continues the unfinished trials from their checkpoints; a trial that errored stays
+    errored unless ``restart_errored`` (train it again from scratch) or ``resume_errored`` (continue
+    it from its last checkpoint) asks for it; either one resumes. ``stopper`` is a
+    ``ray.tune.Stopper`` of a new run (a compute budget, say); a resumed run keeps the stop
+    conditions and ``max_failures`` it was started with.
 
     Returns ``(result_grid, paths)``. Nothing already written is overwritten: starting an
     experiment whose folder exists asks for ``resume`` or another name.
     """
+    if resume_errored and restart_errored:
+        raise UsageError("--resume-errored (continue errored trials from their checkpoints) and --restart-errored "
+                         "(train them again from scratch) exclude each other: choose one")
+    resume = resume or resume_errored or restart_errored
     out = out or sys.stdout
     storage = storage or DEFAULT_STORAGE
     remote = "://" in storage  # s3://, gs://, ...: Tune writes there; the report stays local
@@ -152,14 +161,17 @@ def run_experiment(experiment: Experiment, *, storage: str | None = None, name: 
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if resume:
         tuner = tune.Tuner.restore(path, trainable=AutoBalanceTrainable, resume_unfinished=True,
-                                   resume_errored=True, param_space=experiment.param_space())
+                                   resume_errored=resume_errored, restart_errored=restart_errored,
+                                   param_space=experiment.param_space())
     else:
         tuner = build_tuner(experiment, storage, name, stopper=stopper)
     result_grid = tuner.fit()
     rows = result_rows(result_grid)
     searched = list(experiment.space)
     paths = write_report(rows, report_dir, experiment.metric, experiment.mode, searched, name)
+    failed = (f"{len(result_grid.errors)} trial(s) failed; see {path} (--resume-errored continues them, "
+              "--restart-errored trains them again)") if result_grid.errors else ""
     print_report(f"Best trials of {name} by {experiment.metric} ({experiment.mode})",
                  format_table(rows, experiment.metric, experiment.mode, searched), paths, out,
-                 f"{len(result_grid.errors)} trial(s) failed; see {path}" if result_grid.errors else "")
+                 "\n".join(filter(None, (failed, replayed_note(rows)))))
     return result_grid, paths
