@@ -1,8 +1,8 @@
 """The ``ab-tune`` command.
 
-    ab-tune run [FILE] [--set key=value ...] [--num-samples N] [--gpus-per-trial F] [--max-failures N]
-                [--address ADDR] [--storage PATH] [--name NAME] [--resume | --resume-errored | --restart-errored]
-                [--retrain]
+    ab-tune run [FILE] [--set key=value ...] [--num-samples N] [--cpus-per-trial N] [--gpus-per-trial F]
+                [--max-failures N] [--address ADDR] [--storage PATH] [--name NAME]
+                [--resume | --resume-errored | --restart-errored] [--retrain]
     ab-tune compare [--dataset NAME] [--metric VAL_METRIC] [--set key=value ...] [--budget SECONDS] [--seeds N]
                     [--first-seed K] [--retrain] [--resume] [--methods m1,m2] [--num-samples N] [--file FILE]
                     [--storage PATH] [--name NAME]
@@ -96,7 +96,7 @@ def _train(args) -> int:
 
 
 def _run(args) -> int:
-    from ab_tune.search.searchspace import load_experiment
+    from ab_tune.search.searchspace import load_experiment, resource_problem
 
     overrides = parse_assignments(args.set)
     if args.retrain:
@@ -106,10 +106,12 @@ def _run(args) -> int:
         if args.num_samples < 1:
             raise UsageError(f"--num-samples must be a positive integer, got --num-samples {args.num_samples}")
         experiment.num_samples = args.num_samples
-    if args.gpus_per_trial is not None:
-        if args.gpus_per_trial < 0:
-            raise UsageError(f"--gpus-per-trial must be >= 0, got --gpus-per-trial {args.gpus_per_trial}")
-        experiment.gpu = args.gpus_per_trial
+    for key, value in (("cpu", args.cpus_per_trial), ("gpu", args.gpus_per_trial)):
+        if value is not None:
+            problem = resource_problem(key, value)
+            if problem:
+                raise UsageError(f"--{key}s-per-trial {problem}, got --{key}s-per-trial {value:g}")
+            setattr(experiment, key, value)
     if args.max_failures is not None:
         if args.max_failures < 0:
             raise UsageError(f"--max-failures must be an integer >= 0, got --max-failures {args.max_failures}")
@@ -175,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="fix a trial config key for every trial (repeatable; dotted keys for nested)")
     run.add_argument("--num-samples", type=int, help="trials to sample (grid: repeats of the grid)")
-    run.add_argument("--gpus-per-trial", type=float, help="GPUs per trial; fractions share a GPU")
+    run.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (also its torch threads)")
+    run.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, at most 1; fractions share a GPU")
     run.add_argument("--address", help="an existing Ray cluster, e.g. auto")
     run.add_argument("--storage", help="where experiments are written (default: ./ab_tune_results); "
                                        "shared storage (NFS, s3://) on a multi-node cluster")

@@ -116,14 +116,16 @@ def test_a_killed_worker_continues_from_its_checkpoint(ray_local, tmp_path, unin
     assert sorted(restarts(rows) for rows in histories.values()) == [[(1, 1)], [(1, 1), (2, 2)]]
 
 
-def test_resume_flags_and_max_failures_are_checked_before_ray_starts(tmp_path, capsys, monkeypatch):
+def test_bad_run_flags_fail_before_ray_starts(tmp_path, capsys, monkeypatch):
     def no_ray(*args, **kwargs):
         pytest.fail("bad input must fail before Ray starts")
 
     monkeypatch.setattr(ray, "init", no_ray)
     initialized = ray.is_initialized()
     for argv, message in ((["--resume-errored", "--restart-errored"], "--resume-errored"),
-                          (["--max-failures", "-1"], "--max-failures -1")):
+                          (["--max-failures", "-1"], "--max-failures -1"),
+                          (["--cpus-per-trial", "0"], "--cpus-per-trial must be a number > 0, got --cpus-per-trial 0"),
+                          (["--gpus-per-trial", "2"], "--gpus-per-trial must be a number from 0 to 1")):
         assert ab_tune.cli.main(["run", "--storage", str(tmp_path / "results"), *argv]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("ab-tune: error: ") and message in err, err

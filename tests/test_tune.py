@@ -396,6 +396,7 @@ CLUSTER_SCRIPT = textwrap.dedent('''
     import json, os, sys, time, warnings
     os.environ["RAY_AUTH_MODE"] = "disabled"
     import ray
+    from ray import tune
     from ray.cluster_utils import Cluster
     import ab_tune.integrations.ray.experiment
     from ab_tune.integrations.ray.experiment import check_resources, run_experiment
@@ -437,6 +438,14 @@ CLUSTER_SCRIPT = textwrap.dedent('''
         grid, paths = run_experiment(exp, storage=storage, name=name)
         return {{"errors": len(grid.errors), "results": paths["results"], "trials": [r.metrics for r in grid]}}
 
+    def run_with_resources(name, resources):
+        """A user's Tuner: the trial's resources from tune.with_resources, none in the config."""
+        trainable = tune.with_resources(probe(os.path.join(storage, "rendezvous_" + name)), resources)
+        grid = tune.Tuner(trainable, param_space={{**TINY, "fairness_weight": tune.uniform(0.0, 0.5)}},
+                          tune_config=tune.TuneConfig(num_samples=2),
+                          run_config=tune.RunConfig(storage_path=storage, name=name)).fit()
+        return {{"errors": len(grid.errors), "trials": [r.metrics for r in grid]}}
+
     out = {{}}
     cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1}})
     try:
@@ -453,6 +462,7 @@ CLUSTER_SCRIPT = textwrap.dedent('''
         cluster.add_node(num_cpus=2, num_gpus=1)
         cluster.wait_for_nodes()
         out["gpu"] = run("gpu", {{"cpu": 1, "gpu": 0.5}})
+        out["with_resources"] = run_with_resources("with_resources", {{"cpu": 1, "gpu": 0.5}})
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -484,14 +494,17 @@ def test_two_node_cluster_runs_trials_on_both_nodes(cluster_run):
     assert len(read_csv(run["results"])) == 2
 
 
-def test_fake_gpu_is_shared_and_trials_fall_back_to_cpu(cluster_run):
-    run = cluster_run["gpu"]
+@pytest.mark.parametrize("run_name", ["gpu", "with_resources"])
+def test_fake_gpu_is_shared_and_trials_fall_back_to_cpu(cluster_run, run_name):
+    """Through the experiment file's resources, and through tune.with_resources (the config has no
+    gpus_per_trial): the trial follows the GPU Ray gave it."""
+    run = cluster_run[run_name]
     assert run["errors"] == 0 and len(run["trials"]) == 2
     for trial in run["trials"]:
         assert trial["done"] and trial["epoch"] == 2
         assert trial["gpu_ids"] == ["0"]  # Ray assigned the declared GPU...
         assert trial["device"] == "cpu"  # ...CUDA is absent: CPU, with a warning
-        assert any("CUDA is not available" in w for w in trial["warned"]), trial["warned"]
+        assert any("Ray gave this trial GPU 0 but CUDA is not available" in w for w in trial["warned"]), trial["warned"]
         assert trial["saw_peer"]  # both trials held half the GPU at once
     assert len({t["node_id"] for t in run["trials"]}) == 1
 

@@ -39,7 +39,7 @@ from ab_tune.errors import ConfigError, SearchSpaceError, did_you_mean
 from ab_tune.search.preflight import check_metrics, check_trial
 
 __all__ = ["Experiment", "Domain", "load_experiment", "parse_experiment", "portable_name", "ALGORITHMS", "SCHEDULERS",
-           "VALIDATION_METRICS", "DEFAULT_FILE", "set_nested"]
+           "VALIDATION_METRICS", "DEFAULT_FILE", "set_nested", "resource_problem"]
 
 ALGORITHMS = ("optuna", "random", "grid")
 SCHEDULERS = ("fifo", "asha", "pbt")
@@ -252,9 +252,9 @@ def parse_experiment(data, source: str = "<dict>") -> Experiment:
     if s["mode"] not in ("min", "max"):
         raise _fail(source, f"search.mode must be 'min' or 'max', got mode={s['mode']!r}")
     for key in ("cpu", "gpu"):
-        if not _is_number(r[key]) or r[key] < 0 or (key == "cpu" and r[key] <= 0):
-            allowed = "a number > 0" if key == "cpu" else "a number >= 0"
-            raise _fail(source, f"resources.{key} must be {allowed}, got {key}={r[key]!r}")
+        problem = resource_problem(key, r[key])
+        if problem:
+            raise _fail(source, f"resources.{key} {problem}, got {key}={r[key]!r}")
     if s["algorithm"] == "optuna" and any(d.is_grid for d in space.values()):
         raise _fail(source, "grid domains need search.algorithm 'grid' or 'random' (Optuna samples, it does "
                             f"not enumerate), got algorithm='optuna' with grid keys {[k for k, d in space.items() if d.is_grid]}")
@@ -284,6 +284,15 @@ def parse_experiment(data, source: str = "<dict>") -> Experiment:
         except ConfigError as e:
             raise _fail(source, str(e)) from None
     return experiment
+
+
+def resource_problem(key: str, value) -> str:
+    """What is wrong with a trial's ``cpu`` or ``gpu`` request ("" if nothing): a trial trains on
+    one device, so at most one GPU (a fraction shares one)."""
+    if key == "cpu":
+        return "" if _is_number(value) and value > 0 else "must be a number > 0"
+    return "" if _is_number(value) and 0 <= value <= 1 else ("must be a number from 0 to 1 (a trial trains on one GPU; "
+                                                             "a fraction shares one)")
 
 
 def reachable_points(space: dict[str, Domain]):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import warnings
 
 import ray
 from ray import tune
@@ -15,13 +16,15 @@ from ab_tune.integrations.ray.trial_logs import trial_loggers
 from ab_tune.reporting.report import format_table, print_report, replayed_note, write_report
 from ab_tune.search.searchspace import Experiment, SearchSpaceError, nested_parent, set_nested
 
-__all__ = ["run_experiment", "check_resources", "build_tuner", "result_rows", "DEFAULT_STORAGE"]
+__all__ = ["run_experiment", "check_resources", "build_tuner", "result_rows", "storage_folders", "is_uri",
+           "DEFAULT_STORAGE"]
 
 DEFAULT_STORAGE = "ab_tune_results"
 
 
 def check_resources(experiment: Experiment) -> None:
-    """A trial asking for more than any node has would wait forever in Ray: refuse it now.
+    """A trial asking for more than any node has would wait forever in Ray: refuse it now; on a
+    cluster that can autoscale (a node that fits may still join) only warn.
 
     A trial is one placement-group bundle, so it must fit on a single node: compare with the
     largest node, not with the cluster's total.
@@ -33,8 +36,37 @@ def check_resources(experiment: Experiment) -> None:
             hint = " (start Ray on GPU machines or set --gpus-per-trial 0)" if key == "GPU" else ""
             where = ("the Ray cluster has" if len(nodes) <= 1
                      else f"the largest of the Ray cluster's {len(nodes)} nodes has")
-            raise SearchSpaceError(f"each trial asks for {key.lower()}={need:g} but {where} "
-                                   f"{have:g} {key}{hint}")
+            message = f"each trial asks for {key.lower()}={need:g} but {where} {have:g} {key}"
+            if _may_autoscale():
+                warnings.warn(f"{message}: trials wait until the autoscaler adds a node that fits", stacklevel=2)
+            else:
+                raise SearchSpaceError(message + hint)
+
+
+def _may_autoscale() -> bool:
+    """Whether nodes may still join the cluster, by Tune's own test (a cluster started by Ray's
+    cluster launcher, which leaves its autoscaling config on the head), so that ab_tune refuses
+    exactly where Tune would wait without an autoscaler."""
+    from ray.tune.execution.cluster_info import _is_ray_cluster
+
+    return _is_ray_cluster()
+
+
+def storage_folders(storage: str | None, name: str) -> tuple[str, str, str]:
+    """Where an experiment goes, for ``--storage`` and a name: Tune's storage path, the experiment's
+    path in it, and the local folder of the report. A URI (``s3://``, ``gs://``, ``file://``) is
+    Tune's to write and kept as it is; the report files then go to ``./ab_tune_results/<name>``.
+    A local path is made absolute, and holds the report too."""
+    storage = storage or DEFAULT_STORAGE
+    if is_uri(storage):
+        storage = storage.rstrip("/")
+        return storage, f"{storage}/{name}", os.path.abspath(os.path.join(DEFAULT_STORAGE, name))
+    storage = os.path.abspath(os.path.expanduser(storage))
+    return storage, os.path.join(storage, name), os.path.join(storage, name)
+
+
+def is_uri(storage: str) -> bool:
+    return "://" in storage
 
 
 def _scheduler(experiment: Experiment, max_epochs: int):
@@ -116,8 +148,9 @@ def result_rows(result_grid) -> list[dict]:
 
 def run_experiment(experiment: Experiment, *, storage: str | None = None, name: str | None = None,
                    resume: bool = False, resume_errored: bool = False, restart_errored: bool = False,
-                   address: str | None = None, out=None, stopper=None):
-    """Run (or resume) the experiment; write the report next to Ray's experiment folder.
+                   address: str | None = None, out=None, stopper=None, report_dir: str | None = None):
+    """Run (or resume) the experiment; write the report next to Ray's experiment folder (or to
+    ``report_dir``; for a URI storage, ``./ab_tune_results/<name>``: ``storage_folders``).
 
     ``resume`` continues the unfinished trials from their checkpoints; a trial that errored stays
     errored unless ``restart_errored`` (train it again from scratch) or ``resume_errored`` (continue
@@ -133,17 +166,13 @@ def run_experiment(experiment: Experiment, *, storage: str | None = None, name: 
                          "(train them again from scratch) exclude each other: choose one")
     resume = resume or resume_errored or restart_errored
     out = out or sys.stdout
-    storage = storage or DEFAULT_STORAGE
-    remote = "://" in storage  # s3://, gs://, ...: Tune writes there; the report stays local
-    if not remote:
-        storage = os.path.abspath(os.path.expanduser(storage))
     name = name or experiment.name
-    path = f"{storage.rstrip('/')}/{name}" if remote else os.path.join(storage, name)
-    report_dir = os.path.abspath(os.path.join(DEFAULT_STORAGE, name)) if remote else path
+    storage, path, own_report_dir = storage_folders(storage, name)
+    report_dir = report_dir or own_report_dir
     exists = tune.Tuner.can_restore(path)
     if resume and not exists:
         raise SearchSpaceError(f"--resume: no experiment to resume at {path}")
-    if not resume and (exists or (not remote and os.path.exists(path))):
+    if not resume and (exists or (not is_uri(path) and os.path.exists(path))):
         raise SearchSpaceError(f"experiment {name!r} already exists at {path}: use --resume to continue it, "
                                "or --name for a new one")
     if not ray.is_initialized():
