@@ -1,7 +1,7 @@
 """The ``ab-tune`` command.
 
     ab-tune run [FILE] [--set key=value ...] [--num-samples N] [--cpus-per-trial N] [--gpus-per-trial F]
-                [--max-failures N] [--address ADDR] [--storage PATH] [--name NAME]
+                [--max-failures N] [--warm-start CONFIG.json] [--address ADDR] [--storage PATH] [--name NAME]
                 [--resume | --resume-errored | --restart-errored] [--retrain]
     ab-tune compare [--dataset NAME] [--metric VAL_METRIC] [--set key=value ...] [--budget SECONDS] [--seeds N]
                     [--first-seed K] [--retrain] [--resume] [--methods m1,m2] [--num-samples N] [--file FILE]
@@ -73,6 +73,16 @@ def _load_config(path: str | None) -> dict:
     return config
 
 
+def _load_json(path: str, flag: str):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except OSError as e:
+        raise UsageError(f"cannot read {flag} {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise UsageError(f"{flag} {path} is not valid JSON: {e}") from None
+
+
 def _train(args) -> int:
     from ab_tune.search.preflight import check_trial
     from ab_tune.training.trainer import train
@@ -96,7 +106,7 @@ def _train(args) -> int:
 
 
 def _run(args) -> int:
-    from ab_tune.search.searchspace import load_experiment, resource_problem
+    from ab_tune.search.searchspace import load_experiment, resource_problem, warm_start_point
 
     overrides = parse_assignments(args.set)
     if args.retrain:
@@ -112,6 +122,9 @@ def _run(args) -> int:
             if problem:
                 raise UsageError(f"--{key}s-per-trial {problem}, got --{key}s-per-trial {value:g}")
             setattr(experiment, key, value)
+    if args.warm_start:
+        experiment.points_to_evaluate.append(warm_start_point(experiment, _load_json(args.warm_start, "--warm-start"),
+                                                              f"--warm-start {args.warm_start}"))
     if args.max_failures is not None:
         if args.max_failures < 0:
             raise UsageError(f"--max-failures must be an integer >= 0, got --max-failures {args.max_failures}")
@@ -190,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="--resume, and continue errored trials from their last checkpoint")
     run.add_argument("--restart-errored", action="store_true",
                      help="--resume, and train errored trials again from scratch")
+    run.add_argument("--warm-start", metavar="CONFIG.json",
+                     help="start the search from a known trial config: the recommended.json that ab-tune compare "
+                          "writes, or best_trial.json (its values of the searched keys are tried first)")
     run.add_argument("--max-failures", type=int,
                      help="retries of a failed trial, each from its last checkpoint (default: the file's "
                           "search.max_failures, 3)")

@@ -1,7 +1,8 @@
 """Ray's own mechanisms reach a trial: ``tune.with_parameters`` (in-memory data),
 ``tune.with_resources`` (threads; the GPU, in test_tune's cluster run), the GPUs Ray gave
 (more than one refused), an autoscaling cluster warned about rather than refused, and storage
-URIs kept as URIs by ``run`` and ``compare``.
+URIs kept as URIs by ``run`` and ``compare``. The experiment reaches Ray: seeded random search
+and PBT, logger callbacks, a warm start from known points.
 """
 from __future__ import annotations
 
@@ -9,19 +10,25 @@ import os
 
 os.environ["RAY_AUTH_MODE"] = "disabled"  # before ray starts
 
+import csv
+import importlib.util
+import json
+
 import pytest
 import ray
 import torch
+import yaml
 from ray import tune
 from test_tune import TINY, experiment
 
+import ab_tune.cli
 import ab_tune.integrations.ray.experiment as ray_experiment
 from ab_tune.data import from_tensors
 from ab_tune.errors import ConfigError
 from ab_tune.integrations.ray.compare import compare
 from ab_tune.integrations.ray.experiment import check_resources, run_experiment
 from ab_tune.integrations.ray.trainable import AutoBalanceTrainable
-from ab_tune.search.searchspace import SearchSpaceError
+from ab_tune.search.searchspace import SearchSpaceError, parse_experiment
 
 pytestmark = pytest.mark.ray
 
@@ -93,3 +100,83 @@ def test_storage_uris_stay_uris(ray_local, tmp_path, monkeypatch):
     assert [r.metrics["trial_id"] for r in resumed["result_grids"][(0, "ce")]] == [
         r.metrics["trial_id"] for r in summary["result_grids"][(0, "ce")]]
     assert sorted(os.listdir(tmp_path)) == ["ab_tune_results", "cmp", "tune"]  # no "file:" folder
+
+
+# --- seeding, logger callbacks, warm start ----------------------------------------------------
+
+def test_random_search_is_seeded_from_the_experiment(ray_local, tmp_path):
+    """Two runs of one experiment sample the same configs; its known point (partial) goes first."""
+    def configs(name):
+        exp = experiment({"fairness_weight": {"uniform": [0.0, 0.5]}, "augmentation": {"choice": ["none", "mixup"]}},
+                         {"algorithm": "random", "num_samples": 3, "points_to_evaluate": [{"fairness_weight": 0.25}]},
+                         config={"epochs": 1})
+        result_grid, _ = run_experiment(exp, storage=str(tmp_path), name=name)
+        assert not result_grid.errors
+        return sorted((r.config["fairness_weight"], r.config["augmentation"]) for r in result_grid)
+
+    first = configs("a")
+    assert configs("b") == first and 0.25 in [weight for weight, _ in first]
+
+
+def test_pbt_draws_from_its_own_seeded_generators():
+    import random
+
+    import numpy as np
+
+    from ab_tune.integrations.ray.experiment import SeededPBT
+
+    def draws(scheduler):
+        with scheduler.own_generators():
+            return random.random(), float(np.random.rand())
+
+    random.seed(123)
+    np.random.seed(123)
+    outside = random.getstate(), np.random.get_state()[1].tolist()
+    one, other, reseeded = (SeededPBT(seed, hyperparam_mutations={"lr": [0.1, 0.2]}) for seed in (7, 7, 8))
+    first = draws(one)
+    assert draws(other) == first and draws(reseeded) != first
+    assert draws(one) != first  # the generators go on where they stopped
+    assert (random.getstate(), np.random.get_state()[1].tolist()) == outside  # the caller's are untouched
+
+
+def test_logger_callbacks_from_the_file(monkeypatch):
+    from ray.tune.logger import TBXLoggerCallback
+
+    from ab_tune.integrations.ray.experiment import _logger_callbacks
+
+    spec = {"config": TINY, "callbacks": ["tensorboard"]}
+    assert [type(c) for c in _logger_callbacks(parse_experiment(spec))] == [TBXLoggerCallback]
+    with pytest.raises(SearchSpaceError, match=r"callbacks must be a list of \['mlflow', 'tensorboard', 'wandb'\], "
+                                               r"got callbacks=\['mlfow'\]"):
+        parse_experiment({**spec, "callbacks": ["mlfow"]})
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "mlflow" else real_find_spec(name))
+    with pytest.raises(SearchSpaceError, match=r"callbacks: mlflow needs the mlflow package: pip install mlflow$"):
+        parse_experiment({**spec, "callbacks": ["mlflow"]})
+
+
+def test_warm_start_and_points_to_evaluate_are_tried_first(ray_local, tmp_path, capsys):
+    """A point of the file and recommended.json (as ab-tune compare writes it: a whole trial config)."""
+    path = tmp_path / "e.yaml"
+    path.write_text(yaml.safe_dump({
+        "config": {**TINY, "epochs": 1}, "space": {"fairness_weight": {"uniform": [0.0, 0.5]}},
+        "search": {"algorithm": "optuna", "num_samples": 2, "points_to_evaluate": [{"fairness_weight": 0.2}]},
+        "resources": {"cpu": 1}}))
+    recommended = tmp_path / "recommended.json"
+    recommended.write_text(json.dumps({**TINY, "epochs": 1, "fairness_weight": 0.123, "learn": ["iota"]}))
+    storage = str(tmp_path / "results")
+    assert ab_tune.cli.main(["run", str(path), "--warm-start", str(recommended), "--storage", storage,
+                             "--name", "warm"]) == 0
+    with open(tmp_path / "results" / "warm" / "results.csv") as f:
+        weights = sorted(float(row["config.fairness_weight"]) for row in csv.DictReader(f))
+    assert weights == [0.123, 0.2]
+
+    capsys.readouterr()
+    recommended.write_text(json.dumps({"fairness_weight": 0.9}))
+    outside = ["run", str(path), "--warm-start", str(recommended), "--storage", storage, "--name", "outside"]
+    assert ab_tune.cli.main(outside) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the warm start sets fairness_weight=0.9, outside its domain uniform" in err, err
+    with pytest.raises(SearchSpaceError, match=r"points_to_evaluate\[0\] sets 'lr', which is not searched"):
+        parse_experiment({"config": TINY, "space": {"fairness_weight": {"uniform": [0.0, 0.5]}},
+                          "search": {"points_to_evaluate": [{"lr": 0.1}]}})

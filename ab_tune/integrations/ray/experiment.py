@@ -1,20 +1,24 @@
 """Run an experiment (a search-space file) with Ray Tune, or resume it, and report it."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import random
 import sys
 import warnings
 
+import numpy as np
 import ray
 from ray import tune
+from ray.tune.schedulers import PopulationBasedTraining
 
 from ab_tune.config import resolve_config, total_epochs, without_placement
 from ab_tune.errors import UsageError
 from ab_tune.integrations.ray.trainable import AutoBalanceTrainable
 from ab_tune.integrations.ray.trial_logs import trial_loggers
 from ab_tune.reporting.report import format_table, print_report, replayed_note, write_report
-from ab_tune.search.searchspace import Experiment, SearchSpaceError, nested_parent, set_nested
+from ab_tune.search.searchspace import Experiment, SearchSpaceError, nested_parent, set_nested, with_point
 
 __all__ = ["run_experiment", "check_resources", "build_tuner", "result_rows", "storage_folders", "is_uri",
            "DEFAULT_STORAGE"]
@@ -69,8 +73,34 @@ def is_uri(storage: str) -> bool:
     return "://" in storage
 
 
+class SeededPBT(PopulationBasedTraining):
+    """PBT whose random choices (the trial to clone, whether to resample, the perturbation factor,
+    a resampled value) come from generators of its own, seeded: Ray's PBT draws from the global
+    ``random`` and NumPy generators, which are swapped in around each decision and left as they were."""
+
+    def __init__(self, seed: int, **kwargs):
+        super().__init__(**kwargs)
+        self._states = random.Random(seed).getstate(), np.random.RandomState(seed).get_state()
+
+    @contextlib.contextmanager
+    def own_generators(self):
+        saved = random.getstate(), np.random.get_state()
+        random.setstate(self._states[0])
+        np.random.set_state(self._states[1])
+        try:
+            yield
+        finally:
+            self._states = random.getstate(), np.random.get_state()
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
+
+    def on_trial_result(self, tune_controller, trial, result):
+        with self.own_generators():  # every exploit and explore happens here
+            return super().on_trial_result(tune_controller, trial, result)
+
+
 def _scheduler(experiment: Experiment, max_epochs: int):
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     if experiment.scheduler == "asha":
         return ASHAScheduler(time_attr="training_iteration", max_t=max_epochs,
@@ -85,11 +115,9 @@ def _scheduler(experiment: Experiment, max_epochs: int):
             elif domain.kind in ("uniform", "loguniform"):
                 set_nested(mutations, key, domain.to_tune())
                 bounds[key] = domain.values
-        return PopulationBasedTraining(time_attr="training_iteration",
-                                       perturbation_interval=experiment.perturbation_interval,
-                                       synch=experiment.synch,
-                                       hyperparam_mutations=mutations,
-                                       custom_explore_fn=functools.partial(_clip_to_space, bounds))
+        return SeededPBT(experiment.sampler_seed(), time_attr="training_iteration",
+                         perturbation_interval=experiment.perturbation_interval, synch=experiment.synch,
+                         hyperparam_mutations=mutations, custom_explore_fn=functools.partial(_clip_to_space, bounds))
     return FIFOScheduler()
 
 
@@ -102,11 +130,38 @@ def _clip_to_space(bounds: dict, config: dict) -> dict:
 
 
 def _search_algorithm(experiment: Experiment):
+    """Seeded from the experiment (``sampler_seed``), starting from its known points."""
+    points = experiment.points_to_evaluate
     if experiment.algorithm == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
-        return OptunaSearch(seed=experiment.sampler_seed())
-    return None  # random and grid: Tune's variant generator samples and enumerates
+        # OptunaSearch names a nested parameter by its path joined with "/"
+        return OptunaSearch(seed=experiment.sampler_seed(),
+                            points_to_evaluate=[{k.replace(".", "/"): v for k, v in p.items()} for p in points])
+    from ray.tune.search import BasicVariantGenerator  # random and grid: samples and enumerates
+
+    return BasicVariantGenerator(random_state=experiment.sampler_seed(),
+                                 points_to_evaluate=[with_point({}, p) for p in points] or None)
+
+
+def _logger_callbacks(experiment: Experiment) -> list:
+    """Ray Tune's logger callback of each name in the file's ``callbacks`` (packages checked by
+    parse_experiment); MLflow's experiment and W&B's project are the experiment's name."""
+    callbacks = []
+    for name in experiment.callbacks:
+        if name == "mlflow":
+            from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+            callbacks.append(MLflowLoggerCallback(experiment_name=experiment.name))
+        elif name == "wandb":
+            from ray.air.integrations.wandb import WandbLoggerCallback
+
+            callbacks.append(WandbLoggerCallback(project=experiment.name))
+        else:
+            from ray.tune.logger import TBXLoggerCallback
+
+            callbacks.append(TBXLoggerCallback())
+    return callbacks
 
 
 def build_tuner(experiment: Experiment, storage: str, name: str, stopper=None):
@@ -130,7 +185,7 @@ def build_tuner(experiment: Experiment, storage: str, name: str, stopper=None):
             checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1, num_to_keep=None if pbt else 2,
                                                     checkpoint_at_end=True),
             failure_config=tune.FailureConfig(max_failures=experiment.max_failures),
-            stop=stopper, verbose=1, callbacks=trial_loggers()),
+            stop=stopper, verbose=1, callbacks=trial_loggers() + _logger_callbacks(experiment)),
     )
 
 
@@ -178,12 +233,12 @@ def run_experiment(experiment: Experiment, *, storage: str | None = None, name: 
     if not ray.is_initialized():
         if address:
             try:
-                ray.init(address=address, log_to_driver=False)
+                ray.init(address=address)
             except ConnectionError as e:
                 raise SearchSpaceError(f"--address {address}: no Ray cluster to connect to "
                                        f"({' '.join(str(e).split())[:200]})") from None
         else:
-            ray.init(include_dashboard=False, log_to_driver=False)
+            ray.init(include_dashboard=False)  # workers' warnings (a GPU not usable, skipped hyper steps) show
     check_resources(experiment)
     # a checkpoint every epoch is what makes resume and PBT exact; Tune's warning about the
     # resulting frequent state snapshots is noise for trials this short
