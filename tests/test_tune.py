@@ -333,7 +333,10 @@ def subprocess_env() -> dict:
     return env
 
 
+@pytest.mark.slow
 def test_resume_after_the_driver_is_killed(ray_local, tmp_path, capsys):
+    """The resumed experiment's trials and final metrics are an uninterrupted run's, bit for bit
+    (the random search is seeded)."""
     spec = {"name": "resume", "config": {**TINY, "epochs": 6},
             "space": {"fairness_weight": {"uniform": [0.0, 0.5]}},
             "search": {"algorithm": "random", "scheduler": "fifo", "num_samples": 3, "max_concurrent": 1},
@@ -380,6 +383,14 @@ def test_resume_after_the_driver_is_killed(ray_local, tmp_path, capsys):
     for trial_id in interrupted:  # continued to the end, the trainer's epoch in step with Tune's iteration
         assert after[trial_id][-1]["done"] and after[trial_id][-1]["training_iteration"] == 6
         assert all(r["epoch"] == r["training_iteration"] for r in after[trial_id])
+    uninterrupted, _ = run_experiment(parse_experiment(spec), storage=str(tmp_path / "uninterrupted"), name="X")
+    expected = {r.config["fairness_weight"]: r.metrics for r in uninterrupted}
+    got = {float(r["config.fairness_weight"]): r for r in rows}
+    assert set(got) == set(expected)
+    for weight, row in got.items():
+        for key in ("epoch", "training_iteration", "val_balanced_error", "test_error", "test_balanced_error",
+                    "test_worst_class_error", "test_per_class_error"):
+            assert row[key] == str(expected[weight][key]), (weight, key)
 
     # starting it again without --resume fails with one line and touches nothing
     capsys.readouterr()
