@@ -100,8 +100,10 @@ def wait_for_two_nodes(address: str, env: dict, temp_dir: str) -> None:
 
 
 def ab_tune(*args, cwd) -> str:
+    # RAY_DEDUP_LOGS=0: every worker's warning printed, not the first with "[repeated 3x across cluster]"
     done = subprocess.run([sys.executable, "-m", "ab_tune.cli", *args], stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, env=subprocess_env(), cwd=str(cwd), timeout=300)
+                          stderr=subprocess.STDOUT, text=True, env={**subprocess_env(), "RAY_DEDUP_LOGS": "0"},
+                          cwd=str(cwd), timeout=300)
     assert done.returncode == 0, done.stdout[-4000:]
     return done.stdout
 

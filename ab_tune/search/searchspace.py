@@ -261,7 +261,7 @@ def parse_experiment(data, source: str = "<dict>") -> Experiment:
     if isinstance(s["max_failures"], bool) or not isinstance(s["max_failures"], int) or s["max_failures"] < 0:
         raise _fail(source, f"search.max_failures must be an integer >= 0, got max_failures={s['max_failures']!r}")
     callbacks = data.get("callbacks") or []
-    if not isinstance(callbacks, list) or any(c not in CALLBACKS for c in callbacks):
+    if not isinstance(callbacks, list) or any(not isinstance(c, str) or c not in CALLBACKS for c in callbacks):
         raise _fail(source, f"callbacks must be a list of {list(CALLBACKS)}, got callbacks={callbacks!r}")
     for name in callbacks:
         if importlib.util.find_spec(CALLBACKS[name]) is None:
@@ -341,7 +341,8 @@ def warm_start_point(experiment: Experiment, config: dict, source: str) -> dict:
     ``ab-tune compare``, best_trial.json's config): its values of the searched keys, checked."""
     if not isinstance(config, dict):
         raise SearchSpaceError(f"{source} must hold a trial config (a mapping), got {type(config).__name__}")
-    config = config.get("config", config) if isinstance(config.get("config"), dict) else config
+    if isinstance(config.get("config"), dict):
+        config = config["config"]  # best_trial.json: the trial config is its "config"
     point = {}
     for key in experiment.space:
         value, found = config, True
