@@ -1,7 +1,8 @@
 """The ``ab-tune`` command.
 
-    ab-tune run [FILE] [--set key=value ...] [--num-samples N] [--gpus-per-trial F]
-                [--address ADDR] [--storage PATH] [--name NAME] [--resume] [--retrain] [--study-storage URL]
+    ab-tune run [FILE] [--set key=value ...] [--num-samples N] [--cpus-per-trial N] [--gpus-per-trial F]
+                [--max-failures N] [--warm-start CONFIG.json] [--address ADDR] [--storage PATH] [--name NAME]
+                [--resume | --resume-errored | --restart-errored] [--retrain] [--study-storage URL]
     ab-tune compare [--dataset NAME] [--metric VAL_METRIC] [--set key=value ...] [--budget SECONDS] [--seeds N]
                     [--first-seed K] [--retrain] [--resume] [--methods m1,m2] [--num-samples N] [--file FILE]
                     [--storage PATH] [--name NAME]
@@ -73,6 +74,16 @@ def _load_config(path: str | None) -> dict:
     return config
 
 
+def _load_json(path: str, flag: str):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except OSError as e:
+        raise UsageError(f"cannot read {flag} {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise UsageError(f"{flag} {path} is not valid JSON: {e}") from None
+
+
 def _train(args) -> int:
     from ab_tune.search.preflight import check_trial
     from ab_tune.training.trainer import train
@@ -96,7 +107,7 @@ def _train(args) -> int:
 
 
 def _run(args) -> int:
-    from ab_tune.search.searchspace import load_experiment
+    from ab_tune.search.searchspace import load_experiment, resource_problem, warm_start_point
 
     overrides = parse_assignments(args.set)
     if args.retrain:
@@ -106,13 +117,23 @@ def _run(args) -> int:
         if args.num_samples < 1:
             raise UsageError(f"--num-samples must be a positive integer, got --num-samples {args.num_samples}")
         experiment.num_samples = args.num_samples
-    if args.gpus_per_trial is not None:
-        if args.gpus_per_trial < 0:
-            raise UsageError(f"--gpus-per-trial must be >= 0, got --gpus-per-trial {args.gpus_per_trial}")
-        experiment.gpu = args.gpus_per_trial
+    for key, value in (("cpu", args.cpus_per_trial), ("gpu", args.gpus_per_trial)):
+        if value is not None:
+            problem = resource_problem(key, value)
+            if problem:
+                raise UsageError(f"--{key}s-per-trial {problem}, got --{key}s-per-trial {value:g}")
+            setattr(experiment, key, value)
+    if args.warm_start:
+        experiment.points_to_evaluate.append(warm_start_point(experiment, _load_json(args.warm_start, "--warm-start"),
+                                                              f"--warm-start {args.warm_start}"))
+    if args.max_failures is not None:
+        if args.max_failures < 0:
+            raise UsageError(f"--max-failures must be an integer >= 0, got --max-failures {args.max_failures}")
+        experiment.max_failures = args.max_failures
 
     study_storage = None
-    if args.study_storage is not None and not args.resume:  # a resumed search keeps the storage it had
+    resumed = args.resume or args.resume_errored or args.restart_errored
+    if args.study_storage is not None and not resumed:  # a resumed search keeps the storage it had
         if experiment.algorithm != "optuna":
             raise UsageError(f"--study-storage keeps the study of an Optuna search, but search.algorithm is "
                              f"{experiment.algorithm!r}; set it to 'optuna' or leave --study-storage out")
@@ -123,6 +144,7 @@ def _run(args) -> int:
     from ab_tune.integrations.ray.experiment import run_experiment
 
     result_grid, _ = run_experiment(experiment, storage=args.storage, name=args.name, resume=args.resume,
+                                    resume_errored=args.resume_errored, restart_errored=args.restart_errored,
                                     address=args.address, study_storage=study_storage)
     return 1 if result_grid.errors else 0
 
@@ -181,12 +203,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="fix a trial config key for every trial (repeatable; dotted keys for nested)")
     run.add_argument("--num-samples", type=int, help="trials to sample (grid: repeats of the grid)")
-    run.add_argument("--gpus-per-trial", type=float, help="GPUs per trial; fractions share a GPU")
+    run.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (also its torch threads)")
+    run.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, at most 1; fractions share a GPU")
     run.add_argument("--address", help="an existing Ray cluster, e.g. auto")
     run.add_argument("--storage", help="where experiments are written (default: ./ab_tune_results); "
                                        "shared storage (NFS, s3://) on a multi-node cluster")
     run.add_argument("--name", help="experiment name (default: the file's name)")
-    run.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
+    run.add_argument("--resume", action="store_true",
+                     help="continue an interrupted experiment: unfinished trials continue from their last checkpoint; "
+                          "errored trials stay errored")
+    run.add_argument("--resume-errored", action="store_true",
+                     help="--resume, and continue errored trials from their last checkpoint")
+    run.add_argument("--restart-errored", action="store_true",
+                     help="--resume, and train errored trials again from scratch")
+    run.add_argument("--warm-start", metavar="CONFIG.json",
+                     help="start the search from a known trial config: the recommended.json that ab-tune compare "
+                          "writes, or best_trial.json (its values of the searched keys are tried first)")
+    run.add_argument("--max-failures", type=int,
+                     help="retries of a failed trial, each from its last checkpoint (default: the file's "
+                          "search.max_failures, 3)")
     run.add_argument("--study-storage", metavar="URL",
                      help="also keep the Optuna search's study in this storage (an RDB URL such as "
                           "sqlite:///study.db, or journal:PATH), named after the experiment, for optuna-dashboard")

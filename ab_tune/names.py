@@ -22,6 +22,8 @@ GROUP_COUNTS = "group_counts"
 LOSS_PARAMETERS = "loss_parameters"
 HYPER_STEPS = "hyper_steps"
 SKIPPED_HYPER_STEPS = "skipped_hyper_steps"
+# a result a restored, already finished trial reports again without training (Ray Tune counts it as an iteration)
+REPLAYED = "replayed"
 
 VALIDATION_METRICS = (VAL_OBJECTIVE, VAL_BALANCED_LOSS, VAL_BALANCED_ERROR, VAL_ERROR, VAL_WORST_CLASS_ERROR,
                       VAL_WORST_GROUP_ERROR, VAL_DEO)

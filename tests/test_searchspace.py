@@ -79,7 +79,8 @@ def test_grid_algorithm_defaults_to_one_pass_over_the_grid():
     ({"search": {"metric": "test_balanced_error"}}, "the test split never selects"),
     ({"search": {"algorithm": "optuna", "scheduler": "pbt"}}, "needs search.algorithm 'random'"),
     ({"search": {"scheduler": "pbt", "algorithm": "random", "synch": "yes"}}, "search.synch must be true or false, got synch='yes'"),  # noqa: E501
-    ({"resources": {"gpu": -1}}, "resources.gpu must be a number >= 0"),
+    ({"resources": {"gpu": -1}}, "resources.gpu must be a number from 0 to 1"),
+    ({"resources": {"gpu": 2}}, "resources.gpu must be a number from 0 to 1 (a trial trains on one GPU"),
 ])
 def test_combinations_that_cannot_train_fail_before_anything_runs(change, message):
     with pytest.raises(SearchSpaceError) as error:

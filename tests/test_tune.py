@@ -142,11 +142,16 @@ def test_restore_reproduces_the_next_epoch_exactly(tmp_path):
     # the last epoch reports the final result (class counts, learned loss) and done
     final = second.train()
     assert final["done"] and final["class_counts"] and final["loss_parameters"]
-    # a trial restored from its final checkpoint reports its final result again, never fails
+    assert not got["replayed"] and not final["replayed"]
+    # a trial restored from its final checkpoint reports its final result again, never fails,
+    # and says that it trained nothing
     third = AutoBalanceTrainable(config=config)
     third.restore(second.save(str(tmp_path / "final")))
-    again = third.train()
-    assert again["done"] and again["val_balanced_error"] == final["val_balanced_error"]
+    with pytest.warns(UserWarning, match="trained nothing and replayed its final result"):
+        again = third.train()
+    assert again["done"] and again["replayed"] and again["epoch"] == final["epoch"]
+    for key in FINAL_KEYS[2:]:
+        assert again[key] == final[key], key
     for trainable in (first, second, third):
         trainable.stop()
 
@@ -328,7 +333,10 @@ def subprocess_env() -> dict:
     return env
 
 
+@pytest.mark.slow
 def test_resume_after_the_driver_is_killed(ray_local, tmp_path, capsys):
+    """The resumed experiment's trials and final metrics are an uninterrupted run's, bit for bit
+    (the random search is seeded)."""
     spec = {"name": "resume", "config": {**TINY, "epochs": 6},
             "space": {"fairness_weight": {"uniform": [0.0, 0.5]}},
             "search": {"algorithm": "random", "scheduler": "fifo", "num_samples": 3, "max_concurrent": 1},
@@ -375,6 +383,14 @@ def test_resume_after_the_driver_is_killed(ray_local, tmp_path, capsys):
     for trial_id in interrupted:  # continued to the end, the trainer's epoch in step with Tune's iteration
         assert after[trial_id][-1]["done"] and after[trial_id][-1]["training_iteration"] == 6
         assert all(r["epoch"] == r["training_iteration"] for r in after[trial_id])
+    uninterrupted, _ = run_experiment(parse_experiment(spec), storage=str(tmp_path / "uninterrupted"), name="X")
+    expected = {r.config["fairness_weight"]: r.metrics for r in uninterrupted}
+    got = {float(r["config.fairness_weight"]): r for r in rows}
+    assert set(got) == set(expected)
+    for weight, row in got.items():
+        for key in ("epoch", "training_iteration", "val_balanced_error", "test_error", "test_balanced_error",
+                    "test_worst_class_error", "test_per_class_error"):
+            assert row[key] == str(expected[weight][key]), (weight, key)
 
     # starting it again without --resume fails with one line and touches nothing
     capsys.readouterr()
@@ -391,6 +407,7 @@ CLUSTER_SCRIPT = textwrap.dedent('''
     import json, os, sys, time, warnings
     os.environ["RAY_AUTH_MODE"] = "disabled"
     import ray
+    from ray import tune
     from ray.cluster_utils import Cluster
     import ab_tune.integrations.ray.experiment
     from ab_tune.integrations.ray.experiment import check_resources, run_experiment
@@ -432,6 +449,14 @@ CLUSTER_SCRIPT = textwrap.dedent('''
         grid, paths = run_experiment(exp, storage=storage, name=name)
         return {{"errors": len(grid.errors), "results": paths["results"], "trials": [r.metrics for r in grid]}}
 
+    def run_with_resources(name, resources):
+        """A user's Tuner: the trial's resources from tune.with_resources, none in the config."""
+        trainable = tune.with_resources(probe(os.path.join(storage, "rendezvous_" + name)), resources)
+        grid = tune.Tuner(trainable, param_space={{**TINY, "fairness_weight": tune.uniform(0.0, 0.5)}},
+                          tune_config=tune.TuneConfig(num_samples=2),
+                          run_config=tune.RunConfig(storage_path=storage, name=name)).fit()
+        return {{"errors": len(grid.errors), "trials": [r.metrics for r in grid]}}
+
     out = {{}}
     cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1}})
     try:
@@ -448,6 +473,7 @@ CLUSTER_SCRIPT = textwrap.dedent('''
         cluster.add_node(num_cpus=2, num_gpus=1)
         cluster.wait_for_nodes()
         out["gpu"] = run("gpu", {{"cpu": 1, "gpu": 0.5}})
+        out["with_resources"] = run_with_resources("with_resources", {{"cpu": 1, "gpu": 0.5}})
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -479,14 +505,17 @@ def test_two_node_cluster_runs_trials_on_both_nodes(cluster_run):
     assert len(read_csv(run["results"])) == 2
 
 
-def test_fake_gpu_is_shared_and_trials_fall_back_to_cpu(cluster_run):
-    run = cluster_run["gpu"]
+@pytest.mark.parametrize("run_name", ["gpu", "with_resources"])
+def test_fake_gpu_is_shared_and_trials_fall_back_to_cpu(cluster_run, run_name):
+    """Through the experiment file's resources, and through tune.with_resources (the config has no
+    gpus_per_trial): the trial follows the GPU Ray gave it."""
+    run = cluster_run[run_name]
     assert run["errors"] == 0 and len(run["trials"]) == 2
     for trial in run["trials"]:
         assert trial["done"] and trial["epoch"] == 2
         assert trial["gpu_ids"] == ["0"]  # Ray assigned the declared GPU...
         assert trial["device"] == "cpu"  # ...CUDA is absent: CPU, with a warning
-        assert any("CUDA is not available" in w for w in trial["warned"]), trial["warned"]
+        assert any("Ray gave this trial GPU 0 but CUDA is not available" in w for w in trial["warned"]), trial["warned"]
         assert trial["saw_peer"]  # both trials held half the GPU at once
     assert len({t["node_id"] for t in run["trials"]}) == 1
 

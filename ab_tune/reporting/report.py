@@ -13,6 +13,7 @@ from ab_tune.names import (
     CLASS_COUNTS,
     GROUP_COUNTS,
     LOSS_PARAMETERS,
+    REPLAYED,
     TEST_BALANCED_ERROR,
     TEST_DEO,
     TEST_WORST_CLASS_ERROR,
@@ -23,7 +24,7 @@ from ab_tune.reporting.plots import pyplot
 from ab_tune.reporting.rows import best_row, flatten, ranked, tie_note, tied_best
 
 __all__ = ["write_results_csv", "write_best", "format_table", "plot_loss_parameters",
-           "write_report", "print_report"]
+           "write_report", "print_report", "replayed_note"]
 
 
 def _scalar(value) -> bool:
@@ -143,6 +144,16 @@ def write_report(rows: list[dict], out_dir: str, metric: str, mode: str, searche
     paths.update(write_front(front_points(name or "trials", rows, searched), out_dir,
                              f"{name}: accuracy-fairness front of the trials"))
     return paths
+
+
+def replayed_note(rows: list[dict]) -> str:
+    """The trials whose final result was replayed from a finished checkpoint rather than trained
+    in this run (their metrics are that earlier training's), or "" when there are none."""
+    replayed = [row["trial_id"] for row in rows if row["metrics"].get(REPLAYED)]
+    if not replayed:
+        return ""
+    return (f"{len(replayed)} trial(s) trained nothing in this run and replayed their final result from a finished "
+            f"checkpoint (column {REPLAYED} of results.csv): {', '.join(map(str, replayed))}")
 
 
 def print_report(title: str, table: str, paths: dict, out, failed: str = "") -> None:

@@ -16,8 +16,10 @@
       max_concurrent: 2
       metric: val_balanced_error # validation-side only
       mode: min
+      max_failures: 3            # retries of a failed trial, each from its last checkpoint
+      points_to_evaluate: [{fairness_weight: 0.1, lr: 0.05}]  # known points, tried first
     resources: {cpu: 1, gpu: 0}
-    callbacks: [mlflow]          # loggers: mlflow | tensorboard | wandb (their packages installed)
+    callbacks: [tensorboard]     # Ray Tune loggers: mlflow | tensorboard | wandb
 
 ``load_experiment(path)`` validates the whole file (keys, domains, and the trial config
 of one sampled point) before anything runs, with errors naming the file, key and value.
@@ -29,7 +31,7 @@ import copy
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import yaml
 
@@ -39,7 +41,7 @@ from ab_tune.errors import ConfigError, SearchSpaceError, did_you_mean
 from ab_tune.search.preflight import check_metrics, check_trial
 
 __all__ = ["Experiment", "Domain", "load_experiment", "parse_experiment", "portable_name", "ALGORITHMS", "SCHEDULERS",
-           "CALLBACKS", "VALIDATION_METRICS", "DEFAULT_FILE", "set_nested"]
+           "VALIDATION_METRICS", "DEFAULT_FILE", "set_nested", "resource_problem", "warm_start_point", "CALLBACKS"]
 
 ALGORITHMS = ("optuna", "random", "grid")
 SCHEDULERS = ("fifo", "asha", "pbt")
@@ -47,10 +49,11 @@ SCHEDULERS = ("fifo", "asha", "pbt")
 VALIDATION_METRICS = {name: "min" for name in names.VALIDATION_METRICS}
 DOMAIN_KINDS = ("choice", "uniform", "loguniform", "int", "grid")
 TOP_LEVEL = ("name", "description", "config", "space", "search", "resources", "callbacks")
-CALLBACKS = ("mlflow", "tensorboard", "wandb")  # the experiment loggers a file may attach, by name
+# experiment-file callbacks: Ray Tune's logger callback of each, and the package it needs
+CALLBACKS = {"mlflow": "mlflow", "tensorboard": "tensorboardX", "wandb": "wandb"}
 SEARCH_KEYS = {"algorithm": "optuna", "scheduler": "fifo", "num_samples": 8, "max_concurrent": 2,
                "metric": names.VAL_BALANCED_ERROR, "mode": "min", "grace_period": 1, "perturbation_interval": 2,
-               "synch": False}
+               "synch": False, "max_failures": 3, "points_to_evaluate": []}
 RESOURCE_KEYS = {"cpu": 1, "gpu": 0}
 DEFAULT_FILE = "digits_lt.yaml"
 
@@ -77,6 +80,13 @@ class Domain:
             return self.values[0]
         low, high = self.values
         return low if self.kind == "int" else (low + high) / 2
+
+    def contains(self, value) -> bool:
+        if self.kind in ("choice", "grid"):
+            return value in self.values
+        if self.kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+            return False
+        return _is_number(value) and self.values[0] <= value <= self.values[1]
 
     def to_tune(self):
         from ray import tune
@@ -114,11 +124,17 @@ class Experiment:
     grace_period: int = 1
     perturbation_interval: int = 2
     synch: bool = False
+    # retries of a failed trial, each from its last checkpoint; how trials run, not what they compute:
+    # out of the repr, so compare's digest of a method (its resume check) does not change with it
+    max_failures: int = field(default=3, repr=False)
     cpu: float = 1
     gpu: float = 0
     source: str = "<dict>"
     description: str = ""
-    callbacks: tuple[str, ...] = ()
+    # known points of the space (dotted keys) to try first, before the search samples
+    points_to_evaluate: list[dict] = field(default_factory=list)
+    # Ray Tune logger callbacks by name (CALLBACKS); out of the repr like max_failures
+    callbacks: tuple[str, ...] = field(default=(), repr=False)
 
     def trial_config(self, point: dict) -> dict:
         """The fixed config with a point of the space (dotted keys) filled in, and the trial's resources."""
@@ -254,6 +270,16 @@ def parse_experiment(data, source: str = "<dict>") -> Experiment:
         value = s[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise _fail(source, f"search.{key} must be a positive integer, got {key}={value!r}")
+    if isinstance(s["max_failures"], bool) or not isinstance(s["max_failures"], int) or s["max_failures"] < 0:
+        raise _fail(source, f"search.max_failures must be an integer >= 0, got max_failures={s['max_failures']!r}")
+    points = s["points_to_evaluate"]
+    if not isinstance(points, list):
+        raise _fail(source, f"search.points_to_evaluate must be a list of points (mappings of searched keys), "
+                            f"got points_to_evaluate={points!r}")
+    points = [check_point(space, point, f"search.points_to_evaluate[{i}]", source) for i, point in enumerate(points)]
+    if points and s["algorithm"] == "grid":
+        raise _fail(source, "search.points_to_evaluate needs algorithm 'random' or 'optuna' (a grid enumerates its "
+                            "points), got algorithm='grid'")
     if not isinstance(s["synch"], bool):
         raise _fail(source, f"search.synch must be true or false, got synch={s['synch']!r}")
     if s["metric"] not in VALIDATION_METRICS:
@@ -262,9 +288,9 @@ def parse_experiment(data, source: str = "<dict>") -> Experiment:
     if s["mode"] not in ("min", "max"):
         raise _fail(source, f"search.mode must be 'min' or 'max', got mode={s['mode']!r}")
     for key in ("cpu", "gpu"):
-        if not _is_number(r[key]) or r[key] < 0 or (key == "cpu" and r[key] <= 0):
-            allowed = "a number > 0" if key == "cpu" else "a number >= 0"
-            raise _fail(source, f"resources.{key} must be {allowed}, got {key}={r[key]!r}")
+        problem = resource_problem(key, r[key])
+        if problem:
+            raise _fail(source, f"resources.{key} {problem}, got {key}={r[key]!r}")
     if s["algorithm"] == "optuna" and any(d.is_grid for d in space.values()):
         raise _fail(source, "grid domains need search.algorithm 'grid' or 'random' (Optuna samples, it does "
                             f"not enumerate), got algorithm='optuna' with grid keys {[k for k, d in space.items() if d.is_grid]}")
@@ -284,16 +310,69 @@ def parse_experiment(data, source: str = "<dict>") -> Experiment:
         config=copy.deepcopy(config), space=space, algorithm=s["algorithm"], scheduler=s["scheduler"],
         num_samples=s["num_samples"], max_concurrent=s["max_concurrent"], metric=s["metric"], mode=s["mode"],
         grace_period=s["grace_period"], perturbation_interval=s["perturbation_interval"],
-        synch=s["synch"], cpu=r["cpu"], gpu=r["gpu"], source=source, description=str(data.get("description") or ""),
-        callbacks=callbacks)
+        synch=s["synch"], max_failures=s["max_failures"], cpu=r["cpu"], gpu=r["gpu"], source=source,
+        description=str(data.get("description") or ""), points_to_evaluate=points, callbacks=tuple(callbacks))
     # every reachable point must make a valid trial config: unknown keys and bad values fail here
-    for point in reachable_points(space):
-        try:
-            trial = check_trial(experiment.trial_config(point))
-            check_metrics([experiment.metric], trial["dataset"])
-        except ConfigError as e:
-            raise _fail(source, str(e)) from None
+    for point in [*reachable_points(space), *points]:
+        check_trial_point(experiment, point, source)
     return experiment
+
+
+def check_trial_point(experiment: Experiment, point: dict, source: str) -> None:
+    """The trial config of a point (the missing searched keys at their middle) is valid and has the
+    experiment's metric, or a one-line error naming ``source``."""
+    middle = {key: domain.sample_point() for key, domain in experiment.space.items()}
+    try:
+        trial = check_trial(experiment.trial_config({**middle, **point}))
+        check_metrics([experiment.metric], trial["dataset"])
+    except ConfigError as e:
+        raise _fail(source, str(e)) from None
+
+
+def check_point(space: dict[str, Domain], point, where: str, source: str) -> dict:
+    """A known point of the space: a mapping of searched (dotted) keys to values inside their domains."""
+    if not isinstance(point, dict) or not point:
+        raise _fail(source, f"{where} must be a mapping of searched keys to values, got {point!r}")
+    for key, value in point.items():
+        if key not in space:
+            raise _fail(source, f"{where} sets {key!r}, which is not searched; searched: {', '.join(space) or 'none'}")
+        if not space[key].contains(value):
+            raise _fail(source, f"{where} sets {key}={value!r}, outside its domain {space[key].kind}: "
+                                f"{list(space[key].values)}")
+    return dict(point)
+
+
+def warm_start_point(experiment: Experiment, config: dict, source: str) -> dict:
+    """The point of the experiment's space that a trial config holds (recommended.json of
+    ``ab-tune compare``, best_trial.json's config): its values of the searched keys, checked."""
+    if not isinstance(config, dict):
+        raise SearchSpaceError(f"{source} must hold a trial config (a mapping), got {type(config).__name__}")
+    if isinstance(config.get("config"), dict):
+        config = config["config"]  # best_trial.json: the trial config is its "config"
+    point = {}
+    for key in experiment.space:
+        value, found = config, True
+        for part in key.split("."):
+            found = isinstance(value, dict) and part in value
+            value = value[part] if found else None
+            if not found:
+                break
+        if found:
+            point[key] = value
+    if not point:
+        raise SearchSpaceError(f"{source} holds none of the searched keys {list(experiment.space)}")
+    point = check_point(experiment.space, point, "the warm start", source)
+    check_trial_point(experiment, point, source)
+    return point
+
+
+def resource_problem(key: str, value) -> str:
+    """What is wrong with a trial's ``cpu`` or ``gpu`` request ("" if nothing): a trial trains on
+    one device, so at most one GPU (a fraction shares one)."""
+    if key == "cpu":
+        return "" if _is_number(value) and value > 0 else "must be a number > 0"
+    return "" if _is_number(value) and 0 <= value <= 1 else ("must be a number from 0 to 1 (a trial trains on one GPU; "
+                                                             "a fraction shares one)")
 
 
 def reachable_points(space: dict[str, Domain]):

@@ -10,10 +10,11 @@ settings (averaged over seeds) go on the accuracy-fairness front: ``front.csv`` 
 A baseline file is written for digits: the data, split, model, schedule and resource keys come
 from the AutoBalance file's ``config`` (everything except the loss and upper-level keys), so every
 method trains on the same splits with the same network and epochs.
-Each (seed, method) is one Ray Tune run in ``<storage>/<name>/seed<k>/<method>``; its best trial
+Each (seed, method) is one Ray Tune run in ``<storage>/<name>/seed<k>/<method>`` (a URI storage,
+``s3://`` say, holds the runs; the reports then go to ``./ab_tune_results/<name>``); its best trial
 is chosen by the experiment's validation metric only, and its test errors are reported.
 ``resume=True`` continues an interrupted comparison: finished runs are read back, unfinished ones
-resumed (their failed trials run again), missing ones (a method or seed added) started; the
+resumed (their failed trials trained again from scratch), missing ones (a method or seed added) started; the
 settings it was started with (``settings.json``: dataset, overrides, retraining, trials and a
 digest of each method's resolved experiment, so an edited file is caught) must match. A budgeted
 comparison cannot be resumed: Tune does not keep the seconds a budget has spent.
@@ -42,7 +43,7 @@ from ab_tune.data import DATASETS as DATASET_SPECS
 from ab_tune.data.registry import EXPERIMENTS
 from ab_tune.errors import ConfigError
 from ab_tune.files import write_atomically
-from ab_tune.integrations.ray.experiment import DEFAULT_STORAGE, result_rows, run_experiment
+from ab_tune.integrations.ray.experiment import is_uri, result_rows, run_experiment, storage_folders
 from ab_tune.names import TEST_OF, VAL_DEO, VAL_WORST_CLASS_ERROR, VAL_WORST_GROUP_ERROR, VALIDATION_METRICS
 from ab_tune.reporting.comparison import (
     AUTOBALANCE,
@@ -208,6 +209,8 @@ def _resumable(seed_dir: str, method: str, resume: bool) -> bool:
     """Whether this run is continued (resume and it has state); a folder left before Tune wrote any
     state is a one-line error naming it."""
     path = os.path.join(seed_dir, method)
+    if resume and is_uri(path):  # a bucket: Tune's state tells
+        return tune.Tuner.can_restore(path)
     if not resume or not os.path.exists(path):
         return False
     if not tune.Tuner.can_restore(path):
@@ -283,8 +286,8 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
                               f"never selects), got metric={metric!r}")
         check_metrics([metric], dataset)
     name = name or portable_name(f"compare_{dataset}")
-    storage = os.path.abspath(os.path.expanduser(storage or DEFAULT_STORAGE))
-    root = os.path.join(storage, name)
+    # the runs go to root (a URI stays one), settings.json and the reports to the local folder
+    _, root, local_root = storage_folders(storage, name)
     # every file and override is checked before Ray starts
     experiments = {seed: load_methods(dataset, methods, seed, overrides, retrain, num_samples, autobalance_file, metric)
                    for seed in seed_list}
@@ -294,7 +297,7 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
     # each seed has its own folder, so seeds are not a setting: a resume may add seeds, or other ones
     settings = {"dataset": dataset, "metric": metric, "overrides": overrides, "retrain": retrain, "budget": budget,
                 "num_samples": num_samples, "methods": {m: _digest(e) for m, e in experiments[first_seed].items()}}
-    _start_or_resume(root, name, settings, resume)
+    _start_or_resume(local_root, name, settings, resume)
     continued = {(seed, method): _resumable(os.path.join(root, f"seed{seed}"), method, resume)
                  for seed in seed_list for method in methods}  # every folder checked before Ray starts
 
@@ -308,7 +311,8 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
             print(f"\n== seed {seed}, {method} ({experiment.source})", file=out, flush=True)
             stopper = _stopper_class()(budget)
             grid, _ = run_experiment(experiment, storage=seed_dir, name=method, address=address, out=out,
-                                     stopper=stopper, resume=continued[(seed, method)])
+                                     stopper=stopper, restart_errored=continued[(seed, method)],
+                                     report_dir=os.path.join(local_root, f"seed{seed}", method))
             rows = result_rows(grid)
             all_rows[method].extend(rows)
             grids[(seed, method)] = grid
@@ -317,7 +321,8 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
         seed_table, picks[seed] = seed_records(seed, runs, metric, mode)
         records.extend(seed_table)
         if picks[seed] is not None:
-            write_atomically(os.path.join(seed_dir, "recommended.json"), json.dumps(picks[seed]["config"], indent=2))
+            write_atomically(os.path.join(local_root, f"seed{seed}", "recommended.json"),
+                             json.dumps(picks[seed]["config"], indent=2))
         if seed == first_seed:
             curves, best_rows = _first_seed_curves(runs, orders, metric, mode)
 
@@ -332,7 +337,7 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
     header = (f"# AutoBalance vs grid-searched baselines on {dataset} ({seeds} seed(s){which}"
               f"{f', budget {budget:g} trial-seconds per method and seed' if budget else ', no budget'}"
               f"{', with retraining' if retrain else ''})\n\n")
-    report_dir = os.path.join(root, fresh) if fresh else root
+    report_dir = os.path.join(local_root, fresh) if fresh else local_root
     os.makedirs(report_dir, exist_ok=True)
     paths = {"table": os.path.join(report_dir, "comparison.md"), "csv": os.path.join(report_dir, "comparison.csv")}
     write_atomically(paths["table"], header + table + "\n")

@@ -9,9 +9,10 @@
     results = tuner.fit()
 
 The trial config is the same dict as ``ab_tune.train``'s; ``cpus_per_trial`` and
-``gpus_per_trial`` set the trial's resources. Checkpoints hold the whole trainer state
-(model, optimizers, loss parameters, schedule counters, RNG states), so PBT, ASHA, trial
-retries and ``Tuner.restore`` continue a trial exactly.
+``gpus_per_trial`` set the trial's resources (``tune.with_resources`` replaces them); the trial
+trains on the GPU Ray gave it, if any, with one torch thread per CPU it was given. Checkpoints
+hold the whole trainer state (model, optimizers, loss parameters, schedule counters, RNG states),
+so PBT, ASHA, trial retries and ``Tuner.restore`` continue a trial exactly.
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from ray import tune
 
 from ab_tune.config import trial_threads
 from ab_tune.data import absolute_root
+from ab_tune.errors import ConfigError
+from ab_tune.names import REPLAYED
 from ab_tune.training.trainer import Trainer
 
 __all__ = ["AutoBalanceTrainable", "register", "TRAINABLE_NAME"]
@@ -34,23 +37,30 @@ CHECKPOINT_FILE = "trainer.pt"
 LOSS_FILE = "loss_parameters.json"
 
 
-def _trial_device(config: dict) -> str:
-    """The GPU Ray assigned (Ray sets CUDA_VISIBLE_DEVICES), else CPU."""
-    wants_gpu = config.get("gpus_per_trial", 0) > 0
-    requested = config.get("device", "auto")
+def _trial_device(requested: str, gpu_ids: list) -> str:
+    """The GPU Ray gave the trial (Ray sets CUDA_VISIBLE_DEVICES), else CPU: what Ray allocated
+    decides, not the ``gpus_per_trial`` key (``tune.with_resources`` replaces the request)."""
     if requested != "auto":
         return requested
-    if wants_gpu and not torch.cuda.is_available():
-        warnings.warn(f"gpus_per_trial={config['gpus_per_trial']} but CUDA is not available in this "
-                      "worker: training on CPU", stacklevel=2)
+    if len(gpu_ids) > 1:
+        raise ConfigError(f"a trial trains on one GPU, but Ray gave it {len(gpu_ids)} (GPU ids {gpu_ids}): ask for "
+                          "at most 1 GPU per trial (a fraction shares one)")
+    if gpu_ids and not torch.cuda.is_available():
+        warnings.warn(f"Ray gave this trial GPU {gpu_ids[0]} but CUDA is not available in this worker: training "
+                      "on CPU", stacklevel=2)
         return "cpu"
-    return "cuda" if wants_gpu and ray.get_gpu_ids() else "cpu"
+    return "cuda" if gpu_ids else "cpu"
 
 
 class AutoBalanceTrainable(tune.Trainable):
-    """One AutoBalance (or fixed-loss baseline) trial under Ray Tune."""
+    """One AutoBalance (or fixed-loss baseline) trial under Ray Tune.
 
-    def setup(self, config: dict):
+    ``data``: a user's in-memory ``(pool, test, info)``, as ``ab_tune.train(config, data=...)``
+    takes it; pass it with ``tune.with_parameters(AutoBalanceTrainable, data=...)``.
+    """
+
+    def setup(self, config: dict, data=None):
+        self.data = data
         self._build(config)
 
     def _build(self, config: dict):
@@ -59,18 +69,26 @@ class AutoBalanceTrainable(tune.Trainable):
             # trials run in their own folder: a relative path means the driver's working directory
             config["data_root"] = absolute_root(config["data_root"],
                                                 os.environ.get("TUNE_ORIG_WORKING_DIR", os.getcwd()))
-        config["device"] = _trial_device(config)
-        config["num_threads"] = trial_threads(config)
-        self.trainer = Trainer(config)
+        config["device"] = _trial_device(config.get("device", "auto"),
+                                         ray.get_gpu_ids() if ray.is_initialized() else [])
+        # torch threads: one per CPU of the trial's resources (tune.with_resources sets them), not the config key's
+        cpus = self.trial_resources.required_resources.get("CPU") if self.trial_resources else None
+        config["num_threads"] = trial_threads({**config, **({"cpus_per_trial": cpus} if cpus else {})})
+        self.trainer = Trainer(config, data=self.data)
 
     def step(self) -> dict:
-        # a trial restored from its final checkpoint (resume after the driver died between
-        # the last epoch and Tune's experiment snapshot) reports its final result again
-        metrics = None if self.trainer.done else self.trainer.train_epoch()
         device = str(self.trainer.device)
         if self.trainer.done:
-            return {**self.trainer.result(), "device": device, "done": True}
-        return {**metrics, "device": device, "loss_parameters": self.trainer.learned_values()}
+            # restored from its final checkpoint (a driver killed between the trial's last epoch and
+            # Tune's snapshot, an errored trial resumed after it had finished): nothing is left to
+            # train, and Tune counts this result as one more iteration; marked, never passed off as new
+            warnings.warn(f"trial {self.trial_id}: restored after its last epoch ({self.trainer.epoch}); trained "
+                          "nothing and replayed its final result", stacklevel=2)
+            return {**self.trainer.result(), "device": device, "done": True, REPLAYED: True}
+        metrics = self.trainer.train_epoch()
+        if self.trainer.done:
+            return {**self.trainer.result(), "device": device, "done": True, REPLAYED: False}
+        return {**metrics, "device": device, "loss_parameters": self.trainer.learned_values(), REPLAYED: False}
 
     def save_checkpoint(self, checkpoint_dir: str):
         torch.save(self.trainer.state_dict(), os.path.join(checkpoint_dir, CHECKPOINT_FILE))
