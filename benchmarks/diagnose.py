@@ -5,7 +5,7 @@
 
 Each variant is one trial of the shipped recipe (the dataset's bundled experiment file's fixed
 config, ``retrain`` off so every variant trains on the same split, and the whole validation split
-in the hypergradient, ``hyper_lr`` at the geometric
+in the hypergradient, no guard, ``hyper_lr`` at the geometric
 middle of the file's range) started from ``--preset``, and every epoch it records the objective
 the upper level descends on the validation images it fits (``fit``) and on the test set
 (``test``), balanced cross-entropy and balanced error on both. Variants:
@@ -75,7 +75,7 @@ def recipe(dataset: str, seed: int, preset: str) -> dict:
     experiment = load_experiment(bundled_path(FILES[dataset]))
     low, high = experiment.space["hyper_lr"].values
     return {"weight_decay": trial_defaults(dataset)["weight_decay"], **experiment.config, "retrain": False,
-            "selection_fraction": 0.0, "seed": seed, "loss_init": preset,
+            "selection_fraction": 0.0, "guard": False, "seed": seed, "loss_init": preset,
             "hyper_lr": math.sqrt(low * high), "num_threads": 1}
 
 
