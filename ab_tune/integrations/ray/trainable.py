@@ -17,6 +17,7 @@ so PBT, ASHA, trial retries and ``Tuner.restore`` continue a trial exactly.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
 
@@ -60,6 +61,8 @@ class AutoBalanceTrainable(tune.Trainable):
     """
 
     def setup(self, config: dict, data=None):
+        # the worker's warnings reach the console; Ray's line for every epoch's checkpoint would bury them
+        logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
         self.data = data
         self._build(config)
 
