@@ -113,6 +113,14 @@ def _run(args) -> int:
     if args.retrain:
         overrides["retrain"] = True
     experiment = load_experiment(args.file, overrides)  # every check before Ray starts
+    resumed = args.resume or args.resume_errored or args.restart_errored
+    kept = [flag for flag, value in (("--num-samples", args.num_samples), ("--cpus-per-trial", args.cpus_per_trial),
+                                     ("--gpus-per-trial", args.gpus_per_trial), ("--warm-start", args.warm_start),
+                                     ("--max-failures", args.max_failures), ("--study-storage", args.study_storage))
+            if value is not None]
+    if resumed and kept:  # Tune restores the search as it was started
+        raise UsageError(f"{kept[0]} sets up a new search; a resumed one keeps the settings it was started with: "
+                         f"leave {kept[0]} out, or start a new --name")
     if args.num_samples is not None:
         if args.num_samples < 1:
             raise UsageError(f"--num-samples must be a positive integer, got --num-samples {args.num_samples}")
@@ -132,8 +140,7 @@ def _run(args) -> int:
         experiment.max_failures = args.max_failures
 
     study_storage = None
-    resumed = args.resume or args.resume_errored or args.restart_errored
-    if args.study_storage is not None and not resumed:  # a resumed search keeps the storage it had
+    if args.study_storage is not None:
         if experiment.algorithm != "optuna":
             raise UsageError(f"--study-storage keeps the study of an Optuna search, but search.algorithm is "
                              f"{experiment.algorithm!r}; set it to 'optuna' or leave --study-storage out")

@@ -191,7 +191,9 @@ OPTIONS: dict[str, Option] = {
         "prior_strength": Option(0.0, *NON_NEGATIVE,
                                  "a prior toward the preset: the upper objective plus (prior_strength / n_val) * "
                                  "||theta - theta_preset||^2 over the loss's learned corrections, n_val the "
-                                 "validation images the hypergradient sees (the pull shrinks as validation grows)"),
+                                 "validation images the hypergradient sees (the pull shrinks as validation grows); "
+                                 "for the corrections it equals hyper_weight_decay 2 prior_strength / n_val, sized by the "
+                                 "validation split"),
         "hyper_every": Option(None, *POSITIVE_INT, "training iterations between hyper steps"),
         "solver": Option("neumann", f"one of {sorted(SOLVERS)}", _one_of(*SOLVERS), "inverse-Hessian solver"),
         "hessian": Option("last_layer", "one of ['exact', 'last_layer', 'finite_difference']",
@@ -223,7 +225,8 @@ OPTIONS: dict[str, Option] = {
                         "values or the preset's"),
         "hyper_average": Option(None, "a number in [0, 1) or null", _optional(lambda v: _number(0, 1)(v) and v < 1),
                                 "average the learned values over the search's epochs after this fraction of them "
-                                "(null: off); the average is the search's final loss (what retrain trains with)"),
+                                "(and after the first hyper step; null: off); the average is the loss retrain trains "
+                                "with (needs retrain: true)"),
     }),
     **_section("objective", {  # the validation objective of the upper level
         "fairness_weight": Option(0.0, "in [0, 1]", _number(0, 1), "blend weight of the fairness term"),
@@ -298,9 +301,9 @@ def resolve_config(config: dict, *, user_data: bool = False) -> dict:
         resolved["model"] = spec.model  # the dataset's own network (MNIST-1D's 1D CNN)
     _check_loss(resolved)
     _check_solver(resolved)
-    _check_safeguards(resolved)
     _check_augmentation(resolved)
     _scale_schedule(resolved)
+    _check_safeguards(resolved)  # after the schedule: the guard needs the first hyper step's epoch
     return resolved
 
 
@@ -323,6 +326,12 @@ def _check_safeguards(c: dict) -> None:
     if c["guard"] and c["selection_fraction"] == 0:
         raise ConfigError("guard=True needs validation images the hypergradient never sees: set selection_fraction "
                           "in (0, 1), got selection_fraction=0")
+    if c["guard"] and c["hyper_start_epoch"] == 0:
+        raise ConfigError("guard=True scores the preset before the first hyper step: hyper_start_epoch must be at "
+                          "least 1, got hyper_start_epoch=0")
+    if c["hyper_average"] is not None and not c["retrain"]:
+        raise ConfigError(f"hyper_average sets the search's final values, which only retraining trains with: set "
+                          f"retrain=true, got hyper_average={c['hyper_average']!r} with retrain=False")
     if c["guard"] and c["hyper_average"] is not None:
         raise ConfigError(f"guard and hyper_average each choose the search's final values: use one, got guard=True "
                           f"with hyper_average={c['hyper_average']!r}")

@@ -17,7 +17,7 @@ import ab_tune
 from ab_tune import ConfigError
 from ab_tune.cli import main
 from ab_tune.integrations.optuna.study import FIRST_ATTEMPT, TrialSeededSampler, open_storage, run_study
-from ab_tune.search.searchspace import Domain, load_experiment
+from ab_tune.search.searchspace import Domain, load_experiment, portable_name
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -267,17 +267,18 @@ def test_a_retried_trial_continues_from_its_checkpoint_and_ends_as_an_uninterrup
     lost = ab_tune.Trainer({**config, **params})  # a trial's first attempt, lost after its first epoch
     lost.train_epoch()
     (tmp_path / "checkpoints").mkdir()
-    torch.save(lost.state_dict(), tmp_path / "checkpoints" / "trial_7.pt")
-
     objective = ab_tune.optuna_objective(config, SPACE, checkpoint_dir=str(tmp_path / "checkpoints"))
     study = _study(objective)
+    saved = tmp_path / "checkpoints" / f"{portable_name(study.study_name)}_trial_7.pt"  # the study's own file
+    torch.save(lost.state_dict(), saved)
+    torch.save(lost.state_dict(), tmp_path / "checkpoints" / "other_study_trial_0.pt")  # never read: another study's
     study.enqueue_trial({**params, "augmentation": "none"}, user_attrs={FIRST_ATTEMPT: 7})  # as a retry is queued
     study.optimize(objective, n_trials=1)
     trial = study.trials[0]
     assert trial.user_attrs["resumed_from_epoch"] == 1 and trial.user_attrs[FIRST_ATTEMPT] == 7
     assert sorted(trial.intermediate_values) == [2, 3]  # trained epochs 2 and 3 only
     assert trial.value == ab_tune.train({**config, **params})["val_balanced_error"]
-    assert not (tmp_path / "checkpoints" / "trial_7.pt").exists()  # the trial ended: nothing to continue
+    assert not saved.exists()  # the trial ended: nothing to continue
 
 
 def test_an_unknown_callback_and_a_missing_logger_package_are_one_line(tmp_path, capsys, monkeypatch):
@@ -360,7 +361,7 @@ def test_workers_on_one_study_lose_no_trial_when_one_is_killed_mid_trial(tmp_pat
             continue  # the study is not created yet, or the database is busy
         for trial in trials:
             mid_trial = (trial.state.name == "RUNNING" and trial.user_attrs.get("worker", "").endswith(f":{victim.pid}")
-                         and (out / "checkpoints" / f"trial_{trial.number}.pt").exists())
+                         and (out / "checkpoints" / f"tiny_trial_{trial.number}.pt").exists())
             if mid_trial:
                 victim.send_signal(signal.SIGKILL)
                 killed = trial.number

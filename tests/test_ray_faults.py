@@ -125,7 +125,8 @@ def test_bad_run_flags_fail_before_ray_starts(tmp_path, capsys, monkeypatch):
     for argv, message in ((["--resume-errored", "--restart-errored"], "--resume-errored"),
                           (["--max-failures", "-1"], "--max-failures -1"),
                           (["--cpus-per-trial", "0"], "--cpus-per-trial must be a number > 0, got --cpus-per-trial 0"),
-                          (["--gpus-per-trial", "2"], "--gpus-per-trial must be a number from 0 to 1")):
+                          (["--gpus-per-trial", "2"], "--gpus-per-trial must be a number from 0 to 1"),
+                          (["--resume", "--num-samples", "4"], "--num-samples sets up a new search; a resumed one keeps")):
         assert ab_tune.cli.main(["run", "--storage", str(tmp_path / "results"), *argv]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("ab-tune: error: ") and message in err, err

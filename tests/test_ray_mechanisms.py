@@ -142,7 +142,7 @@ def test_pbt_draws_from_its_own_seeded_generators():
 def test_logger_callbacks_from_the_file(monkeypatch):
     from ray.tune.logger import TBXLoggerCallback
 
-    from ab_tune.integrations.ray.experiment import _logger_callbacks
+    from ab_tune.integrations.ray.experiment import _check_logger_packages, _logger_callbacks
 
     spec = {"config": TINY, "callbacks": ["tensorboard"]}
     assert [type(c) for c in _logger_callbacks(parse_experiment(spec))] == [TBXLoggerCallback]
@@ -152,7 +152,7 @@ def test_logger_callbacks_from_the_file(monkeypatch):
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "mlflow" else real_find_spec(name))
     with pytest.raises(SearchSpaceError, match=r"callbacks: mlflow needs the mlflow package: pip install mlflow$"):
-        _logger_callbacks(parse_experiment({**spec, "callbacks": ["mlflow"]}))
+        _check_logger_packages(parse_experiment({**spec, "callbacks": ["mlflow"]}))
 
 
 def test_warm_start_and_points_to_evaluate_are_tried_first(ray_local, tmp_path, capsys):
@@ -180,3 +180,23 @@ def test_warm_start_and_points_to_evaluate_are_tried_first(ray_local, tmp_path, 
     with pytest.raises(SearchSpaceError, match=r"points_to_evaluate\[0\] sets 'lr', which is not searched"):
         parse_experiment({"config": TINY, "space": {"fairness_weight": {"uniform": [0.0, 0.5]}},
                           "search": {"points_to_evaluate": [{"lr": 0.1}]}})
+
+
+def test_random_and_grid_searches_run_at_most_max_concurrent_trials_at_once():
+    """Tune ignores max_concurrent_trials for a search algorithm it is handed: the variant
+    generator must carry the limit itself."""
+    from ab_tune.integrations.ray.experiment import _search_algorithm
+
+    for algorithm, space in (("random", {"fairness_weight": {"uniform": [0.0, 0.5]}}),
+                             ("grid", {"fairness_weight": {"grid": [0.0, 0.5]}})):
+        spec = {"config": TINY, "space": space, "search": {"algorithm": algorithm, "max_concurrent": 3}}
+        assert _search_algorithm(parse_experiment(spec)).max_concurrent == 3
+
+
+def test_a_warm_start_of_a_grid_search_is_refused_in_one_line():
+    from ab_tune.search.searchspace import warm_start_point
+
+    grid = parse_experiment({"config": TINY, "space": {"fairness_weight": {"grid": [0.0, 0.5]}},
+                             "search": {"algorithm": "grid"}})
+    with pytest.raises(SearchSpaceError, match=r"^recommended.json: a warm start needs algorithm 'random' or 'optuna'"):
+        warm_start_point(grid, {**TINY, "fairness_weight": 0.5}, "recommended.json")

@@ -124,21 +124,30 @@ def test_the_tail_average_is_the_mean_of_the_last_epochs_values():
     assert h.tolist() == [3.0, 3.0]  # epochs 3-5
 
 
-def test_a_trial_with_the_tail_average_ends_on_the_average_of_its_epochs():
-    trainer = Trainer({**QUICK, "hyper_average": 0.5})  # epochs 3 and 4 of 4
-    seen = []
-    while not trainer.done:
-        trainer.train_epoch()
+def test_a_trial_with_the_tail_average_ends_on_the_average_of_its_epochs_and_retrains_with_it():
+    trainer = Trainer({**QUICK, "hyper_average": 0.5, "retrain": True})  # search epochs 3 and 4 of 4 averaged
+    values, seen, apply = {}, [], trainer.average.apply
+
+    def watched_apply():  # the last search epoch's values, before the average replaces them
         seen.append(trainer.loss.hparameters()[0].detach().clone())
-    # the last entry is after the average replaced the values; epoch 3's values and epoch 4's before it
-    assert trainer.average.count == 2
-    assert torch.allclose(trainer.average.total[0] / 2, seen[-1])
+        apply()
+    trainer.average.apply = watched_apply
+    for epoch in range(1, 5):
+        trainer.train_epoch()
+        values[epoch] = trainer.loss.hparameters()[0].detach().clone()
+    assert not torch.equal(seen[0], values[3])  # the hyper steps moved them during epoch 4
+    assert torch.allclose(values[4], (values[3] + seen[0]) / 2)
+    while not trainer.done:  # retraining: frozen at the average
+        trainer.train_epoch()
+    assert torch.equal(trainer.loss.hparameters()[0], values[4])
 
 
 @pytest.mark.parametrize("config, message", [
     ({"guard": True, "selection_fraction": 0.0}, r"guard=True needs validation images .* got selection_fraction=0"),
-    ({"guard": True, "hyper_average": 0.5}, r"guard and hyper_average .* got guard=True with hyper_average=0.5"),
+    ({"guard": True, "hyper_average": 0.5, "retrain": True}, r"guard and hyper_average .* got guard=True with hyper_average=0.5"),
     ({"hyper_average": 1.5}, r"hyper_average must be a number in \[0, 1\) or null, got hyper_average=1.5"),
+    ({"hyper_average": 0.5}, r"hyper_average sets the search's final values, .* got hyper_average=0.5 with retrain=False"),
+    ({"guard": True, "hyper_start_epoch": 0}, r"guard=True scores the preset .* got hyper_start_epoch=0"),
 ])
 def test_bad_safeguard_settings_are_one_line_errors(config, message):
     with pytest.raises(ab_tune.ConfigError, match=message):
@@ -152,7 +161,7 @@ def test_a_selection_fraction_that_leaves_a_class_no_held_out_image_names_the_cl
         Trainer({**QUICK, "imbalance_ratio": 100, "val_fraction": 0.05})
 
 
-def test_the_command_refuses_a_selection_fraction_that_leaves_a_class_out_before_training(tmp_path):
+def test_the_command_refuses_a_selection_fraction_that_leaves_a_class_out_before_training():
     from ab_tune.search.preflight import check_trial
     with pytest.raises(ab_tune.ConfigError, match=r"selection_fraction=0.5 leaves class \d+ with no held-out"):
         check_trial({**QUICK, "imbalance_ratio": 100, "val_fraction": 0.05})

@@ -347,6 +347,9 @@ def warm_start_point(experiment: Experiment, config: dict, source: str) -> dict:
     ``ab-tune compare``, best_trial.json's config): its values of the searched keys, checked."""
     if not isinstance(config, dict):
         raise SearchSpaceError(f"{source} must hold a trial config (a mapping), got {type(config).__name__}")
+    if experiment.algorithm == "grid":  # Tune would run the point in place of the whole grid
+        raise SearchSpaceError(f"{source}: a warm start needs algorithm 'random' or 'optuna' (a grid enumerates its "
+                               f"points), got algorithm='grid'")
     if isinstance(config.get("config"), dict):
         config = config["config"]  # best_trial.json: the trial config is its "config"
     point = {}

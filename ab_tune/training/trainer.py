@@ -141,8 +141,10 @@ class Trainer:
         # what chooses the search's final values, when asked: the held-out guard or the tail average
         learning = self.tuner.optimizer is not None
         self.guard = HeldOutGuard(self.tuner.hparams) if c["guard"] and learning else None
-        self.average = (TailAverage(self.tuner.hparams, round(c["hyper_average"] * c["epochs"]))
-                        if c["hyper_average"] is not None and learning else None)
+        self.average = None
+        if c["hyper_average"] is not None and learning:  # at least the last epoch, none before the hyper steps
+            first = max(round(c["hyper_average"] * c["epochs"]), c["hyper_start_epoch"])
+            self.average = TailAverage(self.tuner.hparams, min(first, c["epochs"] - 1))
         self.test_confusion = self.test_group_confusion = None  # from the last evaluation
 
     # --- set-up --------------------------------------------------------------------------

@@ -58,6 +58,7 @@ from ab_tune.search.searchspace import (
     Experiment,
     SearchSpaceError,
     parse_domain,
+    portable_name,
     reachable_points,
     set_nested,
     with_point,
@@ -189,9 +190,11 @@ class AutoBalanceObjective:
         # a retry of a lost trial inherits its user attributes, the first attempt's number with them
         first = trial.user_attrs.get(FIRST_ATTEMPT, trial.number)
         trial.set_user_attr(FIRST_ATTEMPT, first)
-        checkpoint = (os.path.join(self.checkpoint_dir, f"trial_{first}.pt") if self.checkpoint_dir is not None
+        # one file per study and first attempt (studies may share --out); only a retry reads one back
+        name = portable_name(study.study_name) if study is not None else "study"
+        checkpoint = (os.path.join(self.checkpoint_dir, f"{name}_trial_{first}.pt") if self.checkpoint_dir is not None
                       else None)
-        if checkpoint is not None and os.path.exists(checkpoint):
+        if checkpoint is not None and first != trial.number and os.path.exists(checkpoint):
             trainer.load_state_dict(torch.load(checkpoint, weights_only=True, map_location=trainer.device))
             trial.set_user_attr(RESUMED_FROM_EPOCH, trainer.epoch)
         try:

@@ -152,7 +152,7 @@ def _search_algorithm(experiment: Experiment, study_storage=None, name: str | No
                                    points_to_evaluate=[{k.replace(".", "/"): v for k, v in p.items()} for p in points])
     from ray.tune.search import BasicVariantGenerator  # random and grid: samples and enumerates
 
-    return BasicVariantGenerator(random_state=experiment.sampler_seed(),
+    return BasicVariantGenerator(random_state=experiment.sampler_seed(), max_concurrent=experiment.max_concurrent,
                                  points_to_evaluate=[with_point({}, p) for p in points] or None)
 
 
@@ -167,8 +167,7 @@ def _check_logger_packages(experiment: Experiment) -> None:
 
 def _logger_callbacks(experiment: Experiment) -> list:
     """Ray Tune's logger callback of each name in the file's ``callbacks``; MLflow's experiment and
-    W&B's project are the experiment's name."""
-    _check_logger_packages(experiment)
+    W&B's project are the experiment's name (their packages: ``_check_logger_packages``, before Ray starts)."""
     callbacks = []
     for name in experiment.callbacks:
         if name == "mlflow":
