@@ -71,3 +71,20 @@ def test_bad_study_storage_is_one_line_before_ray_starts(tmp_path, capsys, monke
                  "--study-storage", storage.format(tmp=tmp_path)]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_a_trial_that_errored_then_finished_on_restart_is_complete_in_the_study_too():
+    """Tune's searcher drops a second completion: without the re-add, the study keeps the trial as
+    FAIL while Tune reports it finished (--restart-errored, --resume-errored)."""
+    from ab_tune.integrations.ray.experiment import PruningOptunaSearch
+
+    search = PruningOptunaSearch(space={"lr": tune.uniform(0.01, 0.1)}, metric="val_balanced_error", mode="min", seed=0)
+    search.suggest("t1")
+    search.on_trial_complete("t1", None, error=True)
+    search.on_trial_complete("t1", {"val_balanced_error": 0.3, "class_counts": [5, 1]})  # the restarted trial's end
+    failed, retried = search._ot_study.trials
+    assert failed.state == optuna.trial.TrialState.FAIL
+    assert retried.state == optuna.trial.TrialState.COMPLETE and retried.value == 0.3
+    assert retried.params == failed.params and retried.user_attrs["retried_tune_trial"] == "t1"
+    search.on_trial_complete("t1", {"val_balanced_error": 0.2, "class_counts": [5, 1]})  # a finished trial is not re-added
+    assert len(search._ot_study.trials) == 2

@@ -135,10 +135,24 @@ def _clip_to_space(bounds: dict, config: dict) -> dict:
 class PruningOptunaSearch(OptunaSearch):
     """Tune's OptunaSearch, telling the study that a trial a scheduler (ASHA) or a stopper ended early
     was pruned: Tune hands its last epoch's result as if complete, and TPE would take that partial
-    value for a finished trial's."""
+    value for a finished trial's. A trial that errored (FAIL in the study) and then finished after
+    ``--restart-errored`` or ``--resume-errored`` is added to the study again with its parameters
+    and value, so the study and Tune agree (Tune's searcher would drop that second completion)."""
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         finished = result is not None and CLASS_COUNTS in result  # only a trial's final result holds them
+        if trial_id in self._completed_trials and finished and not error:
+            import optuna  # with OptunaSearch, so installed
+
+            failed, readded = self._ot_trials[trial_id], self.__dict__.setdefault("_readded", set())
+            value = result.get(self.metric)
+            failed_in_study = self._ot_study.trials[failed.number].state == optuna.trial.TrialState.FAIL
+            if value is not None and failed_in_study and trial_id not in readded:
+                readded.add(trial_id)
+                self._ot_study.add_trial(optuna.trial.create_trial(
+                    params=failed.params, distributions=failed.distributions, value=value,
+                    user_attrs={"retried_tune_trial": trial_id}))
+            return
         super().on_trial_complete(trial_id, result if finished or error else None, error)
 
 
