@@ -142,16 +142,12 @@ class PruningOptunaSearch(OptunaSearch):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         finished = result is not None and CLASS_COUNTS in result  # only a trial's final result holds them
         if trial_id in self._completed_trials and finished and not error:
-            import optuna  # with OptunaSearch, so installed
-
             failed, readded = self._ot_trials[trial_id], self.__dict__.setdefault("_readded", set())
             value = result.get(self.metric)
-            failed_in_study = self._ot_study.trials[failed.number].state == optuna.trial.TrialState.FAIL
-            if value is not None and failed_in_study and trial_id not in readded:
-                readded.add(trial_id)
-                self._ot_study.add_trial(optuna.trial.create_trial(
-                    params=failed.params, distributions=failed.distributions, value=value,
-                    user_attrs={"retried_tune_trial": trial_id}))
+            if value is not None and self._ot_study.trials[failed.number].state.name == "FAIL" and trial_id not in readded:
+                readded.add(trial_id)  # through the study's own calls: this adapter does not import optuna
+                self._ot_study.enqueue_trial(failed.params, user_attrs={"retried_tune_trial": trial_id})
+                self._ot_study.tell(self._ot_study.ask(failed.distributions), value)
             return
         super().on_trial_complete(trial_id, result if finished or error else None, error)
 
