@@ -165,6 +165,7 @@ def test_the_command_refuses_a_selection_fraction_that_leaves_a_class_out_before
     from ab_tune.search.preflight import check_trial
     with pytest.raises(ab_tune.ConfigError, match=r"selection_fraction=0.5 leaves class \d+ with no held-out"):
         check_trial({**QUICK, "imbalance_ratio": 100, "val_fraction": 0.05})
+    check_trial({**QUICK, "imbalance_ratio": 100, "val_fraction": 0.05, "learn": []})  # a fixed loss holds none out
 
 
 def test_a_fixed_loss_scores_on_the_whole_validation_split_and_a_learned_one_on_its_held_out_part():

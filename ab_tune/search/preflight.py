@@ -62,7 +62,7 @@ def check_trial(config: dict, *, user_data: bool = False) -> dict:
                                  f"got band_size={c['band_size']}")
             make_loss(c, torch.ones(num_classes))
             _check_groups(c)
-            if c["selection_fraction"] and spec.files is None:  # every class keeps a held-out image
+            if c["selection_fraction"] and c["learn"] and spec.files is None:  # a learned loss's held-out images
                 selection_split(_validation_split(json.dumps(split_arguments(c), sort_keys=True)),
                                 c["selection_fraction"], c["data_seed"] + 1)
             make_learned_augmentation(c, input_shape, num_classes, 1)
