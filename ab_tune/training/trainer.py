@@ -114,7 +114,8 @@ class Trainer:
         self._reweight(0)
         # the hypergradient sees hyper_val only; the reported val_* metrics come from the selection part.
         # A fixed loss has no hypergradient: no image of its validation split is fitted, it scores on all
-        held_out = c["selection_fraction"] if self._hparameters() else 0.0
+        hparams = self._hparameters()  # what the upper level tunes; none for a fixed loss
+        held_out = c["selection_fraction"] if hparams else 0.0
         hyper_val, selection = selection_split(self.splits.val, held_out, c["data_seed"] + 1)
         self.objective = make_objective(c, hyper_val, self.device)
         selection_objective = self.objective if selection is hyper_val else make_objective(c, selection, self.device)
@@ -137,14 +138,13 @@ class Trainer:
                                    c["eval_batch_size"])
         self._new_model()
         # the upper level: the class a user's own loop drives as ab_tune.LossTuner
-        self.tuner = UpperLevel(self.model, self.loss, self.objective, HyperSettings.from_config(c), self._hparameters())
+        self.tuner = UpperLevel(self.model, self.loss, self.objective, HyperSettings.from_config(c), hparams)
         # what chooses the search's final values, when asked: the held-out guard or the tail average
-        learning = self.tuner.optimizer is not None
-        self.guard = HeldOutGuard(self.tuner.hparams) if c["guard"] and learning else None
+        self.guard = HeldOutGuard(hparams) if c["guard"] and hparams else None
         self.average = None
-        if c["hyper_average"] is not None and learning:  # at least the last epoch, none before the hyper steps
+        if c["hyper_average"] is not None and hparams:  # at least the last epoch, none before the hyper steps
             first = max(round(c["hyper_average"] * c["epochs"]), c["hyper_start_epoch"])
-            self.average = TailAverage(self.tuner.hparams, min(first, c["epochs"] - 1))
+            self.average = TailAverage(hparams, min(first, c["epochs"] - 1))
         self.test_confusion = self.test_group_confusion = None  # from the last evaluation
 
     # --- set-up --------------------------------------------------------------------------
