@@ -154,6 +154,28 @@ def summarize(out: str) -> None:
               f"| {mean(lambda r: r['epochs'][-1]['fit']['balanced_loss']):.3f} "
               f"| {mean(lambda r: r['epochs'][-1]['test']['balanced_loss']):.3f} "
               f"| {100 * mean(lambda r: r['val_balanced_error']):.2f} | {tau:+.2f}, {gamma:+.2f} |")
+    print("\nEach variant minus the recipe it changes (`learned`; a `preset_*` variant minus `preset`), "
+          "test balanced error in points, per seed:")
+    for (dataset, preset, variant), by_seed in sorted(records.items()):
+        base = records.get((dataset, preset, "preset" if variant.startswith("preset_") else "learned"), {})
+        if variant not in ("learned", "preset") and set(by_seed) <= set(base):
+            diffs = [100 * (by_seed[s][TEST] - base[s][TEST]) for s in sorted(by_seed)]
+            print(f"- {dataset} {preset} {variant}: {', '.join(f'{d:+.2f}' for d in diffs)}; "
+                  f"mean {statistics.mean(diffs):+.2f}")
+    print("\nLA's grid (the `preset` at tau 1 and `la_tau*`), selected per seed by validation balanced error "
+          "(ties: loss) and by balanced loss, test balanced error %:")
+    for dataset, preset in sorted({(d, p) for d, p, _ in records}):
+        grid = [records.get((dataset, preset, v), {}) for v in ("preset", *(f"la_tau{t}" for t in ("0.5", "1.5", "2")))]
+        seeds = set.intersection(*(set(g) for g in grid)) if all(grid) else set()
+        if preset != "la" or not seeds:
+            continue
+        picks = {"error": [], "loss": []}
+        for seed in sorted(seeds):
+            trials = [g[seed] for g in grid]
+            picks["error"].append(min(trials, key=lambda r: (r["val_balanced_error"], r["val_balanced_loss"]))[TEST])
+            picks["loss"].append(min(trials, key=lambda r: r["val_balanced_loss"])[TEST])
+        print(f"- {dataset}: by error {100 * statistics.mean(picks['error']):.2f}, "
+              f"by loss {100 * statistics.mean(picks['loss']):.2f}")
 
 
 def main() -> None:
