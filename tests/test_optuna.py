@@ -328,6 +328,18 @@ def test_the_files_loggers_and_the_callers_callbacks_see_every_trial(tmp_path, m
     assert mine == [0, 1]
 
 
+def test_the_files_known_points_go_first_once_per_study_and_a_partial_point_is_completed(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(SPACE_FILE.replace("  num_samples: 2", "  num_samples: 2\n  points_to_evaluate: [{lr: 0.05}]")
+                    .replace("epochs: 2", "epochs: 1"))
+    experiment, storage = load_experiment(str(path)), f"sqlite:///{tmp_path}/s.db"
+    study, _, failed = run_study(experiment, storage=storage, n_trials=1, out_dir=str(tmp_path / "out"))
+    first = study.trials[0].params
+    assert failed == 0 and first["lr"] == 0.05 and 0.0 <= first["fairness_weight"] <= 0.5  # the left-out key sampled
+    study, _, _ = run_study(experiment, storage=storage, n_trials=1, out_dir=str(tmp_path / "out"))
+    assert len(study.trials) == 2 and study.trials[1].params["lr"] != 0.05  # a second worker does not repeat it
+
+
 WORKER_FILE = SPACE_FILE.replace("epochs: 2", "epochs: 3").replace(
     "  metric: val_balanced_error", "  metric: val_balanced_error\n  grace_period: 4  # never pruned: every trial completes")
 

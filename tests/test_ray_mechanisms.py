@@ -156,14 +156,17 @@ def test_logger_callbacks_from_the_file(monkeypatch):
 
 
 def test_warm_start_and_points_to_evaluate_are_tried_first(ray_local, tmp_path, capsys):
-    """A point of the file and recommended.json (as ab-tune compare writes it: a whole trial config)."""
+    """A point of the file (partial: Optuna samples the key it leaves out) and recommended.json (as
+    ab-tune compare writes it: a whole trial config)."""
     path = tmp_path / "e.yaml"
     path.write_text(yaml.safe_dump({
-        "config": {**TINY, "epochs": 1}, "space": {"fairness_weight": {"uniform": [0.0, 0.5]}},
+        "config": {**TINY, "epochs": 1},
+        "space": {"fairness_weight": {"uniform": [0.0, 0.5]}, "augmentation": {"choice": ["none", "mixup"]}},
         "search": {"algorithm": "optuna", "num_samples": 2, "points_to_evaluate": [{"fairness_weight": 0.2}]},
         "resources": {"cpu": 1}}))
     recommended = tmp_path / "recommended.json"
-    recommended.write_text(json.dumps({**TINY, "epochs": 1, "fairness_weight": 0.123, "learn": ["iota"]}))
+    recommended.write_text(json.dumps({**TINY, "epochs": 1, "fairness_weight": 0.123, "augmentation": "none",
+                                       "learn": ["iota"]}))
     storage = str(tmp_path / "results")
     assert ab_tune.cli.main(["run", str(path), "--warm-start", str(recommended), "--storage", storage,
                              "--name", "warm"]) == 0

@@ -137,7 +137,18 @@ class PruningOptunaSearch(OptunaSearch):
     was pruned: Tune hands its last epoch's result as if complete, and TPE would take that partial
     value for a finished trial's. A trial that errored (FAIL in the study) and then finished after
     ``--restart-errored`` or ``--resume-errored`` is added to the study again with its parameters
-    and value, so the study and Tune agree (Tune's searcher would drop that second completion)."""
+    and value, so the study and Tune agree (Tune's searcher would drop that second completion). Known
+    points are enqueued on the study as they are: Tune's own check wants every searched key in a
+    point, where Optuna samples the ones a point leaves out."""
+
+    def __init__(self, *args, points_to_evaluate=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._known_points = list(points_to_evaluate or [])
+
+    def _setup_study(self, mode):
+        super()._setup_study(mode)
+        for point in self._known_points:
+            self._ot_study.enqueue_trial(point)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         finished = result is not None and CLASS_COUNTS in result  # only a trial's final result holds them
