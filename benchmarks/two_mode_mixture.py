@@ -1,11 +1,10 @@
-"""A long-tailed dataset on which class re-weighting beats logit adjustment: the Gaussian mixture
-whose every class has a second mode (10% of its samples moved by 4 along a direction of its own),
-fitted by a linear model. Its labels only, as a user's own data would come: the modes are not
-given. Loaded as `dataset: benchmarks.two_mode_mixture:load` from the repository's root.
-
-A linear model cannot fit both modes of a class, so it trades one class's fit for another's.
-Logit adjustment makes that trade by the training frequencies and moves only the scores; a
-class-weighted loss makes it by the weights, which is what balanced error asks for.
+"""The long-tailed Gaussian mixture whose every class has a second mode (10% of its samples moved
+by 4 along a direction of its own), with its labels only: the modes are not given, as a user's own
+data would come. `reweighting_survey.py` holds it against the same data with the mode as a group
+label (`gmm_groups`): with labels only, logit adjustment beats class re-weighting; with the mode
+labelled, re-weighting per (class, mode) beats logit adjustment by 1-4 points. Loaded as
+`dataset: benchmarks.two_mode_mixture:load` with the repository root on the path (`PYTHONPATH=.`,
+which Ray workers inherit).
 """
 from __future__ import annotations
 

@@ -62,13 +62,37 @@ def test_init_writes_a_starter_that_loads_and_describes_the_data(tmp_path, capsy
     assert "class 'cat'" not in out.split("imbalance ratio")[1]  # 8 validation images: no warning
     experiment = load_experiment(str(path))  # what `ab-tune run` checks before Ray starts, every trial
     assert experiment.config["dataset"] == "imagefolder" and experiment.config["parametrization"] == "frequency"
-    assert set(experiment.space) == {"loss_init", "hyper_lr"}
+    assert experiment.config["learn"] == ["delta", "iota", "omega"] and set(experiment.space) == {"loss_init", "hyper_lr"}
+    assert experiment.space["loss_init"].values == ("ce", "la", "cb") and experiment.num_samples == 3
+    assert experiment.points_to_evaluate == [{"loss_init": "ce"}, {"loss_init": "la"}, {"loss_init": "cb"}]
     # never over an existing file; an unknown dataset kind: one line each, exit 2
     before = path.read_text()
     assert main(["init", str(path)]) == 2
     assert "already exists: ab-tune init never overwrites" in capsys.readouterr().err and path.read_text() == before
     assert main(["init", str(tmp_path / "other.yaml"), "--dataset", "cifar"]) == 2
     assert "--dataset must be one of ['imagefolder', 'image_list'] or 'package.module:function'" in capsys.readouterr().err
+
+
+def test_a_warm_start_goes_first_and_points_beyond_num_samples_are_named(tmp_path, monkeypatch, capsys):
+    import types
+
+    import ab_tune.integrations.ray.experiment as ray_experiment
+
+    ran = []
+    monkeypatch.setattr(ray_experiment, "run_experiment",
+                        lambda experiment, **_: ran.append(experiment) or (types.SimpleNamespace(errors=[]), None))
+    (tmp_path / "mydata.py").write_text("import torch\ndef load():\n    return torch.randn(40, 3), torch.arange(40) % 2\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = tmp_path / "mine.yaml"
+    assert main(["init", str(path), "--dataset", "mydata:load"]) == 0
+    recommended = tmp_path / "recommended.json"
+    recommended.write_text(json.dumps({"loss_init": "la", "hyper_lr": 0.01}))
+    capsys.readouterr()
+    assert main(["run", str(path), "--warm-start", str(recommended)]) == 0
+    assert ran[0].points_to_evaluate[0] == {"loss_init": "la", "hyper_lr": 0.01}  # before the file's own
+    assert "warning: 4 known points but 3 trials: the last 1 are not tried (raise num_samples)" in capsys.readouterr().err
+    assert main(["run", str(path), "--warm-start", str(recommended), "--num-samples", "4"]) == 0
+    assert "known points" not in capsys.readouterr().err
 
 
 def test_init_without_a_data_root_leaves_it_to_fill_in(tmp_path, capsys):

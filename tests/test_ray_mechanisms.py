@@ -185,6 +185,22 @@ def test_warm_start_and_points_to_evaluate_are_tried_first(ray_local, tmp_path, 
                           "search": {"points_to_evaluate": [{"lr": 0.1}]}})
 
 
+def test_known_points_are_queued_once_on_a_stored_study_that_a_resumed_run_opens_again(tmp_path):
+    """A resumed run sets its search up again on the same study storage (--study-storage): the
+    points must not be queued a second time."""
+    from ab_tune.integrations.ray.experiment import PruningOptunaSearch
+
+    space = {"fairness_weight": tune.uniform(0.0, 0.5), "augmentation": tune.choice(["none", "mixup"])}
+    import optuna
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/study.db")
+    for _ in range(2):  # the first run, then the resumed one
+        search = PruningOptunaSearch(seed=0, storage=storage, study_name="s", points_to_evaluate=[{"fairness_weight": 0.2}])
+        search.set_search_properties("val_balanced_error", "min", space)
+    queued = search._ot_study.get_trials(deepcopy=False)
+    assert [t.system_attrs["fixed_params"] for t in queued] == [{"fairness_weight": 0.2}]
+
+
 def test_random_and_grid_searches_run_at_most_max_concurrent_trials_at_once():
     """Tune ignores max_concurrent_trials for a search algorithm it is handed: the variant
     generator must carry the limit itself."""

@@ -1,6 +1,6 @@
-"""`ab-tune init`: an experiment file for one's own data, with the recipe the bundled files use, and
-a look at the data it names (classes, counts, imbalance, whether each class can spare validation
-images)."""
+"""`ab-tune init`: an experiment file for one's own data, with the bundled files' recipe widened to
+class weights, and a look at the data it names (classes, counts, imbalance, whether each class can
+spare validation images)."""
 from __future__ import annotations
 
 import json
@@ -22,12 +22,15 @@ _TEMPLATE = """\
 #     ab-tune run {path}
 # and compare it with grid-searched loss baselines on the same splits with
 #     ab-tune compare --file {path}
-# The recipe is the one the bundled files use (searchspaces/*.yaml): Delta and iota learned as one
-# coefficient each on log class frequency, the preset and the upper-level learning rate searched.
-# `parametrization: per_class` (a correction per class) is the paper's method. docs/config.md lists
-# every key.
+# The recipe of the bundled files (searchspaces/*.yaml), widened to class weights: Delta, iota and
+# omega learned as one coefficient each on log class frequency (a logit-adjustment tau, a CDT gamma
+# and a re-weighting exponent), from each of three presets once (CE, logit adjustment and
+# class-balanced weights), the upper-level learning rate sampled. Where re-weighting beats logit
+# adjustment the search can reach it; where it does not, this ties the bundled recipe
+# (benchmarks/LOG.md, "Defaults that reach class weights"). `parametrization: per_class` (a
+# correction per class) is the paper's method. docs/config.md lists every key.
 name: {name}
-description: AutoBalance on {dataset}, Delta and iota tied to class frequency.
+description: AutoBalance on {dataset}, Delta, iota and omega tied to class frequency.
 config:
   dataset: {dataset}
   data_root: {data_root}{data_root_note}
@@ -35,18 +38,22 @@ config:
   imbalance_ratio: 1          # your data as it is (no long-tailed subsampling)
   val_fraction: {val_fraction}           # of each class's training images, held out for the upper level
   epochs: 30
-  learn: [delta, iota]
-  parametrization: frequency  # learned: a logit-adjustment tau and a CDT gamma on top of the preset
+  learn: [delta, iota, omega]
+  parametrization: frequency  # learned: a logit-adjustment tau, a CDT gamma and a class-weight exponent
   retrain: true               # a fresh model on train+validation with the learned loss, at the end
   selection_fraction: 0.3     # trials ranked on validation images no hypergradient saw (needs 2 per class)
   head: cosine                # the classifier head every method shares under `ab-tune compare`
 space:
-  loss_init: {{choice: [ce, la]}}   # the preset the learned loss starts from
+  loss_init: {{choice: [ce, la, cb]}}   # the preset the learned loss starts from
   hyper_lr: {{loguniform: [0.005, 0.05]}}
 search:
   algorithm: optuna
   scheduler: fifo
   num_samples: 3
+  points_to_evaluate:         # each preset once first (TPE samples the learning rate); more trials: TPE picks
+    - {{loss_init: ce}}
+    - {{loss_init: la}}
+    - {{loss_init: cb}}
   max_concurrent: 2
   metric: val_balanced_error
   mode: min

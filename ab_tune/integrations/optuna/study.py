@@ -476,7 +476,9 @@ def run_study(experiment: Experiment, *, storage: str, study_name: str | None = 
               else optuna.pruners.MedianPruner(n_warmup_steps=experiment.grace_period))
     seed = experiment.sampler_seed() if seed is None else seed
     study = _open_study(storage, study_name, objective.directions, seed, pruner, heartbeat_interval)
-    for point in experiment.points_to_evaluate:  # first; a point another worker enqueued is not repeated
+    # first; a worker that opens the study after another enqueued them does not repeat them (workers
+    # started at the same instant may: Optuna does not lock the check)
+    for point in experiment.points_to_evaluate:
         study.enqueue_trial(point, skip_if_exists=True)
     mine = []  # this worker's trials (others may run beside it)
     study.optimize(objective, n_trials=n_trials, catch=(Exception,),

@@ -147,8 +147,9 @@ class PruningOptunaSearch(OptunaSearch):
 
     def _setup_study(self, mode):
         super()._setup_study(mode)
-        for point in self._known_points:
-            self._ot_study.enqueue_trial(point)
+        if not self._ot_study.get_trials(deepcopy=False):  # a resumed run's stored study has them already
+            for point in self._known_points:
+                self._ot_study.enqueue_trial(point)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         finished = result is not None and CLASS_COUNTS in result  # only a trial's final result holds them
