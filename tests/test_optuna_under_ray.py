@@ -88,3 +88,13 @@ def test_a_trial_that_errored_then_finished_on_restart_is_complete_in_the_study_
     assert retried.params == failed.params and retried.user_attrs["retried_tune_trial"] == "t1"
     search.on_trial_complete("t1", {"val_balanced_error": 0.2, "class_counts": [5, 1]})  # a finished trial is not re-added
     assert len(search._ot_study.trials) == 2
+
+
+def test_a_known_point_is_tried_first_when_the_space_is_given_to_the_searcher_itself():
+    """A space passed to the searcher sets its study up inside OptunaSearch's own __init__."""
+    from ab_tune.integrations.ray.experiment import PruningOptunaSearch
+
+    search = PruningOptunaSearch(space={"lr": tune.uniform(0.01, 0.1)}, metric="val_balanced_error", mode="min",
+                                 seed=0, points_to_evaluate=[{"lr": 0.042}])
+    assert search.suggest("t1") == {"lr": 0.042}
+    assert search.suggest("t2")["lr"] != 0.042

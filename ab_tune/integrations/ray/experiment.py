@@ -142,8 +142,8 @@ class PruningOptunaSearch(OptunaSearch):
     point, where Optuna samples the ones a point leaves out."""
 
     def __init__(self, *args, points_to_evaluate=None, **kwargs):
+        self._known_points = list(points_to_evaluate or [])  # first: a space given here sets the study up at once
         super().__init__(*args, **kwargs)
-        self._known_points = list(points_to_evaluate or [])
 
     def _setup_study(self, mode):
         super()._setup_study(mode)
