@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 
@@ -135,11 +134,8 @@ def _run(args) -> int:
     if args.warm_start:  # first: it is the point the user asked for, the file's come after it
         experiment.points_to_evaluate.insert(0, warm_start_point(experiment, _load_json(args.warm_start, "--warm-start"),
                                                                  f"--warm-start {args.warm_start}"))
-    trials = experiment.num_samples * math.prod(len(d.values) for d in experiment.space.values() if d.is_grid)
-    untried = len(experiment.points_to_evaluate) - trials
-    if untried > 0:
-        print(f"warning: {len(experiment.points_to_evaluate)} known points but {trials} trials: the last "
-              f"{untried} are not tried (raise num_samples)", file=sys.stderr)
+    if experiment.untried_points():
+        print(experiment.untried_points(), file=sys.stderr)
     if args.max_failures is not None:
         if args.max_failures < 0:
             raise UsageError(f"--max-failures must be an integer >= 0, got --max-failures {args.max_failures}")

@@ -46,7 +46,7 @@ def test_installed_console_script_reports_errors_without_traceback():
 def test_init_writes_a_starter_that_loads_and_describes_the_data(tmp_path, capsys):
     from PIL import Image
 
-    from ab_tune.search.searchspace import load_experiment
+    from ab_tune.search.searchspace import bundled_path, load_experiment
 
     for split, counts in (("train", {"cat": 40, "dog": 6}), ("test", {"cat": 3, "dog": 3})):
         for name, n in counts.items():
@@ -65,6 +65,10 @@ def test_init_writes_a_starter_that_loads_and_describes_the_data(tmp_path, capsy
     assert experiment.config["learn"] == ["delta", "iota", "omega"] and set(experiment.space) == {"loss_init", "hyper_lr"}
     assert experiment.space["loss_init"].values == ("ce", "la", "cb") and experiment.num_samples == 3
     assert experiment.points_to_evaluate == [{"loss_init": "ce"}, {"loss_init": "la"}, {"loss_init": "cb"}]
+    bundled = load_experiment(bundled_path("digits_lt.yaml"))  # the starter is the bundled files' recipe
+    assert all(experiment.config[key] == bundled.config[key] for key in ("learn", "parametrization", "selection_fraction"))
+    assert experiment.space["loss_init"].values == bundled.space["loss_init"].values
+    assert experiment.points_to_evaluate == bundled.points_to_evaluate
     # never over an existing file; an unknown dataset kind: one line each, exit 2
     before = path.read_text()
     assert main(["init", str(path)]) == 2

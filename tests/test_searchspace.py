@@ -176,3 +176,14 @@ def test_check_trial_turns_its_checks_into_one_line_and_lets_a_library_error_kee
     with pytest.raises(ValueError, match="cannot reshape") as error:
         check_trial({"dataset": "digits"})
     assert not isinstance(error.value, ConfigError)
+
+
+def test_known_points_beyond_the_trials_are_named():
+    """A grid multiplies the trials (num_samples repeats of it); points past that count never run."""
+    points = [{"fairness_weight": w} for w in (0.1, 0.2, 0.3, 0.4, 0.5)]
+    spec = {**BASE, "space": {"fairness_weight": {"uniform": [0.0, 0.5]}, "lr": {"grid": [0.01, 0.1]}},
+            "search": {"algorithm": "random", "num_samples": 2, "points_to_evaluate": points}}
+    experiment = parse_experiment(spec)
+    assert experiment.untried_points() == "warning: 5 known points but 4 trials: the last 1 are not tried (raise num_samples)"
+    experiment.num_samples = 3
+    assert experiment.untried_points() is None

@@ -156,6 +156,15 @@ class Experiment:
         """The Ray Tune param_space: fixed values and tune domains, nested."""
         return self.trial_config({key: domain.to_tune() for key, domain in self.space.items()})
 
+    def untried_points(self) -> str | None:
+        """A one-line warning when the known points outnumber the trials (the last ones never run)."""
+        trials = self.num_samples * math.prod(len(d.values) for d in self.space.values() if d.is_grid)
+        untried = len(self.points_to_evaluate) - trials
+        if untried > 0:
+            return (f"warning: {len(self.points_to_evaluate)} known points but {trials} trials: the last "
+                    f"{untried} are not tried (raise num_samples)")
+        return None
+
 
 def nested_parent(config: dict, dotted: str) -> tuple[dict, str]:
     """The mapping that holds a dotted key ("a.b": config["a"]) and the key in it ("b"), making the

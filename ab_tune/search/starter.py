@@ -1,6 +1,5 @@
-"""`ab-tune init`: an experiment file for one's own data, with the bundled files' recipe widened to
-class weights, and a look at the data it names (classes, counts, imbalance, whether each class can
-spare validation images)."""
+"""`ab-tune init`: an experiment file for one's own data, with the bundled files' recipe, and a look
+at the data it names (classes, counts, imbalance, whether each class can spare validation images)."""
 from __future__ import annotations
 
 import json
@@ -22,13 +21,12 @@ _TEMPLATE = """\
 #     ab-tune run {path}
 # and compare it with grid-searched loss baselines on the same splits with
 #     ab-tune compare --file {path}
-# The recipe of the bundled files (searchspaces/*.yaml), widened to class weights: Delta, iota and
-# omega learned as one coefficient each on log class frequency (a logit-adjustment tau, a CDT gamma
-# and a re-weighting exponent), from each of three presets once (CE, logit adjustment and
-# class-balanced weights), the upper-level learning rate sampled. Where re-weighting beats logit
-# adjustment the search can reach it; where it does not, this ties the bundled recipe
-# (benchmarks/LOG.md, "Defaults that reach class weights"). `parametrization: per_class` (a
-# correction per class) is the paper's method. docs/config.md lists every key.
+# The recipe of the bundled files (searchspaces/*.yaml): Delta, iota and omega learned as one
+# coefficient each on log class frequency (a logit-adjustment tau, a CDT gamma and a re-weighting
+# exponent), from each of three presets once (CE, logit adjustment and class-balanced weights),
+# the upper-level learning rate sampled, so the search reaches re-weighting where it beats logit
+# adjustment (benchmarks/LOG.md, "Defaults that reach class weights"). `parametrization:
+# per_class` (a correction per class) is the paper's method. docs/config.md lists every key.
 name: {name}
 description: AutoBalance on {dataset}, Delta, iota and omega tied to class frequency.
 config:
