@@ -3,10 +3,11 @@ renamed onto it (an interrupted run never leaves a half-written report or settin
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 from collections.abc import Iterator
 
-__all__ = ["atomic_path", "write_atomically"]
+__all__ = ["atomic_path", "remove_written", "write_atomically"]
 
 
 @contextlib.contextmanager
@@ -14,7 +15,7 @@ def atomic_path(path: str) -> Iterator[str]:
     """A temporary path beside ``path`` (same extension, for writers that infer the format from it),
     renamed onto ``path`` when the block ends without an error, removed when it raises."""
     root, extension = os.path.splitext(path)
-    temporary = f"{root}.tmp{os.getpid()}{extension}"
+    temporary = f"{root}.tmp{os.getpid()}{extension}"  # remove_written knows this pattern
     try:
         yield temporary
         os.replace(temporary, path)
@@ -28,3 +29,11 @@ def atomic_path(path: str) -> Iterator[str]:
 def write_atomically(path: str, text: str) -> None:
     with atomic_path(path) as temporary, open(temporary, "w", newline="") as f:
         f.write(text)
+
+
+def remove_written(path: str) -> None:
+    """Remove ``path`` and the temporaries of it that writers killed mid-write left beside it."""
+    root, extension = os.path.splitext(path)
+    for leftover in [path, *glob.glob(f"{glob.escape(root)}.tmp[0-9]*{extension}")]:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(leftover)

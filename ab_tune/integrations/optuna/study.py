@@ -40,7 +40,7 @@ import torch
 from ab_tune.config import trial_threads, without_placement
 from ab_tune.data import GROUP_DATASETS
 from ab_tune.errors import ConfigError
-from ab_tune.files import atomic_path
+from ab_tune.files import atomic_path, remove_written
 from ab_tune.names import (
     CLASS_COUNTS,
     GROUP_COUNTS,
@@ -199,9 +199,9 @@ class AutoBalanceObjective:
             trial.set_user_attr(RESUMED_FROM_EPOCH, trainer.epoch)
         try:
             return self._train(trial, trainer, checkpoint)
-        finally:  # a trial that ended (completed, pruned or failed) is never retried: its state goes
-            if checkpoint is not None and os.path.exists(checkpoint):
-                os.remove(checkpoint)
+        finally:  # a trial that ended (completed, pruned or failed) is never retried: its state goes,
+            if checkpoint is not None:  # with what a worker killed while saving it left
+                remove_written(checkpoint)
 
     def _train(self, trial, trainer: Trainer, checkpoint: str | None):
         while not trainer.done:
