@@ -134,8 +134,8 @@ def _run(args) -> int:
     if args.warm_start:  # first: it is the point the user asked for, the file's come after it
         experiment.points_to_evaluate.insert(0, warm_start_point(experiment, _load_json(args.warm_start, "--warm-start"),
                                                                  f"--warm-start {args.warm_start}"))
-    if experiment.untried_points():
-        print(experiment.untried_points(), file=sys.stderr)
+    if warning := experiment.untried_points():
+        print(warning, file=sys.stderr)
     if args.max_failures is not None:
         if args.max_failures < 0:
             raise UsageError(f"--max-failures must be an integer >= 0, got --max-failures {args.max_failures}")

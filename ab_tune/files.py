@@ -10,12 +10,17 @@ from collections.abc import Iterator
 __all__ = ["atomic_path", "remove_written", "write_atomically"]
 
 
+def _temporary(path: str, writer: str) -> str:
+    """The temporary beside ``path`` of the process ``writer`` (a pid, or a glob pattern of pids)."""
+    root, extension = os.path.splitext(path)
+    return f"{root}.tmp{writer}{extension}"
+
+
 @contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
     """A temporary path beside ``path`` (same extension, for writers that infer the format from it),
     renamed onto ``path`` when the block ends without an error, removed when it raises."""
-    root, extension = os.path.splitext(path)
-    temporary = f"{root}.tmp{os.getpid()}{extension}"  # remove_written knows this pattern
+    temporary = _temporary(path, str(os.getpid()))
     try:
         yield temporary
         os.replace(temporary, path)
@@ -33,7 +38,6 @@ def write_atomically(path: str, text: str) -> None:
 
 def remove_written(path: str) -> None:
     """Remove ``path`` and the temporaries of it that writers killed mid-write left beside it."""
-    root, extension = os.path.splitext(path)
-    for leftover in [path, *glob.glob(f"{glob.escape(root)}.tmp[0-9]*{extension}")]:
+    for leftover in [path, *glob.glob(_temporary(glob.escape(path), "[0-9]*"))]:
         with contextlib.suppress(FileNotFoundError):
             os.remove(leftover)

@@ -293,8 +293,8 @@ def compare(*, dataset: str = "digits", overrides: dict | None = None, seeds: in
                    for seed in seed_list}
     # every method, the pooled grid and the pick select by one metric (load_methods)
     reference = experiments[first_seed][AUTOBALANCE if AUTOBALANCE in methods else methods[0]]
-    if reference.untried_points():  # --num-samples below the file's known points
-        print(reference.untried_points(), file=sys.stderr)
+    if warning := reference.untried_points():  # --num-samples below the file's known points
+        print(warning, file=sys.stderr)
     metric, mode = reference.metric, reference.mode
     # each seed has its own folder, so seeds are not a setting: a resume may add seeds, or other ones
     settings = {"dataset": dataset, "metric": metric, "overrides": overrides, "retrain": retrain, "budget": budget,
